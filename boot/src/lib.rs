@@ -1,0 +1,2 @@
+//! PVH entry (placeholder).
+#![no_std]

@@ -1,0 +1,2 @@
+//! The eth-ivshmem unikernel (placeholder).
+#![no_std]

@@ -1,0 +1,2 @@
+//! The ivshmem-net protocol engine (placeholder; see issue 3).
+#![no_std]
