@@ -1,1 +1,43 @@
-//! Host side of eth-ivshmem (placeholder).
+//! Host side of eth-ivshmem: builds the kernel, runs QEMU VMs, and serves ivshmem.
+//!
+//! This library is used by the `eth-ivshmem` launcher binary and by the
+//! end-to-end tests in `tests/`. The pieces:
+//!
+//! * [`kernel`]: build the unikernel ELF (`cargo build -p kernel --release`).
+//! * [`qemu`]: make sure `qemu-system-x86_64` is installed.
+//! * [`vm`]: describe a VM ([`VmConfig`]), start it ([`VmHandle`]), watch its
+//!   serial output, judge its exit ([`Outcome`]). QEMU never outlives its handle.
+//! * [`shm`]: the descriptor page (the host↔kernel contract for v1 devices)
+//!   and shared-memory files for `ivshmem-plain`.
+//! * [`server`]: our ivshmem server, speaking the v1 (`ivshmem-doorbell`) and
+//!   v2 (Siemens `ivshmem` device) protocols.
+//! * [`lock`]: the "one VM pair at a time" lock for tests.
+//! * [`cleanup`]: the process-wide registry of children and files that are
+//!   removed when the launcher is interrupted.
+
+pub mod cleanup;
+pub mod kernel;
+pub mod lock;
+pub mod outcome;
+pub mod qemu;
+pub mod server;
+pub mod shm;
+pub mod size;
+pub mod vm;
+
+use std::path::{Path, PathBuf};
+
+pub use lock::VmLock;
+pub use outcome::Outcome;
+pub use vm::{Machine, ShmDevice, VmConfig, VmHandle};
+
+/// The workspace root (the directory holding the top-level `Cargo.toml`),
+/// fixed at compile time from this crate's manifest directory.
+pub fn workspace_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// `<workspace>/target`, where build products and the VM lock live.
+pub fn target_dir() -> PathBuf {
+    workspace_root().join("target")
+}

@@ -1,1 +1,181 @@
-fn main() {}
+//! `eth-ivshmem`: the launcher. Builds the kernel, runs VMs, serves ivshmem.
+//!
+//! `cargo run -- --help` lists the commands.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use host::kernel::Profile;
+use host::shm::{self, Layout};
+use host::size::{Size, parse_size};
+use host::{Machine, ShmDevice, VmConfig};
+
+/// Runs eth-ivshmem unikernel VMs in QEMU and serves their shared memory.
+#[derive(Debug, Parser)]
+#[command(name = "eth-ivshmem", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Boot one VM with an ivshmem-plain device and print its serial output.
+    Boot(BootArgs),
+    /// Run an ivshmem server (v1: QEMU's ivshmem-doorbell; v2: the Siemens ivshmem device).
+    Server(ServerArgs),
+}
+
+/// Parses a shared-memory size for QEMU's BAR: a power of two ≥ 4 KiB.
+fn parse_bar_size(s: &str) -> Result<u64, String> {
+    let size = parse_size(s).map_err(|e| e.to_string())?;
+    if !size.is_power_of_two() || size < 0x1000 {
+        return Err(format!(
+            "{s} is not a power of two of at least 4K (QEMU's BAR needs a power of two)"
+        ));
+    }
+    Ok(size)
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("timeout must be positive, not {s}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Debug, Args)]
+struct BootArgs {
+    /// QEMU machine type.
+    #[arg(long, value_enum, default_value_t = Machine::Pc)]
+    machine: Machine,
+    /// Size of the ivshmem-plain shared memory (power of two, e.g. 1M, 4G, 0x100000).
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_bar_size)]
+    shm_size: u64,
+    /// Extra kernel command line (e.g. "log=debug selftest=shm").
+    #[arg(
+        long,
+        value_name = "CMDLINE",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    append: String,
+    /// Kill the VM after this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_seconds)]
+    timeout: Duration,
+    /// Guest memory (QEMU -m syntax).
+    #[arg(long, value_name = "SIZE", default_value = "128M")]
+    memory: String,
+    /// Kernel build profile.
+    #[arg(long, value_enum, default_value_t = Profile::Release)]
+    profile: Profile,
+    /// Extra raw QEMU argument (repeatable), e.g. --qemu-arg=-d --qemu-arg=int.
+    #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
+    qemu_args: Vec<String>,
+    /// Wait for gdb on tcp::1234 before running (QEMU -s -S); disables the timeout.
+    #[arg(long)]
+    gdb: bool,
+    /// QEMU monitor, e.g. unix:/tmp/mon.sock,server,nowait.
+    #[arg(long, value_name = "SPEC")]
+    monitor: Option<String>,
+}
+
+impl Default for BootArgs {
+    fn default() -> Self {
+        BootArgs {
+            machine: Machine::Pc,
+            shm_size: 1 << 20,
+            append: String::new(),
+            timeout: Duration::from_secs(60),
+            memory: "128M".into(),
+            profile: Profile::Release,
+            qemu_args: Vec::new(),
+            gdb: false,
+            monitor: None,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Cmd::Boot(args)) => boot(args),
+        Some(Cmd::Server(args)) => server(args),
+        None => {
+            eprintln!(
+                "eth-ivshmem: no command given; the two-VM demo is not implemented yet, \
+                 running `boot` (see `cargo run -- --help`)"
+            );
+            boot(BootArgs::default())
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("eth-ivshmem: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Returns Ok(true) if the guest reported success.
+fn boot(args: BootArgs) -> anyhow::Result<bool> {
+    // The plain region carries a descriptor page for two ivshmem-net peers;
+    // check that the size can hold it before doing anything slow.
+    if let Err(e) = Layout::new(args.shm_size, true, 2, 0, shm::PROTOCOL_NET, None) {
+        clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!(
+                "--shm-size {}: {e} (at least 32K are needed)\n",
+                Size(args.shm_size)
+            ),
+        )
+        .exit();
+    }
+    host::cleanup::exit_on_signal().context("cannot install the signal handler")?;
+    let qemu = host::qemu::ensure_installed()?;
+    let kernel = host::kernel::build(args.profile)?;
+    let path = shm::unique_shm_path("boot");
+    let region = shm::create_plain_region(&path, args.shm_size, 2, 0, shm::PROTOCOL_NET, None)?;
+    let mut config = VmConfig::new(kernel)
+        .name("boot")
+        .qemu_binary(qemu)
+        .machine(args.machine)
+        .memory(args.memory)
+        .append(&args.append)
+        .shm(ShmDevice::Plain {
+            mem_path: region.path().to_path_buf(),
+            size: args.shm_size,
+        })
+        .qemu_args(args.qemu_args)
+        .echo("");
+    config.monitor = args.monitor;
+    config.gdb = args.gdb;
+    eprintln!("eth-ivshmem: {}", region.layout());
+    eprintln!("eth-ivshmem: {}", config.command_line());
+    let mut vm = config.spawn()?;
+    let timeout = if args.gdb {
+        Duration::from_secs(365 * 24 * 3600)
+    } else {
+        args.timeout
+    };
+    let outcome = vm.wait(timeout);
+    eprintln!(
+        "eth-ivshmem: {outcome} after {:.2} s",
+        vm.elapsed().as_secs_f64()
+    );
+    Ok(outcome.is_success())
+}
+
+fn server(_args: ServerArgs) -> anyhow::Result<bool> {
+    anyhow::bail!("the server is not implemented yet")
+}

@@ -1,0 +1,127 @@
+//! Process-wide registry of QEMU children and temporary files, so that
+//! nothing outlives the launcher, whichever way it ends.
+//!
+//! * Every QEMU started through [`crate::VmHandle`] is registered here and
+//!   unregistered when its handle reaps it; the handle's `Drop` kills it.
+//! * Children also get `PR_SET_PDEATHSIG = SIGKILL`, so even a `SIGKILL` of
+//!   the launcher takes them down. They are spawned from one long-lived
+//!   thread (see [`spawn`]) because the death signal fires when the *thread*
+//!   that forked the child exits, not the process.
+//! * [`exit_on_signal`] installs a handler thread for SIGINT/SIGTERM/SIGHUP
+//!   that kills every registered child, removes every registered path and
+//!   exits with `128 + signal`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+static CHILDREN: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+static PATHS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// Spawns `command` from the long-lived spawner thread, with
+/// `PR_SET_PDEATHSIG = SIGKILL`, and registers its pid.
+///
+/// The caller must call [`unregister_child`] once it has reaped the child.
+pub fn spawn(mut command: Command) -> io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    // SAFETY: the closure runs in the forked child before exec; it only calls
+    // prctl(2), which is async-signal-safe, and touches no locks or heap.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("qemu-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let result = command.spawn();
+                    if let Ok(child) = &result {
+                        register_child(child.id());
+                    }
+                    let _ = reply.send(result);
+                }
+            })
+            .expect("cannot start the spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    lock(spawner)
+        .send((command, reply_tx))
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Records a child pid to be killed on [`kill_all_children`].
+pub fn register_child(pid: u32) {
+    lock(&CHILDREN).insert(pid as i32);
+}
+
+/// Forgets a child pid (call after reaping it, so a reused pid is never killed).
+pub fn unregister_child(pid: u32) {
+    lock(&CHILDREN).remove(&(pid as i32));
+}
+
+/// Sends SIGKILL to every registered child (it is still reaped by its owner).
+pub fn kill_all_children() {
+    for &pid in lock(&CHILDREN).iter() {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// Records a file to remove on [`remove_all_paths`].
+pub fn register_path(path: &Path) {
+    lock(&PATHS).push(path.to_path_buf());
+}
+
+/// Forgets a file (after its owner removed it).
+pub fn unregister_path(path: &Path) {
+    lock(&PATHS).retain(|p| p != path);
+}
+
+/// Removes every registered file, ignoring errors.
+pub fn remove_all_paths() {
+    let paths: HashSet<PathBuf> = lock(&PATHS).drain(..).collect();
+    for path in paths {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Installs a thread that, on SIGINT, SIGTERM or SIGHUP, kills all registered
+/// children, removes all registered files and exits the process with status
+/// `128 + signal`. For the launcher binary; tests rely on `Drop` instead.
+pub fn exit_on_signal() -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signal-cleanup".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                eprintln!("eth-ivshmem: interrupted (signal {signal}), stopping VMs");
+                kill_all_children();
+                remove_all_paths();
+                std::process::exit(128 + signal);
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Building the unikernel ELF.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+/// The cargo profile to build the kernel with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum Profile {
+    /// `--release` (what every VM runs by default).
+    #[default]
+    Release,
+    /// The dev profile (opt-level 1, debug assertions).
+    Debug,
+}
+
+impl Profile {
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Debug => "debug",
+        }
+    }
+}
+
+/// `<workspace>/target/kernel`, the kernel's own target directory (so that
+/// building it never invalidates the host build).
+pub fn target_dir() -> PathBuf {
+    crate::target_dir().join("kernel")
+}
+
+/// Where [`build`] puts the ELF for `profile`:
+/// `target/kernel/x86_64-unknown-linux-gnu/<profile>/kernel`.
+pub fn elf_path(profile: Profile) -> PathBuf {
+    target_dir()
+        .join("x86_64-unknown-linux-gnu")
+        .join(profile.dir())
+        .join("kernel")
+}
+
+/// Builds the kernel (`cargo build -p kernel [--release] --target-dir
+/// target/kernel`, run in the workspace root so its `.cargo/config.toml`
+/// applies) and returns the ELF path.
+///
+/// Memoised per process and profile: tests calling this concurrently build
+/// once (cargo's own lock serialises separate processes). On failure the
+/// error carries cargo's stderr.
+pub fn build(profile: Profile) -> anyhow::Result<PathBuf> {
+    type Results = Mutex<HashMap<Profile, Result<PathBuf, String>>>;
+    static RESULTS: OnceLock<Results> = OnceLock::new();
+    let results = RESULTS.get_or_init(Default::default);
+    // Holding the lock while building makes concurrent callers wait for the
+    // one build instead of racing it.
+    let mut results = results.lock().unwrap_or_else(|p| p.into_inner());
+    let result = results
+        .entry(profile)
+        .or_insert_with(|| build_uncached(profile).map_err(|e| format!("{e:#}")));
+    result.clone().map_err(anyhow::Error::msg)
+}
+
+fn build_uncached(profile: Profile) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(crate::workspace_root())
+        .args(["build", "-p", "kernel"])
+        .arg("--target-dir")
+        .arg(target_dir());
+    if profile == Profile::Release {
+        command.arg("--release");
+    }
+    // Do not let an outer cargo's target directory or build settings leak in.
+    command
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR");
+    eprintln!(
+        "eth-ivshmem: building the kernel ({} profile)",
+        profile.dir()
+    );
+    let output = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run cargo to build the kernel: {e}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        anyhow::bail!(
+            "building the kernel failed ({}):\n{}",
+            output.status,
+            stderr.trim_end()
+        );
+    }
+    let elf = elf_path(profile);
+    anyhow::ensure!(
+        elf.is_file(),
+        "cargo built the kernel but {} does not exist",
+        elf.display()
+    );
+    Ok(elf)
+}

@@ -1,0 +1,737 @@
+//! One QEMU VM: its configuration ([`VmConfig`]), the QEMU command line it
+//! turns into ([`VmConfig::argv`]), and the running process ([`VmHandle`]).
+//!
+//! Every VM gets `-accel tcg -nodefaults -display none -no-reboot -smp
+//! 1,maxcpus=2` (toolchain.md §9 and §13: without `maxcpus` > 1 TCG drops the
+//! guest's memory barriers and cross-VM handshakes lose notifications), an
+//! `isa-debug-exit` device at port 0xf4, and its serial port on QEMU's stdout,
+//! which the handle captures line by line.
+//!
+//! A QEMU process never outlives its [`VmHandle`]: dropping the handle kills
+//! and reaps it (also when a test panics), and see [`crate::cleanup`] for
+//! signals and a killed launcher.
+
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::outcome::Outcome;
+use crate::size::Size;
+
+/// The QEMU machine type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Machine {
+    /// i440FX + PIIX (`-machine pc`).
+    #[default]
+    Pc,
+    /// Q35 + ICH9 (`-machine q35`).
+    Q35,
+}
+
+impl fmt::Display for Machine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Machine::Pc => "pc",
+            Machine::Q35 => "q35",
+        })
+    }
+}
+
+/// A shared-memory device attached to a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShmDevice {
+    /// `ivshmem-plain` on a `memory-backend-file` (no server, no interrupts).
+    /// `size` must equal the file's size and be a power of two.
+    Plain {
+        /// The shared file, e.g. [`crate::shm::PlainRegion::path`].
+        mem_path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// Stock QEMU `ivshmem-doorbell` on an ivshmem v1 server socket.
+    Doorbell {
+        /// The server's UNIX socket.
+        socket: PathBuf,
+        /// MSI-X vectors (must match the server's).
+        vectors: u32,
+    },
+    /// The Siemens fork's ivshmem-v2 device (`-device ivshmem`) on an
+    /// ivshmem2-server socket; everything else comes from the server.
+    V2 {
+        /// The server's UNIX socket.
+        socket: PathBuf,
+    },
+}
+
+/// A callback receiving each serial line (without the line ending) as it arrives.
+pub type LineCallback = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Everything needed to start one VM. Build with [`VmConfig::new`] and the
+/// chained setters, then [`VmConfig::spawn`].
+#[derive(Clone)]
+pub struct VmConfig {
+    /// A name for messages (default `"vm"`).
+    pub name: String,
+    /// The QEMU binary (default `qemu-system-x86_64`, looked up in `PATH`).
+    pub qemu: PathBuf,
+    /// The kernel ELF (PVH), see [`crate::kernel::build`].
+    pub kernel: PathBuf,
+    /// The kernel command line (`-append`).
+    pub cmdline: String,
+    /// Machine type (default `pc`).
+    pub machine: Machine,
+    /// Guest memory as QEMU's `-m` takes it (default `128M`).
+    pub memory: String,
+    /// Shared-memory devices, in PCI slot order.
+    pub shm: Vec<ShmDevice>,
+    /// Extra raw QEMU arguments appended at the end (the escape hatch).
+    pub extra_args: Vec<String>,
+    /// `-monitor <spec>`, e.g. `unix:/tmp/mon.sock,server,nowait`.
+    pub monitor: Option<String>,
+    /// `-s -S`: wait for gdb on tcp::1234 before running.
+    pub gdb: bool,
+    /// If set, print each serial line live to stdout with this prefix (e.g.
+    /// `"[A] "`; use `""` for no prefix) and QEMU's stderr to stderr.
+    pub echo_prefix: Option<String>,
+    /// Called with each serial line as it arrives.
+    pub on_line: Option<LineCallback>,
+}
+
+impl fmt::Debug for VmConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VmConfig")
+            .field("name", &self.name)
+            .field("argv", &self.argv())
+            .field("echo_prefix", &self.echo_prefix)
+            .field("on_line", &self.on_line.as_ref().map(|_| "<callback>"))
+            .finish()
+    }
+}
+
+/// Escapes a value for QEMU's `key=value,…` option syntax (`,` → `,,`).
+fn qemu_opt(value: &Path) -> String {
+    value.to_string_lossy().replace(',', ",,")
+}
+
+impl VmConfig {
+    /// A VM running `kernel` with the defaults: `pc`, 128M, empty command
+    /// line, no shared memory, serial captured but not echoed.
+    pub fn new(kernel: impl Into<PathBuf>) -> VmConfig {
+        VmConfig {
+            name: "vm".into(),
+            qemu: PathBuf::from(crate::qemu::QEMU_BINARY),
+            kernel: kernel.into(),
+            cmdline: String::new(),
+            machine: Machine::Pc,
+            memory: "128M".into(),
+            shm: Vec::new(),
+            extra_args: Vec::new(),
+            monitor: None,
+            gdb: false,
+            echo_prefix: None,
+            on_line: None,
+        }
+    }
+
+    /// Sets the name used in messages.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the machine type.
+    pub fn machine(mut self, machine: Machine) -> Self {
+        self.machine = machine;
+        self
+    }
+
+    /// Sets the guest memory (`-m`, e.g. `"128M"`).
+    pub fn memory(mut self, memory: impl Into<String>) -> Self {
+        self.memory = memory.into();
+        self
+    }
+
+    /// Replaces the kernel command line.
+    pub fn cmdline(mut self, cmdline: impl Into<String>) -> Self {
+        self.cmdline = cmdline.into();
+        self
+    }
+
+    /// Appends space-separated words to the kernel command line.
+    pub fn append(mut self, extra: &str) -> Self {
+        let extra = extra.trim();
+        if !extra.is_empty() {
+            if !self.cmdline.is_empty() {
+                self.cmdline.push(' ');
+            }
+            self.cmdline.push_str(extra);
+        }
+        self
+    }
+
+    /// Attaches a shared-memory device.
+    pub fn shm(mut self, device: ShmDevice) -> Self {
+        self.shm.push(device);
+        self
+    }
+
+    /// Appends raw QEMU arguments.
+    pub fn qemu_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Uses another QEMU binary (e.g. a self-built Siemens fork for `ShmDevice::V2`).
+    pub fn qemu_binary(mut self, qemu: impl Into<PathBuf>) -> Self {
+        self.qemu = qemu.into();
+        self
+    }
+
+    /// Prints serial output live with `prefix` (see [`VmConfig::echo_prefix`]).
+    pub fn echo(mut self, prefix: impl Into<String>) -> Self {
+        self.echo_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Calls `callback` with each serial line as it arrives.
+    pub fn on_line(mut self, callback: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_line = Some(Arc::new(callback));
+        self
+    }
+
+    /// The QEMU arguments (without the binary itself). Pure; no QEMU needed.
+    pub fn argv(&self) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        push(&["-machine", &self.machine.to_string(), "-m", &self.memory]);
+        push(&[
+            "-accel",
+            "tcg",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
+        push(&["-smp", "1,maxcpus=2"]);
+        push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        push(&["-serial", "stdio"]);
+        push(&[
+            "-kernel",
+            &self.kernel.to_string_lossy(),
+            "-append",
+            &self.cmdline,
+        ]);
+        for (i, device) in self.shm.iter().enumerate() {
+            match device {
+                ShmDevice::Plain { mem_path, size } => {
+                    let object = format!(
+                        "memory-backend-file,id=hm{i},share=on,mem-path={},size={}",
+                        qemu_opt(mem_path),
+                        Size(*size)
+                    );
+                    let dev = format!("ivshmem-plain,memdev=hm{i}");
+                    push(&["-object", &object, "-device", &dev]);
+                }
+                ShmDevice::Doorbell { socket, vectors } => {
+                    let chardev = format!("socket,path={},id=ivs{i}", qemu_opt(socket));
+                    let dev = format!("ivshmem-doorbell,chardev=ivs{i},vectors={vectors}");
+                    push(&["-chardev", &chardev, "-device", &dev]);
+                }
+                ShmDevice::V2 { socket } => {
+                    let chardev = format!("socket,path={},id=ivs{i}", qemu_opt(socket));
+                    let dev = format!("ivshmem,chardev=ivs{i}");
+                    push(&["-chardev", &chardev, "-device", &dev]);
+                }
+            }
+        }
+        if let Some(monitor) = &self.monitor {
+            push(&["-monitor", monitor]);
+        }
+        if self.gdb {
+            push(&["-s", "-S"]);
+        }
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+
+    /// The whole command line as a shell-like string (for messages).
+    pub fn command_line(&self) -> String {
+        let mut s = self.qemu.to_string_lossy().into_owned();
+        for arg in self.argv() {
+            s.push(' ');
+            if arg.is_empty() || arg.contains([' ', '"', '\'']) {
+                s.push_str(&format!("'{}'", arg.replace('\'', r"'\''")));
+            } else {
+                s.push_str(&arg);
+            }
+        }
+        s
+    }
+
+    /// Starts QEMU. Fails if the kernel ELF does not exist or QEMU cannot be
+    /// started. The handle owns the process.
+    pub fn spawn(&self) -> anyhow::Result<VmHandle> {
+        VmHandle::spawn(self.clone())
+    }
+}
+
+/// Why [`VmHandle::wait_for_line`] gave up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The deadline passed first.
+    #[error("{vm}: no serial line containing {needle:?} before the deadline")]
+    Timeout {
+        /// VM name.
+        vm: String,
+        /// What was waited for.
+        needle: String,
+    },
+    /// QEMU closed its output (exited) first.
+    #[error("{vm}: exited without printing a line containing {needle:?}")]
+    Exited {
+        /// VM name.
+        vm: String,
+        /// What was waited for.
+        needle: String,
+    },
+}
+
+#[derive(Debug, Default)]
+struct LogState {
+    serial: Vec<String>,
+    stderr: Vec<String>,
+    serial_closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    state: Mutex<LogState>,
+    changed: Condvar,
+}
+
+impl Log {
+    fn lock(&self) -> MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running (or finished) VM. Dropping it kills and reaps QEMU.
+pub struct VmHandle {
+    name: String,
+    argv: Vec<String>,
+    child: Option<Child>,
+    pid: u32,
+    log: Arc<Log>,
+    readers: Vec<JoinHandle<()>>,
+    started: Instant,
+    outcome: Option<Outcome>,
+}
+
+impl fmt::Debug for VmHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VmHandle")
+            .field("name", &self.name)
+            .field("pid", &self.pid)
+            .field("outcome", &self.outcome)
+            .finish()
+    }
+}
+
+/// Reads `source` line by line until EOF; `\r\n` and `\n` end lines, a
+/// trailing partial line is delivered at EOF.
+fn pump_lines(source: impl Read, mut each: impl FnMut(String)) {
+    let mut reader = BufReader::new(source);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                    buf.pop();
+                }
+                each(String::from_utf8_lossy(&buf).into_owned());
+            }
+        }
+    }
+}
+
+impl VmHandle {
+    /// Starts QEMU for `config` (see [`VmConfig::spawn`]).
+    pub fn spawn(config: VmConfig) -> anyhow::Result<VmHandle> {
+        anyhow::ensure!(
+            config.kernel.is_file(),
+            "{}: kernel ELF {} does not exist",
+            config.name,
+            config.kernel.display()
+        );
+        let argv = config.argv();
+        let mut command = Command::new(&config.qemu);
+        command
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = crate::cleanup::spawn(command).with_context(|| {
+            format!(
+                "{}: cannot start {} (is QEMU installed? see `cargo run -- boot`, which installs it)",
+                config.name,
+                config.qemu.display()
+            )
+        })?;
+        let pid = child.id();
+        let log = Arc::new(Log::default());
+        let mut readers = Vec::new();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        {
+            let log = Arc::clone(&log);
+            let prefix = config.echo_prefix.clone();
+            let on_line = config.on_line.clone();
+            readers.push(
+                std::thread::Builder::new()
+                    .name(format!("{}-serial", config.name))
+                    .spawn(move || {
+                        pump_lines(stdout, |line| {
+                            if let Some(prefix) = &prefix {
+                                let mut out = std::io::stdout().lock();
+                                let _ = writeln!(out, "{prefix}{line}");
+                                let _ = out.flush();
+                            }
+                            if let Some(callback) = &on_line {
+                                callback(&line);
+                            }
+                            log.lock().serial.push(line);
+                            log.changed.notify_all();
+                        });
+                        log.lock().serial_closed = true;
+                        log.changed.notify_all();
+                    })?,
+            );
+        }
+        {
+            let log = Arc::clone(&log);
+            let prefix = config.echo_prefix.clone();
+            readers.push(
+                std::thread::Builder::new()
+                    .name(format!("{}-stderr", config.name))
+                    .spawn(move || {
+                        pump_lines(stderr, |line| {
+                            if let Some(prefix) = &prefix {
+                                eprintln!("{prefix}qemu: {line}");
+                            }
+                            log.lock().stderr.push(line);
+                        });
+                    })?,
+            );
+        }
+        Ok(VmHandle {
+            name: config.name,
+            argv,
+            child: Some(child),
+            pid,
+            log,
+            readers,
+            started: Instant::now(),
+            outcome: None,
+        })
+    }
+
+    /// The VM's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// QEMU's process ID.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The QEMU arguments used.
+    pub fn argv(&self) -> &[String] {
+        &self.argv
+    }
+
+    /// Time since QEMU was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The serial lines received so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.log.lock().serial.clone()
+    }
+
+    /// The serial output received so far, one `\n` after each line.
+    pub fn log(&self) -> String {
+        let state = self.log.lock();
+        let mut s = String::new();
+        for line in &state.serial {
+            s.push_str(line);
+            s.push('\n');
+        }
+        s
+    }
+
+    /// What QEMU printed on its stderr so far (start-up errors land here).
+    pub fn stderr(&self) -> String {
+        self.log.lock().stderr.join("\n")
+    }
+
+    /// Blocks until a serial line containing `needle` has arrived (possibly
+    /// already), and returns that line. Fails at `deadline` or when QEMU
+    /// closes its output first.
+    pub fn wait_for_line(&self, needle: &str, deadline: Instant) -> Result<String, WaitError> {
+        let mut state = self.log.lock();
+        loop {
+            if let Some(line) = state.serial.iter().find(|l| l.contains(needle)) {
+                return Ok(line.clone());
+            }
+            if state.serial_closed {
+                return Err(WaitError::Exited {
+                    vm: self.name.clone(),
+                    needle: needle.into(),
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(WaitError::Timeout {
+                    vm: self.name.clone(),
+                    needle: needle.into(),
+                });
+            }
+            state = self
+                .log
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// The outcome if QEMU has already exited, without blocking.
+    pub fn try_outcome(&mut self) -> Option<Outcome> {
+        if self.outcome.is_none() {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.finish(Outcome::from_status(status));
+            }
+        }
+        self.outcome
+    }
+
+    /// Waits up to `timeout` for QEMU to exit and decodes its status. On
+    /// timeout QEMU is killed and the outcome is [`Outcome::Timeout`]. Once
+    /// QEMU has ended, the serial log is complete. Repeated calls return the
+    /// same outcome.
+    pub fn wait(&mut self, timeout: Duration) -> Outcome {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(outcome) = self.try_outcome() {
+                return outcome;
+            }
+            if Instant::now() >= deadline {
+                self.kill_and_reap();
+                self.finish(Outcome::Timeout(timeout));
+                return Outcome::Timeout(timeout);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Kills QEMU (SIGKILL) and reaps it; the outcome becomes
+    /// `Outcome::Signal(9)` unless it had already exited.
+    pub fn kill(&mut self) -> Outcome {
+        if let Some(outcome) = self.try_outcome() {
+            return outcome;
+        }
+        let status = self.kill_and_reap();
+        self.finish(status.map_or(Outcome::Signal(9), Outcome::from_status));
+        self.outcome.unwrap_or(Outcome::Signal(9))
+    }
+
+    fn kill_and_reap(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = child.kill();
+        let status = child.wait().ok();
+        crate::cleanup::unregister_child(self.pid);
+        status
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        if self.outcome.is_none() {
+            self.outcome = Some(outcome);
+        }
+        crate::cleanup::unregister_child(self.pid);
+        self.child = None;
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for VmHandle {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.kill_and_reap();
+        }
+        self.child = None;
+        // The readers end on EOF now that QEMU is gone; no need to join.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_has_the_fixed_flags() {
+        let config = VmConfig::new("/k/kernel")
+            .append("log=debug")
+            .append("selftest=shm");
+        let argv = config.argv();
+        let joined = argv.join(" ");
+        assert_eq!(
+            joined,
+            "-machine pc -m 128M -accel tcg -nodefaults -display none -no-reboot \
+             -smp 1,maxcpus=2 -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+             -serial stdio -kernel /k/kernel -append log=debug selftest=shm"
+        );
+        // The command line stays one argument.
+        assert_eq!(argv.last().unwrap(), "log=debug selftest=shm");
+    }
+
+    #[test]
+    fn argv_with_devices_and_escape_hatches() {
+        let mut config = VmConfig::new("/k")
+            .machine(Machine::Q35)
+            .memory("256M")
+            .shm(ShmDevice::Plain {
+                mem_path: "/dev/shm/a,b".into(),
+                size: 1 << 20,
+            })
+            .shm(ShmDevice::Doorbell {
+                socket: "/tmp/s.sock".into(),
+                vectors: 2,
+            })
+            .shm(ShmDevice::V2 {
+                socket: "/tmp/v2.sock".into(),
+            })
+            .qemu_args(["-d", "int"]);
+        config.monitor = Some("unix:/tmp/m,server,nowait".into());
+        config.gdb = true;
+        let argv = config.argv();
+        let pos = |s: &str| argv.iter().position(|a| a == s);
+        assert_eq!(argv[1], "q35");
+        assert_eq!(argv[3], "256M");
+        let i = pos("memory-backend-file,id=hm0,share=on,mem-path=/dev/shm/a,,b,size=1M").unwrap();
+        assert_eq!(argv[i - 1], "-object");
+        assert_eq!(argv[i + 2], "ivshmem-plain,memdev=hm0");
+        let i = pos("socket,path=/tmp/s.sock,id=ivs1").unwrap();
+        assert_eq!(argv[i - 1], "-chardev");
+        assert_eq!(argv[i + 2], "ivshmem-doorbell,chardev=ivs1,vectors=2");
+        let i = pos("socket,path=/tmp/v2.sock,id=ivs2").unwrap();
+        assert_eq!(argv[i + 2], "ivshmem,chardev=ivs2");
+        let tail: Vec<&str> = argv[argv.len() - 6..].iter().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "-monitor",
+                "unix:/tmp/m,server,nowait",
+                "-s",
+                "-S",
+                "-d",
+                "int"
+            ]
+        );
+        assert!(
+            config
+                .command_line()
+                .starts_with("qemu-system-x86_64 -machine q35")
+        );
+    }
+
+    #[test]
+    fn empty_cmdline_is_quoted_in_messages() {
+        let config = VmConfig::new("/k");
+        assert!(config.command_line().ends_with("-append ''"));
+    }
+
+    #[test]
+    fn spawn_fails_cleanly_without_kernel() {
+        let err = VmConfig::new("/nonexistent/kernel").spawn().unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    /// Runs a fake "QEMU" (a shell script) to exercise the handle without QEMU.
+    fn fake_vm(script: &str) -> (tempfile::TempDir, VmConfig) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = dir.path().join("fake-qemu");
+        std::fs::write(&qemu, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let kernel = dir.path().join("kernel");
+        std::fs::write(&kernel, b"").unwrap();
+        let config = VmConfig::new(&kernel).qemu_binary(&qemu).name("fake");
+        (dir, config)
+    }
+
+    #[test]
+    fn handle_captures_lines_and_exit_status() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (_dir, config) =
+            fake_vm("printf 'hello\\r\\nready: yes\\n'; echo oops >&2; printf partial; exit 33");
+        let seen2 = Arc::clone(&seen);
+        let mut vm = config
+            .on_line(move |l| seen2.lock().unwrap().push(l.to_string()))
+            .spawn()
+            .unwrap();
+        let line = vm
+            .wait_for_line("ready", Instant::now() + Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(line, "ready: yes");
+        assert_eq!(vm.wait(Duration::from_secs(10)), Outcome::Success);
+        assert_eq!(vm.lines(), ["hello", "ready: yes", "partial"]);
+        assert_eq!(vm.log(), "hello\nready: yes\npartial\n");
+        assert_eq!(vm.stderr(), "oops");
+        assert_eq!(*seen.lock().unwrap(), ["hello", "ready: yes", "partial"]);
+        assert_eq!(
+            vm.wait_for_line("never", Instant::now() + Duration::from_secs(10)),
+            Err(WaitError::Exited {
+                vm: "fake".into(),
+                needle: "never".into()
+            })
+        );
+    }
+
+    #[test]
+    fn handle_times_out_and_kills() {
+        let (_dir, config) = fake_vm("echo started; exec sleep 30");
+        let mut vm = config.spawn().unwrap();
+        let pid = vm.pid();
+        assert!(matches!(
+            vm.wait_for_line("nothing", Instant::now() + Duration::from_millis(200)),
+            Err(WaitError::Timeout { .. })
+        ));
+        let outcome = vm.wait(Duration::from_millis(300));
+        assert_eq!(outcome, Outcome::Timeout(Duration::from_millis(300)));
+        assert_eq!(vm.wait(Duration::ZERO), outcome);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn drop_kills_qemu() {
+        let (_dir, config) = fake_vm("exec sleep 30");
+        let vm = config.spawn().unwrap();
+        let pid = vm.pid();
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        drop(vm);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+}
