@@ -1,2 +1,27 @@
-//! The eth-ivshmem unikernel (placeholder).
-#![no_std]
+//! The eth-ivshmem unikernel: boots through PVH in QEMU, brings up the
+//! platform (serial console, GDT/IDT, heap, clock, ACPI, local APIC, PCI),
+//! reports what it sees and runs what the command line asks for.
+//!
+//! Pure logic (command line, PCI enumeration, heap placement) is tested on the
+//! host with `cargo test -p kernel`; the binary is `src/main.rs`.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod acpi;
+pub mod apic;
+pub mod cmdline;
+pub mod exit;
+pub mod gdt;
+pub mod heap;
+pub mod interrupts;
+pub mod paging;
+pub mod pci;
+pub mod pvh;
+#[cfg(not(test))]
+mod rt;
+pub mod serial;
+pub mod time;
+
+mod start;
+pub use start::start;

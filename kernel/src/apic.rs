@@ -1,0 +1,79 @@
+//! The local APIC (enable, EOI, ID) and the legacy PICs (masked).
+//!
+//! MSI-X messages from PCI devices land in the local APIC; nothing else uses it
+//! until a later issue adds its timer.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::instructions::port::Port;
+
+use crate::interrupts::SPURIOUS_VECTOR;
+use crate::paging::{self, Attributes};
+
+/// The architectural default base of the local APIC.
+pub const DEFAULT_BASE: u64 = 0xfee0_0000;
+
+/// Register offsets (Intel SDM vol. 3, table 11-1).
+mod register {
+    pub const ID: u64 = 0x20;
+    pub const TASK_PRIORITY: u64 = 0x80;
+    pub const END_OF_INTERRUPT: u64 = 0xb0;
+    pub const SPURIOUS_VECTOR: u64 = 0xf0;
+}
+
+/// Spurious-interrupt vector register: APIC software enable.
+const SOFTWARE_ENABLE: u32 = 1 << 8;
+
+/// 0 until [`init`] ran; EOIs before that are skipped.
+static BASE: AtomicU64 = AtomicU64::new(0);
+
+fn read(offset: u64) -> u32 {
+    let address = BASE.load(Ordering::Relaxed) + offset;
+    // SAFETY: `init` mapped the APIC page uncached at BASE; the offsets are
+    // architectural 32-bit registers inside that page.
+    unsafe { core::ptr::read_volatile(address as *const u32) }
+}
+
+fn write(offset: u64, value: u32) {
+    let address = BASE.load(Ordering::Relaxed) + offset;
+    // SAFETY: as in `read`.
+    unsafe { core::ptr::write_volatile(address as *mut u32, value) }
+}
+
+/// Masks both legacy PICs: SeaBIOS leaves them mapped to vectors 8–15, where
+/// a timer tick would look like a double fault.
+fn mask_legacy_pics() {
+    // SAFETY: 0x21 and 0xa1 are the PIC data ports; writing 0xff masks every
+    // line, which is all this kernel ever does with the PICs.
+    unsafe {
+        Port::<u8>::new(0x21).write(0xff);
+        Port::<u8>::new(0xa1).write(0xff);
+    }
+}
+
+/// Maps the local APIC at `base` uncached, masks the PICs and software-enables the APIC.
+pub fn init(base: u64) -> Result<(), paging::MapError> {
+    mask_legacy_pics();
+    paging::map(base, 0x1000, Attributes::DEVICE)?;
+    BASE.store(base, Ordering::Relaxed);
+    write(register::TASK_PRIORITY, 0);
+    write(
+        register::SPURIOUS_VECTOR,
+        SOFTWARE_ENABLE | u32::from(SPURIOUS_VECTOR),
+    );
+    Ok(())
+}
+
+/// This CPU's local APIC ID (the destination of MSI messages).
+pub fn id() -> u8 {
+    if BASE.load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
+    (read(register::ID) >> 24) as u8
+}
+
+/// Signals the end of the interrupt being handled.
+pub fn end_of_interrupt() {
+    if BASE.load(Ordering::Relaxed) != 0 {
+        write(register::END_OF_INTERRUPT, 0);
+    }
+}

@@ -1,0 +1,317 @@
+//! The IDT: every vector, exception or interrupt, enters through a small stub
+//! on an IST stack, saves all general registers and the SSE state (the
+//! precompiled `core` uses SSE, toolchain.md §7), and calls [`trap_handler`].
+//!
+//! CPU exceptions are fatal: the kernel prints the vector, RIP, error code and
+//! (for page faults) CR2, and exits with
+//! [`ExitCode::CpuException`](crate::exit::ExitCode::CpuException).
+//! Vectors 32–255 dispatch to handlers registered with [`register`]; the local
+//! APIC gets its EOI afterwards. Handlers run with interrupts disabled and must
+//! not allocate (the heap lock may be held by the interrupted code).
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+use spin::Once;
+use x86_64::VirtAddr;
+use x86_64::structures::idt::InterruptDescriptorTable;
+
+use crate::exit::{ExitCode, exit};
+use crate::gdt::{IST_DOUBLE_FAULT, IST_GENERAL, IST_NMI};
+
+/// The spurious-interrupt vector programmed into the local APIC; it gets no EOI.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
+/// Registers and stub data saved on entry, in memory order (lowest address first).
+#[repr(C)]
+#[derive(Debug)]
+pub struct TrapFrame {
+    rax: u64,
+    rbx: u64,
+    rcx: u64,
+    rdx: u64,
+    rsi: u64,
+    rdi: u64,
+    rbp: u64,
+    r8: u64,
+    r9: u64,
+    r10: u64,
+    r11: u64,
+    r12: u64,
+    r13: u64,
+    r14: u64,
+    r15: u64,
+    vector: u64,
+    error_code: u64,
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+    ss: u64,
+}
+
+// The stubs: 256 entries of 16 bytes at `isr_stubs + 16 * vector`. Vectors
+// whose exception pushes no error code push a 0 so that every frame has the
+// same shape. 0x60227d00 has a bit set for each vector below 32 that pushes an
+// error code: 8, 10–14, 17, 21, 29, 30 (Intel SDM vol. 3, table 6-1).
+core::arch::global_asm!(
+    r#"
+    .section .text.isr, "ax"
+    .balign 16
+    .global isr_stubs
+isr_stubs:
+    .set vector, 0
+    .rept 256
+    .balign 16
+    .if vector < 32
+    .if ((0x60227d00 >> vector) & 1) == 0
+    pushq $0
+    .endif
+    .else
+    pushq $0
+    .endif
+    pushq $vector
+    jmp isr_common
+    .set vector, vector + 1
+    .endr
+
+isr_common:
+    push %r15
+    push %r14
+    push %r13
+    push %r12
+    push %r11
+    push %r10
+    push %r9
+    push %r8
+    push %rbp
+    push %rdi
+    push %rsi
+    push %rdx
+    push %rcx
+    push %rbx
+    push %rax
+    mov %rsp, %rbx
+    sub $512, %rsp
+    and $-16, %rsp
+    fxsave64 (%rsp)
+    mov %rbx, %rdi
+    cld
+    call {handler}
+    fxrstor64 (%rsp)
+    mov %rbx, %rsp
+    pop %rax
+    pop %rbx
+    pop %rcx
+    pop %rdx
+    pop %rsi
+    pop %rdi
+    pop %rbp
+    pop %r8
+    pop %r9
+    pop %r10
+    pop %r11
+    pop %r12
+    pop %r13
+    pop %r14
+    pop %r15
+    add $16, %rsp
+    iretq
+"#,
+    handler = sym trap_handler,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    /// The first of the 256 entry stubs defined above.
+    static isr_stubs: u8;
+}
+
+/// Size of one stub; must match `.balign 16` above.
+const STUB_SIZE: u64 = 16;
+
+/// Registered handlers for vectors 32–255 (0 = none), as `fn(u8)` addresses.
+static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
+
+static IDT: Once<InterruptDescriptorTable> = Once::new();
+
+fn stub(vector: u8) -> VirtAddr {
+    VirtAddr::from_ptr(&raw const isr_stubs) + STUB_SIZE * u64::from(vector)
+}
+
+/// Builds and loads the IDT. Call after [`crate::gdt::init`] (the entries take
+/// the current CS, toolchain.md P11).
+pub fn init() {
+    let idt = IDT.call_once(|| {
+        let mut idt = InterruptDescriptorTable::new();
+        macro_rules! entry {
+            ($field:ident, $vector:literal, $ist:expr) => {
+                // SAFETY: the stub for this vector exists in `isr_stubs`, ends in
+                // `iretq` after restoring every register, and matches the frame
+                // shape the CPU pushes for this vector; the IST slot is set in the TSS.
+                unsafe {
+                    idt.$field
+                        .set_handler_addr(stub($vector))
+                        .set_stack_index($ist)
+                };
+            };
+        }
+        entry!(divide_error, 0, IST_GENERAL);
+        entry!(debug, 1, IST_GENERAL);
+        entry!(non_maskable_interrupt, 2, IST_NMI);
+        entry!(breakpoint, 3, IST_GENERAL);
+        entry!(overflow, 4, IST_GENERAL);
+        entry!(bound_range_exceeded, 5, IST_GENERAL);
+        entry!(invalid_opcode, 6, IST_GENERAL);
+        entry!(device_not_available, 7, IST_GENERAL);
+        entry!(double_fault, 8, IST_DOUBLE_FAULT);
+        // SAFETY: as above (vector 9 has no public field; `IndexMut<u8>` reaches it).
+        unsafe {
+            idt[9]
+                .set_handler_addr(stub(9))
+                .set_stack_index(IST_GENERAL)
+        };
+        entry!(invalid_tss, 10, IST_GENERAL);
+        entry!(segment_not_present, 11, IST_GENERAL);
+        entry!(stack_segment_fault, 12, IST_GENERAL);
+        entry!(general_protection_fault, 13, IST_GENERAL);
+        entry!(page_fault, 14, IST_GENERAL);
+        entry!(x87_floating_point, 16, IST_GENERAL);
+        entry!(alignment_check, 17, IST_GENERAL);
+        entry!(machine_check, 18, IST_NMI);
+        entry!(simd_floating_point, 19, IST_GENERAL);
+        entry!(virtualization, 20, IST_GENERAL);
+        entry!(cp_protection_exception, 21, IST_GENERAL);
+        entry!(hv_injection_exception, 28, IST_GENERAL);
+        entry!(vmm_communication_exception, 29, IST_GENERAL);
+        entry!(security_exception, 30, IST_GENERAL);
+        for vector in 32..=255u8 {
+            // SAFETY: as above; interrupts 32–255 push no error code, like their stubs.
+            unsafe {
+                idt[vector]
+                    .set_handler_addr(stub(vector))
+                    .set_stack_index(IST_GENERAL)
+            };
+        }
+        idt
+    });
+    idt.load();
+}
+
+/// Registers `handler` for `vector` (32–255). It runs with interrupts off and
+/// must neither allocate nor block.
+pub fn register(vector: u8, handler: fn(u8)) {
+    assert!(vector >= 32, "vector {vector} is a CPU exception");
+    HANDLERS[usize::from(vector)].store(handler as usize, Ordering::Release);
+}
+
+/// The Rust side of every interrupt and exception.
+extern "C" fn trap_handler(frame: &mut TrapFrame) {
+    let vector = frame.vector as u8;
+    if vector < 32 {
+        report_exception(frame);
+    }
+    let handler = HANDLERS[usize::from(vector)].load(Ordering::Acquire);
+    if handler != 0 {
+        // SAFETY: only `register` stores non-zero values here, and it stores `fn(u8)` addresses.
+        let handler: fn(u8) = unsafe { core::mem::transmute::<usize, fn(u8)>(handler) };
+        handler(vector);
+    } else if vector != SPURIOUS_VECTOR {
+        log::warn!("interrupt on vector {vector:#x} without a handler");
+    }
+    if vector != SPURIOUS_VECTOR {
+        crate::apic::end_of_interrupt();
+    }
+}
+
+const EXCEPTION_NAMES: [&str; 32] = [
+    "#DE divide error",
+    "#DB debug",
+    "NMI",
+    "#BP breakpoint",
+    "#OF overflow",
+    "#BR bound range exceeded",
+    "#UD invalid opcode",
+    "#NM device not available",
+    "#DF double fault",
+    "coprocessor segment overrun",
+    "#TS invalid TSS",
+    "#NP segment not present",
+    "#SS stack-segment fault",
+    "#GP general protection fault",
+    "#PF page fault",
+    "reserved",
+    "#MF x87 floating-point error",
+    "#AC alignment check",
+    "#MC machine check",
+    "#XM SIMD floating-point exception",
+    "#VE virtualization exception",
+    "#CP control protection exception",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "#HV hypervisor injection exception",
+    "#VC VMM communication exception",
+    "#SX security exception",
+    "reserved",
+];
+
+fn report_exception(frame: &TrapFrame) -> ! {
+    crate::serial::force_unlock();
+    let vector = frame.vector as usize;
+    crate::kprintln!(
+        "CPU EXCEPTION {} (vector {vector})",
+        EXCEPTION_NAMES[vector % 32]
+    );
+    crate::kprintln!(
+        "  RIP {:#018x}  CS {:#06x}  RFLAGS {:#010x}  RSP {:#018x}  SS {:#06x}",
+        frame.rip,
+        frame.cs,
+        frame.rflags,
+        frame.rsp,
+        frame.ss
+    );
+    crate::kprintln!("  error code {:#x}", frame.error_code);
+    if vector == 14 {
+        let cr2 = x86_64::registers::control::Cr2::read_raw();
+        crate::kprintln!("  CR2 {cr2:#018x} ({})", page_fault_cause(frame.error_code));
+    }
+    crate::kprintln!(
+        "  RAX {:#x} RBX {:#x} RCX {:#x} RDX {:#x} RSI {:#x} RDI {:#x} RBP {:#x}",
+        frame.rax,
+        frame.rbx,
+        frame.rcx,
+        frame.rdx,
+        frame.rsi,
+        frame.rdi,
+        frame.rbp
+    );
+    crate::kprintln!(
+        "  R8 {:#x} R9 {:#x} R10 {:#x} R11 {:#x} R12 {:#x} R13 {:#x} R14 {:#x} R15 {:#x}",
+        frame.r8,
+        frame.r9,
+        frame.r10,
+        frame.r11,
+        frame.r12,
+        frame.r13,
+        frame.r14,
+        frame.r15
+    );
+    exit(ExitCode::CpuException)
+}
+
+/// Decodes the page-fault error code (Intel SDM vol. 3, §4.7).
+fn page_fault_cause(error_code: u64) -> &'static str {
+    match (
+        error_code & 1 != 0,
+        error_code & 2 != 0,
+        error_code & 16 != 0,
+    ) {
+        (_, _, true) => "instruction fetch",
+        (false, false, _) => "read of a non-present page",
+        (false, true, _) => "write to a non-present page",
+        (true, false, _) => "read protection violation",
+        (true, true, _) => "write to a read-only page",
+    }
+}

@@ -1,0 +1,176 @@
+//! The PVH start info QEMU hands to the entry point (`struct hvm_start_info`,
+//! shared/reference/toolchain.md §3).
+
+/// `hvm_start_info.magic`.
+const START_INFO_MAGIC: u32 = 0x336e_c578;
+/// The longest command line we read.
+const MAX_CMDLINE: usize = 4096;
+/// The most memory-map entries we read.
+const MAX_MEMMAP_ENTRIES: usize = 128;
+
+/// One entry of the E820-style memory map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryRegion {
+    /// Physical start address.
+    pub start: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// E820 type: 1 = usable RAM, 2 = reserved, 3 = ACPI reclaimable, 4 = ACPI NVS.
+    pub kind: u32,
+}
+
+impl MemoryRegion {
+    /// E820 type of usable RAM.
+    pub const USABLE: u32 = 1;
+
+    /// The first address after the region (saturating).
+    pub fn end(&self) -> u64 {
+        self.start.saturating_add(self.size)
+    }
+}
+
+/// What the boot loader told us. Reading it needs no heap, so it can size the heap.
+#[derive(Debug, Clone)]
+pub struct StartInfo {
+    /// The kernel command line (`-append`), possibly empty.
+    pub cmdline: &'static str,
+    /// Physical address of the ACPI RSDP, if given.
+    pub rsdp: Option<u64>,
+    regions: [MemoryRegion; MAX_MEMMAP_ENTRIES],
+    region_count: usize,
+    /// The physical range `[start, end)` the loader's structures occupy
+    /// (start info, command line, memory map); the heap must avoid it.
+    pub loader_data: (u64, u64),
+}
+
+/// The raw fields of `hvm_start_info` version 1 (all little-endian).
+#[derive(Debug, Clone, Copy)]
+struct RawStartInfo {
+    magic: u32,
+    cmdline_paddr: u64,
+    rsdp_paddr: u64,
+    memmap_paddr: u64,
+    memmap_entries: u32,
+}
+
+/// Errors in the start info.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartInfoError {
+    /// The magic number is wrong: not booted through PVH.
+    BadMagic(u32),
+    /// The command line is not UTF-8.
+    CmdlineNotUtf8,
+}
+
+impl core::fmt::Display for StartInfoError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::BadMagic(magic) => write!(
+                f,
+                "PVH start info has magic {magic:#x}, expected {START_INFO_MAGIC:#x}"
+            ),
+            Self::CmdlineNotUtf8 => write!(f, "the kernel command line is not UTF-8"),
+        }
+    }
+}
+
+/// Reads a little-endian value of `N` bytes at physical address `address`.
+fn read_physical<const N: usize>(address: u64) -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // SAFETY: the boot code identity-maps the first 4 GiB, and the loader
+    // places the start info, command line and memory map in low RAM that
+    // nothing else uses before the heap is set up (the heap starts after the
+    // kernel image, above these structures).
+    unsafe { core::ptr::copy_nonoverlapping(address as usize as *const u8, bytes.as_mut_ptr(), N) };
+    bytes
+}
+
+fn u32_at(address: u64) -> u32 {
+    u32::from_le_bytes(read_physical(address))
+}
+
+fn u64_at(address: u64) -> u64 {
+    u64::from_le_bytes(read_physical(address))
+}
+
+impl StartInfo {
+    /// The memory map.
+    pub fn memory_map(&self) -> &[MemoryRegion] {
+        &self.regions[..self.region_count]
+    }
+
+    /// Reads the start info at physical address `address` (below 4 GiB).
+    pub fn read(address: u32) -> Result<Self, StartInfoError> {
+        let base = u64::from(address);
+        let raw = RawStartInfo {
+            magic: u32_at(base),
+            cmdline_paddr: u64_at(base + 24),
+            rsdp_paddr: u64_at(base + 32),
+            memmap_paddr: u64_at(base + 40),
+            memmap_entries: u32_at(base + 48),
+        };
+        if raw.magic != START_INFO_MAGIC {
+            return Err(StartInfoError::BadMagic(raw.magic));
+        }
+        let mut cmdline_len = 0;
+        if raw.cmdline_paddr != 0 {
+            while cmdline_len < MAX_CMDLINE
+                && read_physical::<1>(raw.cmdline_paddr + cmdline_len as u64)[0] != 0
+            {
+                cmdline_len += 1;
+            }
+        }
+        let cmdline = if cmdline_len == 0 {
+            ""
+        } else {
+            // SAFETY: the `cmdline_len` bytes at `cmdline_paddr` were just read
+            // through the identity map; they are never written again (see
+            // `read_physical`), so a shared 'static view is sound.
+            let bytes = unsafe {
+                core::slice::from_raw_parts(raw.cmdline_paddr as usize as *const u8, cmdline_len)
+            };
+            core::str::from_utf8(bytes).map_err(|_| StartInfoError::CmdlineNotUtf8)?
+        };
+        let region_count = (raw.memmap_entries as usize).min(MAX_MEMMAP_ENTRIES);
+        let mut regions = [MemoryRegion {
+            start: 0,
+            size: 0,
+            kind: 0,
+        }; MAX_MEMMAP_ENTRIES];
+        for (index, region) in regions.iter_mut().take(region_count).enumerate() {
+            let entry = raw.memmap_paddr + 24 * index as u64;
+            *region = MemoryRegion {
+                start: u64_at(entry),
+                size: u64_at(entry + 8),
+                kind: u32_at(entry + 16),
+            };
+        }
+        let ranges = [
+            (base, base + 56),
+            (
+                raw.cmdline_paddr,
+                raw.cmdline_paddr + cmdline_len as u64 + 1,
+            ),
+            (
+                raw.memmap_paddr,
+                raw.memmap_paddr + 24 * region_count as u64,
+            ),
+        ];
+        let loader_data = (
+            ranges
+                .iter()
+                .map(|range| range.0)
+                .filter(|&start| start != 0)
+                .min()
+                .unwrap_or(base),
+            ranges.iter().map(|range| range.1).max().unwrap_or(base),
+        );
+        Ok(Self {
+            cmdline,
+            rsdp: (raw.rsdp_paddr != 0).then_some(raw.rsdp_paddr),
+            regions,
+            region_count,
+            loader_data,
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! The boot sequence and the self-tests.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use log::{debug, info, warn};
+
+use crate::cmdline::{self, SelfTest};
+use crate::exit::{ExitCode, exit};
+use crate::paging::{self, Attributes};
+use crate::pci::{self, ConfigAccess};
+use crate::{acpi, apic, gdt, heap, interrupts, kprintln, pvh, serial, time};
+
+/// Brings the platform up and runs what the command line asks for. Never returns.
+pub fn start(start_info: u32) -> ! {
+    serial::init();
+    gdt::init();
+    interrupts::init();
+    let info = pvh::StartInfo::read(start_info).unwrap_or_else(|error| {
+        kprintln!("boot: {error}");
+        exit(ExitCode::Failure)
+    });
+    let heap = init_heap(&info);
+    let command_line = cmdline::parse(info.cmdline).unwrap_or_else(|error| {
+        kprintln!("cmdline: {error}");
+        exit(ExitCode::BadCommandLine)
+    });
+    serial::init_logger(command_line.log);
+    let tsc_khz = time::init();
+    info!(
+        "eth-ivshmem {} booting; command line '{}'",
+        env!("CARGO_PKG_VERSION"),
+        info.cmdline
+    );
+    for region in info.memory_map() {
+        debug!(
+            "memory {:#012x}-{:#012x} type {}",
+            region.start,
+            region.end(),
+            region.kind
+        );
+    }
+    info!(
+        "heap {:#x}-{:#x} ({} MiB); TSC {} MHz",
+        heap.start,
+        heap.start + heap.size,
+        heap.size >> 20,
+        tsc_khz / 1000
+    );
+
+    let platform = acpi::probe(info.rsdp).unwrap_or_else(|error| {
+        warn!("{error}; assuming a local APIC at the default address and no ECAM");
+        acpi::Platform {
+            local_apic: apic::DEFAULT_BASE,
+            cpus: 1,
+            ecam: Vec::new(),
+        }
+    });
+    info!(
+        "ACPI: {} CPU(s), local APIC at {:#x}, {} ECAM window(s)",
+        platform.cpus,
+        platform.local_apic,
+        platform.ecam.len()
+    );
+    if let Err(error) = apic::init(platform.local_apic) {
+        fail(format_args!("local APIC: {error}"));
+    }
+
+    let config = config_access(&platform);
+    let functions = pci::enumerate(&*config);
+    kprintln!("PCI inventory ({} functions):", functions.len());
+    for function in &functions {
+        kprintln!("pci {function}");
+        for bar in &function.bars {
+            kprintln!("pci {}   {bar}", function.bdf);
+        }
+    }
+
+    match command_line.selftest {
+        Some(SelfTest::PageFault) => {
+            info!("self-test: reading unmapped address {UNMAPPED:#x}");
+            // SAFETY: none; this read is meant to fault and end the kernel
+            // through the page-fault handler.
+            let value = unsafe { core::ptr::read_volatile(UNMAPPED as *const u64) };
+            fail(format_args!(
+                "self-test: reading {UNMAPPED:#x} returned {value:#x} instead of faulting"
+            ));
+        }
+        Some(SelfTest::Panic) => panic!("self-test: deliberate panic"),
+        Some(SelfTest::OutOfMemory) => {
+            let mut hoard: Vec<Box<[u8]>> = Vec::new();
+            loop {
+                hoard.push(alloc::vec![1u8; 1 << 20].into_boxed_slice());
+            }
+        }
+        Some(SelfTest::SharedMemory) => shared_memory_probe(&functions),
+        None => {}
+    }
+    kprintln!("boot: ok");
+    exit(ExitCode::Success)
+}
+
+/// An address no page table maps (64 GiB: PDPT entry 64 is never used).
+const UNMAPPED: u64 = 0x10_0000_0000;
+
+/// Reports a fatal condition and exits with [`ExitCode::Failure`].
+pub fn fail(message: core::fmt::Arguments<'_>) -> ! {
+    kprintln!("FAILED: {message}");
+    exit(ExitCode::Failure)
+}
+
+fn init_heap(info: &pvh::StartInfo) -> heap::HeapRange {
+    #[cfg(not(test))]
+    let heap = heap::init(&crate::rt::HEAP, info);
+    #[cfg(test)]
+    let heap: Option<heap::HeapRange> = {
+        let _ = info;
+        None
+    };
+    heap.unwrap_or_else(|| {
+        kprintln!("boot: no usable RAM region of 4 MiB or more for the heap");
+        exit(ExitCode::OutOfMemory)
+    })
+}
+
+fn config_access(platform: &acpi::Platform) -> Box<dyn ConfigAccess> {
+    if let Some(window) = platform.ecam.iter().find(|window| window.segment == 0) {
+        match pci::Ecam::new(window.base, window.bus_start, window.bus_end) {
+            Ok(ecam) => {
+                info!(
+                    "PCI: ECAM at {:#x}, buses {}-{}",
+                    window.base, window.bus_start, window.bus_end
+                );
+                return Box::new(ecam);
+            }
+            Err(error) => warn!("PCI: cannot map ECAM ({error}); using port I/O"),
+        }
+    }
+    info!("PCI: configuration through port I/O");
+    Box::new(pci::PortIo::default())
+}
+
+/// Maps the shared-memory BAR (BAR2) of the first ivshmem device read-only and
+/// prints its first and last u64.
+fn shared_memory_probe(functions: &[pci::Function]) {
+    let Some(bar) = functions
+        .iter()
+        .filter(|f| matches!((f.vendor, f.device), (0x1af4, 0x1110) | (0x110a, 0x4106)))
+        .find_map(|f| f.bar(2))
+    else {
+        fail(format_args!("self-test shm: no ivshmem device with a BAR2"));
+    };
+    if bar.address == 0 || bar.size < 8 {
+        fail(format_args!("self-test shm: BAR2 is unassigned ({bar})"));
+    }
+    if let Err(error) = paging::map(bar.address, bar.size, Attributes::SHARED_READ_ONLY) {
+        fail(format_args!("self-test shm: cannot map BAR2: {error}"));
+    }
+    let last = bar.address + bar.size - 8;
+    // SAFETY: BAR2 was just mapped read-only for its whole size; both addresses
+    // are aligned u64s inside it.
+    let (first_value, last_value) = unsafe {
+        (
+            core::ptr::read_volatile(bar.address as *const u64),
+            core::ptr::read_volatile(last as *const u64),
+        )
+    };
+    kprintln!("shm: {bar} first {first_value:#018x} last {last_value:#018x}");
+}
