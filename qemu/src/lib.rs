@@ -23,6 +23,7 @@ pub mod qemu;
 pub mod server;
 pub mod shm;
 pub mod size;
+pub mod testkernel;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

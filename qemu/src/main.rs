@@ -2,6 +2,7 @@
 //!
 //! `cargo run -- --help` lists the commands.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -74,6 +75,9 @@ struct BootArgs {
     /// Kernel build profile.
     #[arg(long, value_enum, default_value_t = Profile::Release)]
     profile: Profile,
+    /// Boot this ELF instead of building the kernel.
+    #[arg(long, value_name = "ELF")]
+    kernel: Option<PathBuf>,
     /// Extra raw QEMU argument (repeatable), e.g. --qemu-arg=-d --qemu-arg=int.
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
     qemu_args: Vec<String>,
@@ -94,6 +98,7 @@ impl Default for BootArgs {
             timeout: Duration::from_secs(60),
             memory: "128M".into(),
             profile: Profile::Release,
+            kernel: None,
             qemu_args: Vec::new(),
             gdb: false,
             monitor: None,
@@ -143,7 +148,10 @@ fn boot(args: BootArgs) -> anyhow::Result<bool> {
     }
     host::cleanup::exit_on_signal().context("cannot install the signal handler")?;
     let qemu = host::qemu::ensure_installed()?;
-    let kernel = host::kernel::build(args.profile)?;
+    let kernel = match args.kernel {
+        Some(elf) => elf,
+        None => host::kernel::build(args.profile)?,
+    };
     let path = shm::unique_shm_path("boot");
     let region = shm::create_plain_region(&path, args.shm_size, 2, 0, shm::PROTOCOL_NET, None)?;
     let mut config = VmConfig::new(kernel)

@@ -1,0 +1,158 @@
+//! The launcher binary's command line: help, bad arguments, `boot` verdicts
+//! and cleanup on signals (the QEMU parts are skipped if QEMU is missing).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn launcher() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_eth-ivshmem"))
+}
+
+fn tiny(dir: &Path, exit_value: Option<u32>) -> PathBuf {
+    let path = dir.join("tiny.elf");
+    std::fs::write(&path, host::testkernel::pvh_elf("tiny up\n", exit_value)).unwrap();
+    path
+}
+
+fn shm_leftovers(pid: u32) -> Vec<String> {
+    let prefix = format!("eth-ivshmem-boot-{pid}-");
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn help_works_everywhere() {
+    for args in [&["--help"][..], &["boot", "--help"], &["server", "--help"]] {
+        let out = launcher().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    }
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    for args in [
+        &["bogus"][..],
+        &["boot", "--shm-size", "3M"],
+        &["boot", "--shm-size", "lots"],
+        &["boot", "--shm-size", "16K"],
+        &["boot", "--machine", "isapc"],
+        &["boot", "--timeout", "-1"],
+    ] {
+        let out = launcher().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn boot_verdicts() {
+    if !host::qemu::available() {
+        eprintln!("skipping: qemu-system-x86_64 is not installed");
+        return;
+    }
+    let _lock = host::VmLock::acquire().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let good = tiny(dir.path(), Some(0x10));
+    let child = launcher()
+        .args(["boot", "--timeout", "20", "--kernel"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert_eq!(child.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("tiny up"), "{stdout}");
+    assert!(stderr.contains("guest reported success"), "{stderr}");
+
+    let bad = tiny(dir.path(), Some(0x14));
+    let child = launcher()
+        .args(["boot", "--machine", "q35", "--timeout", "20", "--kernel"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert_eq!(child.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("panicked (exit status 41)"), "{stderr}");
+
+    let hang = tiny(dir.path(), None);
+    let child = launcher()
+        .args(["boot", "--timeout", "0.5", "--kernel"])
+        .arg(&hang)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert_eq!(child.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("timed out"), "{stderr}");
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(task.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie waiting for a (container) init to reap it is gone too.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn sigterm_kills_qemu_and_removes_shm() {
+    if !host::qemu::available() {
+        eprintln!("skipping: qemu-system-x86_64 is not installed");
+        return;
+    }
+    let _lock = host::VmLock::acquire().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hang = tiny(dir.path(), None);
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut child = launcher()
+            .args(["boot", "--timeout", "30", "--kernel"])
+            .arg(&hang)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "tiny up");
+        let qemus = children_of(pid);
+        assert_eq!(qemus.len(), 1, "{qemus:?}");
+        assert_eq!(shm_leftovers(pid).len(), 1);
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+        assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(128 + signal));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_gone(qemus[0]) {
+            assert!(Instant::now() < deadline, "QEMU {} survived", qemus[0]);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(shm_leftovers(pid).is_empty(), "{:?}", shm_leftovers(pid));
+    }
+}
