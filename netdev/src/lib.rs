@@ -1,2 +1,90 @@
-//! The ivshmem-net protocol engine (placeholder; see issue 3).
+//! The ivshmem-net protocol engine: virtio-style split rings over
+//! ivshmem-v2 shared memory, byte-compatible with Linux `ivshmem-net` and
+//! Zephyr `eth_ivshmem`.
+//!
+//! The wire protocol is described in `shared/reference/ivshmem-net.md`
+//! (cited as §n below); the device in `shared/reference/ivshmem-v2.md`.
+//!
+//! # The seam
+//!
+//! The engine is hardware-agnostic. The kernel gives it
+//!
+//! * three views of shared memory ([`Sections`]): the state table and the
+//!   peer's output section through [`SharedMemory`] (read-only), and our own
+//!   output section through [`SharedMemoryMut`]. Every access names a byte
+//!   offset, and index accesses an [`Ordering`](core::sync::atomic::Ordering);
+//!   the engine never holds a Rust reference into memory the peer can write.
+//!   Offsets are validated by the engine before each call; an implementation
+//!   may panic on a bad one (that would be an engine bug);
+//! * a [`Notifier`]: `notify(vector)` rings the peer's doorbell
+//!   (`(peer_id << 16) | vector`), `set_state(state)` writes our State
+//!   register. The engine issues `fence(SeqCst)` before both.
+//!
+//! # The API
+//!
+//! * [`Engine::new`] validates a [`Config`] (peer ID, vector count, MTU,
+//!   MAC) and the section sizes ([`Layout`], §3.3) and writes State = RESET.
+//! * [`Engine::poll`] runs the RESET → INIT → READY → RUN state machine
+//!   (§2) and reclaims transmit completions; the kernel calls it on every
+//!   interrupt and on a timer. It returns whether the link is up. Every call
+//!   does bounded work (at most `num` ring entries), and nothing depends on
+//!   an interrupt arriving: a lost kick costs latency only.
+//! * The frame channel, in the spirit of Tegra IVC: [`Engine::send`],
+//!   [`Engine::receive`], [`Engine::can_send`], [`Engine::can_receive`],
+//!   [`Engine::transmit_empty`], and the zero-copy pairs
+//!   [`Engine::send_buffer`] / [`Engine::send_advance`] and
+//!   [`Engine::receive_frame`] / [`Engine::receive_advance`].
+//! * [`smoltcp::phy::Device`] for [`Engine`] (see [`device`]).
+//! * [`Engine::statistics`]: frames and bytes each way, drops by reason,
+//!   protocol errors seen from the peer, resets, kicks.
+//!
+//! # Safety argument
+//!
+//! All protocol modules are `#![forbid(unsafe_code)]`. The peer is
+//! untrusted: each peer-written field (index, ring entry, descriptor field,
+//! used element, state) is read exactly once into a local, validated, then
+//! used. Descriptor addresses and lengths are checked against our copy of
+//! the layout before any access; invalid entries are consumed, completed in
+//! order with len 1 and counted. An index that is impossible (the peer's
+//! avail index more than `num` ahead, or its used index ahead of what we
+//! published) cannot be reconciled: it is counted and the link is reset,
+//! which restarts the handshake. Received frames are copied into our own
+//! buffer before anyone sees them. Our own producer state (indices, buffer
+//! offsets) is a trusted shadow that the peer cannot change.
+//!
+//! The only `unsafe` code is the host backing ([`host`], behind the `std`
+//! feature), which implements the traits over a heap allocation shared by
+//! threads; its module documentation gives the argument. miri is not
+//! installed on the build machine, so `cargo miri test` has not been run.
 #![no_std]
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod device;
+mod engine;
+mod error;
+pub mod layout;
+mod memory;
+mod ring;
+mod state;
+mod statistics;
+
+#[cfg(feature = "std")]
+pub mod host;
+#[cfg(feature = "std")]
+pub mod test_utils;
+
+pub use engine::{
+    Config, DEFAULT_MTU, ETHERNET_HEADER_LENGTH, Engine, MIN_MTU, Sections,
+    locally_administered_mac,
+};
+pub use error::{ConfigError, ReceiveError, SendError};
+pub use layout::{Layout, LayoutError};
+pub use memory::{Notifier, SharedMemory, SharedMemoryMut};
+pub use ring::need_event;
+pub use state::State;
+pub use statistics::{Drops, ProtocolErrors, Statistics};

@@ -1,0 +1,403 @@
+//! Ring indices, descriptors, event indexes and barriers, all in one place
+//! (ivshmem-net.md §3.2, §3.5–§3.7, §5).
+//!
+//! Our transmit queue lives in our section (descriptors, avail ring,
+//! `used_event`); its used ring and `avail_event` live in the peer's
+//! section. Our receive queue is the mirror image. The structures here keep a
+//! trusted shadow of everything we publish (producer index, buffer offsets)
+//! and read every peer-written field exactly once, into a local, before
+//! validating and using it.
+//!
+//! Barriers (§3.7):
+//!
+//! * producer: descriptor and ring entry, then `Release` store of the index;
+//! * consumer: `Acquire` load of the peer's index, then entries and payload;
+//! * before reading the peer's event index after publishing one of ours:
+//!   `fence(SeqCst)` (Linux `virt_mb`), so the peer either sees our index or
+//!   we see its new event index;
+//! * before doorbell and State writes: `fence(SeqCst)` (in the engine).
+#![forbid(unsafe_code)]
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{Ordering, fence};
+
+use crate::layout::{Layout, VRING_ALIGN};
+use crate::memory::{SharedMemory, SharedMemoryMut};
+use crate::statistics::ProtocolErrors;
+
+/// `vring_need_event(event, new, old)`: whether moving an index from `old` to
+/// `new` passes `event` (§3.6).
+pub const fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+/// The ring state is inconsistent beyond repair; the link must be reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Desynchronized;
+
+/// Bytes a buffer of `length` bytes occupies in the data area: cache-line
+/// aligned, as both reference senders do (§5.6). The sizing is private to
+/// the sender.
+const fn buffer_size(length: usize) -> usize {
+    (length + VRING_ALIGN - 1) & !(VRING_ALIGN - 1)
+}
+
+/// A place in our data area for one outgoing frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Allocation {
+    /// Offset within the data area (add H for the section offset).
+    pub offset: usize,
+    /// Bytes consumed from the ring buffer, including skipped tail space.
+    charge: usize,
+    /// Bytes available to the frame at `offset`.
+    pub capacity: usize,
+}
+
+/// The transmit side: producer of our avail ring, consumer of the used ring
+/// the peer writes into its section.
+#[derive(Debug)]
+pub(crate) struct TransmitRing {
+    layout: Layout,
+    /// Our `avail.idx` (free running); descriptor index = slot of it.
+    next_avail: u16,
+    /// The next completion we expect; `next_avail - last_used` frames are
+    /// in flight.
+    last_used: u16,
+    /// `next_avail` when we last decided whether to kick.
+    notified_at: u16,
+    /// Next allocation offset in the data area.
+    head: usize,
+    /// Bytes of the data area held by frames in flight.
+    in_use: usize,
+    /// Per descriptor: the ring-buffer bytes its frame holds.
+    charges: Vec<u32>,
+}
+
+impl TransmitRing {
+    pub fn new(layout: Layout) -> Self {
+        Self {
+            layout,
+            next_avail: 0,
+            last_used: 0,
+            notified_at: 0,
+            head: 0,
+            in_use: 0,
+            charges: vec![0; usize::from(layout.queue_length())],
+        }
+    }
+
+    /// Forgets all ring state (link reset, INIT→READY, §2.5).
+    pub fn clear(&mut self) {
+        self.next_avail = 0;
+        self.last_used = 0;
+        self.notified_at = 0;
+        self.head = 0;
+        self.in_use = 0;
+        self.charges.fill(0);
+    }
+
+    /// Frames published and not yet completed.
+    pub fn in_flight(&self) -> u16 {
+        self.next_avail.wrapping_sub(self.last_used)
+    }
+
+    /// Finds space for a frame of `length` bytes (1..=data size), if a
+    /// descriptor and enough contiguous space are free. Takes nothing yet.
+    pub fn allocate(&self, length: usize) -> Option<Allocation> {
+        let data_size = self.layout.data_size();
+        if length == 0 || length > data_size || self.in_flight() >= self.layout.queue_length() {
+            return None;
+        }
+        let size = buffer_size(length).min(data_size);
+        let (offset, charge) = if self.head + size <= data_size {
+            (self.head, size)
+        } else {
+            // Skip the tail of the data area; the skipped bytes are charged to
+            // this frame and come back with its completion.
+            (0, data_size - self.head + size)
+        };
+        if self.in_use + charge > data_size {
+            return None;
+        }
+        Some(Allocation {
+            offset,
+            charge,
+            capacity: size,
+        })
+    }
+
+    /// Publishes a frame of `length` bytes already written at `allocation`
+    /// (§5.1 steps 5–6, §5.4 step 5): descriptor {addr = H + offset, len,
+    /// flags 0}, avail ring entry, then `Release` store of `avail.idx`.
+    pub fn publish<W: SharedMemoryMut>(&mut self, own: &W, allocation: Allocation, length: usize) {
+        let layout = &self.layout;
+        let descriptor_index = layout.slot(self.next_avail);
+        let descriptor = layout.descriptor(descriptor_index);
+        // H + offset < section size ≤ u32::MAX (checked by Layout::new).
+        let address = (layout.header_size() + allocation.offset) as u32;
+        own.store_u32(descriptor, address, Ordering::Relaxed);
+        own.store_u32(descriptor + 4, 0, Ordering::Relaxed);
+        own.store_u32(descriptor + 8, length as u32, Ordering::Relaxed);
+        own.store_u16(descriptor + 12, 0, Ordering::Relaxed);
+        own.store_u16(descriptor + 14, 0, Ordering::Relaxed);
+        own.store_u16(
+            layout.avail_ring(descriptor_index),
+            descriptor_index as u16,
+            Ordering::Relaxed,
+        );
+        self.next_avail = self.next_avail.wrapping_add(1);
+        // Release: the payload, descriptor and ring entry are visible before
+        // the peer can see the new index.
+        own.store_u16(layout.avail_index(), self.next_avail, Ordering::Release);
+        self.charges[descriptor_index] = allocation.charge as u32;
+        self.in_use += allocation.charge;
+        self.head = allocation.offset + allocation.capacity;
+    }
+
+    /// Whether to ring the peer's doorbell for what we published since the
+    /// last decision: full barrier, then the peer's `avail_event` (§3.6).
+    pub fn should_notify<M: SharedMemory>(&mut self, peer: &M) -> bool {
+        if self.next_avail == self.notified_at {
+            return false;
+        }
+        // Our avail.idx store must be globally visible before we read the
+        // peer's avail_event, or both sides could decide not to act.
+        fence(Ordering::SeqCst);
+        let event = peer.load_u16(self.layout.avail_event(), Ordering::Relaxed);
+        let notify = need_event(event, self.next_avail, self.notified_at);
+        self.notified_at = self.next_avail;
+        notify
+    }
+
+    /// Asks the peer to kick us on its next completion: `used_event =
+    /// last_used`, then a full barrier so a following reclaim sees any
+    /// completion that raced with the store (§3.6, §5.1 step 4).
+    pub fn request_completion_notification<W: SharedMemoryMut>(&self, own: &W) {
+        own.store_u16(self.layout.used_event(), self.last_used, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Takes back completed buffers strictly in FIFO order (§5.3). Work is
+    /// bounded by the frames in flight (≤ num).
+    ///
+    /// A used element with the wrong id or a `len` other than 1 is counted
+    /// and still retires the oldest frame: the order is ours, not the peer's.
+    /// A `used.idx` ahead of what we published cannot be reconciled.
+    pub fn reclaim<M: SharedMemory>(
+        &mut self,
+        peer: &M,
+        errors: &mut ProtocolErrors,
+    ) -> Result<u16, Desynchronized> {
+        let layout = &self.layout;
+        // Acquire: the used elements are read after the index.
+        let used_index = peer.load_u16(layout.used_index(), Ordering::Acquire);
+        let completed = used_index.wrapping_sub(self.last_used);
+        if completed > self.in_flight() {
+            errors.used_index_ahead += 1;
+            return Err(Desynchronized);
+        }
+        for _ in 0..completed {
+            let slot = layout.slot(self.last_used);
+            let element = layout.used_ring(slot);
+            let id = peer.load_u32(element, Ordering::Relaxed);
+            let length = peer.load_u32(element + 4, Ordering::Relaxed);
+            if id as usize != slot {
+                errors.used_id += 1;
+            }
+            if length != 1 {
+                errors.used_length += 1;
+            }
+            self.in_use -= self.charges[slot] as usize;
+            self.charges[slot] = 0;
+            self.last_used = self.last_used.wrapping_add(1);
+        }
+        if self.in_use == 0 {
+            self.head = 0;
+        }
+        Ok(completed)
+    }
+}
+
+/// A received descriptor after validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// A frame of this many bytes was copied into the caller's buffer.
+    Frame(usize),
+    /// The entry was invalid; it was consumed, completed and counted.
+    Rejected,
+}
+
+/// The receive side: consumer of the peer's avail ring, producer of the
+/// used ring in our section.
+#[derive(Debug)]
+pub(crate) struct ReceiveRing {
+    layout: Layout,
+    /// The next peer avail index we will read.
+    last_avail: u16,
+    /// Our `used.idx` (free running).
+    next_used: u16,
+    /// `next_used` when we last decided whether to kick.
+    notified_at: u16,
+}
+
+impl ReceiveRing {
+    pub fn new(layout: Layout) -> Self {
+        Self {
+            layout,
+            last_avail: 0,
+            next_used: 0,
+            notified_at: 0,
+        }
+    }
+
+    /// Forgets all ring state (§2.5).
+    pub fn clear(&mut self) {
+        self.last_avail = 0;
+        self.next_used = 0;
+        self.notified_at = 0;
+    }
+
+    /// Frames the peer has made available that we have not consumed.
+    pub fn pending<M: SharedMemory>(
+        &self,
+        peer: &M,
+        errors: &mut ProtocolErrors,
+    ) -> Result<u16, Desynchronized> {
+        // Our avail_event store (and used.idx) must be visible before we look
+        // at the peer's index again (§3.7, "store, fence, re-check").
+        fence(Ordering::SeqCst);
+        // Acquire: the ring entry, descriptor and payload are read after it.
+        let avail_index = peer.load_u16(self.layout.avail_index(), Ordering::Acquire);
+        let pending = avail_index.wrapping_sub(self.last_avail);
+        if pending > self.layout.queue_length() {
+            errors.avail_index_ahead += 1;
+            return Err(Desynchronized);
+        }
+        Ok(pending)
+    }
+
+    /// Consumes the next available entry (the caller saw `pending() > 0`):
+    /// reads the ring entry and the descriptor once each, validates them
+    /// (§3.5), copies the frame into `buffer` (which must hold any frame that
+    /// fits the data area), completes the entry in order with len 1 and
+    /// updates our `avail_event` (§5.2, §5.5).
+    pub fn consume<M: SharedMemory, W: SharedMemoryMut>(
+        &mut self,
+        peer: &M,
+        own: &W,
+        buffer: &mut [u8],
+        errors: &mut ProtocolErrors,
+    ) -> Received {
+        let layout = &self.layout;
+        let slot = layout.slot(self.last_avail);
+        let descriptor_index = peer.load_u16(layout.avail_ring(slot), Ordering::Relaxed);
+        let received = if descriptor_index >= layout.queue_length() {
+            errors.descriptor_index += 1;
+            Received::Rejected
+        } else {
+            let descriptor = layout.descriptor(usize::from(descriptor_index));
+            let address_low = peer.load_u32(descriptor, Ordering::Relaxed);
+            let address_high = peer.load_u32(descriptor + 4, Ordering::Relaxed);
+            let length = peer.load_u32(descriptor + 8, Ordering::Relaxed);
+            let flags = peer.load_u16(descriptor + 12, Ordering::Relaxed);
+            let address = u64::from(address_high) << 32 | u64::from(address_low);
+            let section_size = layout.section_size() as u64;
+            let length64 = u64::from(length);
+            if flags != 0 {
+                errors.descriptor_flags += 1;
+                Received::Rejected
+            } else if length == 0
+                || address < layout.header_size() as u64
+                || address >= section_size
+                || length64 > section_size - address
+                || length as usize > buffer.len()
+            {
+                errors.descriptor_range += 1;
+                Received::Rejected
+            } else {
+                let length = length as usize;
+                peer.read(address as usize, &mut buffer[..length]);
+                Received::Frame(length)
+            }
+        };
+        // Complete in order, len 1, even for a rejected entry, so neither side
+        // stalls (§3.5; Linux would stall here, §7).
+        let element = layout.used_ring(layout.slot(self.next_used));
+        own.store_u32(element, u32::from(descriptor_index), Ordering::Relaxed);
+        own.store_u32(element + 4, 1, Ordering::Relaxed);
+        self.next_used = self.next_used.wrapping_add(1);
+        // Release: the element is visible before the index.
+        own.store_u16(layout.used_index(), self.next_used, Ordering::Release);
+        self.last_avail = self.last_avail.wrapping_add(1);
+        // Keep avail_event current: "kick me when you publish index
+        // last_avail" (a Linux sender relies on it, §3.6).
+        own.store_u16(layout.avail_event(), self.last_avail, Ordering::Relaxed);
+        received
+    }
+
+    /// Whether to ring the peer's doorbell for the completions since the last
+    /// decision: full barrier, then the peer's `used_event` (§3.6).
+    pub fn should_notify<M: SharedMemory>(&mut self, peer: &M) -> bool {
+        if self.next_used == self.notified_at {
+            return false;
+        }
+        fence(Ordering::SeqCst);
+        let event = peer.load_u16(self.layout.used_event(), Ordering::Relaxed);
+        let notify = need_event(event, self.next_used, self.notified_at);
+        self.notified_at = self.next_used;
+        notify
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn need_event_matches_virtio() {
+        // Passing the event index exactly.
+        assert!(need_event(0, 1, 0));
+        assert!(!need_event(1, 1, 0));
+        assert!(need_event(5, 10, 0));
+        assert!(!need_event(10, 10, 0));
+        // Wrapping.
+        assert!(need_event(0xFFFF, 1, 0xFFFE));
+        assert!(need_event(0, 1, 0xFFFF));
+        assert!(!need_event(2, 1, 0xFFFF));
+        // No movement never notifies.
+        assert!(!need_event(7, 7, 7));
+    }
+
+    #[test]
+    fn buffer_sizes() {
+        assert_eq!(buffer_size(1), 64);
+        assert_eq!(buffer_size(64), 64);
+        assert_eq!(buffer_size(1514), 1536);
+    }
+
+    #[test]
+    fn allocation_wraps_and_charges_the_skipped_tail() {
+        let layout = Layout::new(0x2000).unwrap(); // data 0x1900 = 6400
+        let mut ring = TransmitRing::new(layout);
+        // 4 × 1536 = 6144; 256 bytes left at the end.
+        for _ in 0..4 {
+            let allocation = ring.allocate(1514).unwrap();
+            ring.next_avail = ring.next_avail.wrapping_add(1);
+            let slot = layout.slot(ring.next_avail.wrapping_sub(1));
+            ring.charges[slot] = allocation.charge as u32;
+            ring.in_use += allocation.charge;
+            ring.head = allocation.offset + allocation.capacity;
+        }
+        assert_eq!(ring.head, 6144);
+        assert!(ring.allocate(1514).is_none(), "no room before a completion");
+        assert_eq!(ring.allocate(200).unwrap().offset, 6144);
+        // Retire the oldest frame: 1536 bytes at the front become free.
+        ring.in_use -= ring.charges[0] as usize;
+        ring.last_used = 1;
+        let wrapped = ring.allocate(1514).unwrap();
+        assert_eq!(wrapped.offset, 0);
+        assert_eq!(wrapped.charge, 256 + 1536);
+        assert!(ring.allocate(1537).is_none());
+    }
+}
