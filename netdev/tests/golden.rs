@@ -191,7 +191,7 @@ fn zephyr_peer_across_index_wrap() {
     assert_eq!(own.load_u16(0x202, Ordering::Relaxed), 0);
     for (descriptor_index, length) in [(30usize, 300u32), (31, 301)] {
         let address = own.load_u32(16 * descriptor_index, Ordering::Relaxed);
-        assert!(address >= 0x700 && address % 64 == 0);
+        assert!(address >= 0x700 && address.is_multiple_of(64));
         assert_eq!(
             own.load_u32(16 * descriptor_index + 4, Ordering::Relaxed),
             0
