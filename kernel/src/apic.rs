@@ -15,6 +15,10 @@ pub const DEFAULT_BASE: u64 = 0xfee0_0000;
 /// Register offsets (Intel SDM vol. 3, table 11-1).
 mod register {
     pub const ID: u64 = 0x20;
+    pub const TIMER_LVT: u64 = 0x320;
+    pub const TIMER_INITIAL_COUNT: u64 = 0x380;
+    pub const TIMER_CURRENT_COUNT: u64 = 0x390;
+    pub const TIMER_DIVIDE: u64 = 0x3e0;
     pub const TASK_PRIORITY: u64 = 0x80;
     pub const END_OF_INTERRUPT: u64 = 0xb0;
     pub const SPURIOUS_VECTOR: u64 = 0xf0;
@@ -25,6 +29,15 @@ const SOFTWARE_ENABLE: u32 = 1 << 8;
 
 /// 0 until [`init`] ran; EOIs before that are skipped.
 static BASE: AtomicU64 = AtomicU64::new(0);
+/// Timer ticks per millisecond at divide-by-16 (0 until calibrated).
+static TIMER_TICKS_PER_MILLISECOND: AtomicU64 = AtomicU64::new(0);
+
+/// IDT vector of the local APIC timer.
+pub const TIMER_VECTOR: u8 = 0x30;
+/// LVT mask bit.
+const LVT_MASKED: u32 = 1 << 16;
+/// Divide configuration value for divide-by-16.
+const DIVIDE_BY_16: u32 = 0b0011;
 
 fn read(offset: u64) -> u32 {
     let address = BASE.load(Ordering::Relaxed) + offset;
@@ -60,7 +73,29 @@ pub fn init(base: u64) -> Result<(), paging::MapError> {
         register::SPURIOUS_VECTOR,
         SOFTWARE_ENABLE | u32::from(SPURIOUS_VECTOR),
     );
+    calibrate_timer();
+    crate::interrupts::register(TIMER_VECTOR, |_| {});
     Ok(())
+}
+
+/// Measures the timer's rate against the (calibrated) TSC over 10 ms.
+fn calibrate_timer() {
+    write(register::TIMER_DIVIDE, DIVIDE_BY_16);
+    write(register::TIMER_LVT, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(register::TIMER_INITIAL_COUNT, u32::MAX);
+    crate::time::delay_micros(10_000);
+    let elapsed = u64::from(u32::MAX - read(register::TIMER_CURRENT_COUNT));
+    write(register::TIMER_INITIAL_COUNT, 0);
+    TIMER_TICKS_PER_MILLISECOND.store((elapsed / 10).max(1), Ordering::Relaxed);
+}
+
+/// Arms the one-shot timer to interrupt after `micros` microseconds (at least
+/// one tick, at most what the 32-bit counter holds).
+pub fn arm_timer(micros: u64) {
+    let per_millisecond = TIMER_TICKS_PER_MILLISECOND.load(Ordering::Relaxed);
+    let ticks = (micros.saturating_mul(per_millisecond) / 1000).clamp(1, u64::from(u32::MAX));
+    write(register::TIMER_LVT, u32::from(TIMER_VECTOR));
+    write(register::TIMER_INITIAL_COUNT, ticks as u32);
 }
 
 /// This CPU's local APIC ID (the destination of MSI messages).

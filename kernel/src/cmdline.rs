@@ -21,6 +21,24 @@ pub enum SelfTest {
     OutOfMemory,
 }
 
+/// What the kernel runs after booting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum App {
+    /// Print the PCI inventory and exit.
+    Inventory,
+    /// Bring up the ivshmem-net link and report its state changes until stopped.
+    Link,
+}
+
+/// How the kernel learns about doorbells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// MSI-X doorbells wake the kernel from `hlt` (a timer re-checks too).
+    Interrupt,
+    /// Busy polling: no interrupts.
+    Poll,
+}
+
 /// The parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandLine {
@@ -28,6 +46,14 @@ pub struct CommandLine {
     pub log: LevelFilter,
     /// A fatal path to exercise, if any.
     pub selftest: Option<SelfTest>,
+    /// What to run.
+    pub app: App,
+    /// Interrupts or polling.
+    pub mode: Mode,
+    /// Our peer ID, for `ivshmem-plain` (other devices have an ID register).
+    pub id: Option<u16>,
+    /// The IP MTU of the link (default 1500).
+    pub mtu: Option<usize>,
 }
 
 impl Default for CommandLine {
@@ -35,6 +61,10 @@ impl Default for CommandLine {
         Self {
             log: LevelFilter::Info,
             selftest: None,
+            app: App::Inventory,
+            mode: Mode::Interrupt,
+            id: None,
+            mtu: None,
         }
     }
 }
@@ -90,7 +120,7 @@ impl fmt::Display for CmdlineError {
 impl core::error::Error for CmdlineError {}
 
 /// Every key [`parse`] accepts.
-pub const KEYS: &[&str] = &["log", "selftest"];
+pub const KEYS: &[&str] = &["log", "selftest", "app", "mode", "id", "mtu"];
 
 /// Parses a command line.
 pub fn parse(line: &str) -> Result<CommandLine, CmdlineError> {
@@ -111,6 +141,22 @@ pub fn parse(line: &str) -> Result<CommandLine, CmdlineError> {
         match key {
             "log" => parsed.log = parse_level(value)?,
             "selftest" => parsed.selftest = Some(parse_selftest(value)?),
+            "app" => parsed.app = parse_app(value)?,
+            "mode" => {
+                parsed.mode = match value {
+                    "irq" => Mode::Interrupt,
+                    "poll" => Mode::Poll,
+                    _ => return Err(bad("mode", value, "irq or poll")),
+                }
+            }
+            "id" => parsed.id = Some(parse_number(value, "id", 0, 1, "0 or 1")? as u16),
+            "mtu" => {
+                parsed.mtu =
+                    Some(
+                        parse_number(value, "mtu", 68, 65_535, "a number from 68 to 65535")?
+                            as usize,
+                    )
+            }
             _ => {
                 return Err(CmdlineError::UnknownKey {
                     key: key.to_string(),
@@ -143,6 +189,29 @@ fn parse_selftest(value: &str) -> Result<SelfTest, CmdlineError> {
     })
 }
 
+fn parse_app(value: &str) -> Result<App, CmdlineError> {
+    Ok(match value {
+        "inventory" => App::Inventory,
+        "link" => App::Link,
+        _ => return Err(bad("app", value, "inventory or link")),
+    })
+}
+
+/// Parses a decimal number in `min..=max`.
+fn parse_number(
+    value: &str,
+    key: &'static str,
+    min: u64,
+    max: u64,
+    expected: &'static str,
+) -> Result<u64, CmdlineError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|number| (min..=max).contains(number))
+        .ok_or_else(|| bad(key, value, expected))
+}
+
 fn bad(key: &'static str, value: &str, expected: &'static str) -> CmdlineError {
     CmdlineError::BadValue {
         key,
@@ -169,6 +238,15 @@ mod tests {
     }
 
     #[test]
+    fn link_keys_are_parsed() {
+        let line = parse("app=link mode=poll id=1 mtu=9000").unwrap();
+        assert_eq!(
+            (line.app, line.mode, line.id, line.mtu),
+            (App::Link, Mode::Poll, Some(1), Some(9000))
+        );
+    }
+
+    #[test]
     fn errors_name_the_culprit() {
         let unknown = parse("log=info bogus=1").unwrap_err();
         assert_eq!(
@@ -184,6 +262,15 @@ mod tests {
 
         let bad_value = parse("log=loud").unwrap_err();
         assert!(bad_value.to_string().contains("bad value 'loud' for 'log'"));
+
+        assert!(
+            parse("id=2")
+                .unwrap_err()
+                .to_string()
+                .contains("expected 0 or 1")
+        );
+        assert!(parse("mtu=20").is_err());
+        assert!(parse("mode=fast").is_err());
 
         let twice = parse("log=info log=warn").unwrap_err();
         assert_eq!(twice, CmdlineError::DuplicateKey { key: "log".into() });

@@ -613,6 +613,10 @@ pub mod fake {
             let index = usize::from(offset / 4);
             match offset {
                 0x00 | 0x08 => {} // read-only IDs and class
+                // Status (high half) is read-only / write-1-to-clear: writing 0 keeps it.
+                0x04 => {
+                    function.registers[1] = (function.registers[1] & 0xffff_0000) | (value & 0xffff)
+                }
                 0x10..=0x24 => {
                     let bar = index - 4;
                     let mask = function.bar_masks[bar];

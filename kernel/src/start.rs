@@ -4,8 +4,9 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use log::{debug, info, warn};
 
-use crate::cmdline::{self, SelfTest};
+use crate::cmdline::{self, App, SelfTest};
 use crate::exit::{ExitCode, exit};
+use crate::ivshmem::{Device, Requirements};
 use crate::paging::{self, Attributes};
 use crate::pci::{self, ConfigAccess};
 use crate::{acpi, apic, gdt, heap, interrupts, kprintln, pvh, serial, time};
@@ -95,8 +96,48 @@ pub fn start(start_info: u32) -> ! {
         Some(SelfTest::SharedMemory) => shared_memory_probe(&functions),
         None => {}
     }
-    kprintln!("boot: ok");
-    exit(ExitCode::Success)
+    match command_line.app {
+        App::Inventory => {
+            kprintln!("boot: ok");
+            exit(ExitCode::Success)
+        }
+        App::Link => {
+            let device = probe_device(&*config, &functions, &command_line);
+            let mut engine = crate::net::open(device, &*config, &command_line);
+            crate::net::run_link(&mut engine, device, command_line.mode)
+        }
+    }
+}
+
+/// Finds and maps the ivshmem device for ivshmem-net, or exits with the reason.
+fn probe_device(
+    config: &dyn ConfigAccess,
+    functions: &[pci::Function],
+    command_line: &cmdline::CommandLine,
+) -> &'static Device {
+    let device = Device::probe(config, functions, command_line.id, Requirements::NET)
+        .unwrap_or_else(|error| {
+            kprintln!("ivshmem: {error}");
+            exit(ExitCode::Failure)
+        });
+    let layout = device.layout();
+    kprintln!(
+        "ivshmem: {} at {}, id {} of {}, protocol {:#06x}, {} vector(s)",
+        device.kind(),
+        device.bdf(),
+        device.id(),
+        device.max_peers(),
+        device.protocol(),
+        device.vectors()
+    );
+    info!(
+        "ivshmem: state table {}, R/W section {}, output sections {} and {}",
+        layout.state_table(),
+        layout.rw_section(),
+        layout.output_section(0),
+        layout.output_section(1)
+    );
+    device
 }
 
 /// An address no page table maps (64 GiB: PDPT entry 64 is never used).

@@ -1,0 +1,435 @@
+//! ivshmem devices: one API over a real ivshmem-v2 device and ivshmem-v2
+//! emulated on QEMU's stock v1 devices, in the spirit of Zephyr's ivshmem API
+//! (sections, own ID, vectors, max peers, protocol, doorbells, state).
+//!
+//! Discovery is pure ([`v2`], [`emulated`]); this module maps what discovery
+//! found, with the protections the spec asks for (ivshmem-v2.md §6: the state
+//! table and the peer's output section read-only, our own output section
+//! read-write), programs MSI-X and implements state and doorbells:
+//!
+//! | | ivshmem-v2 (110a:4106) | doorbell (1af4:1110 + MSI-X) | plain (1af4:1110) |
+//! |---|---|---|---|
+//! | own ID | ID register | IVPOSITION | `id=` on the command line |
+//! | set state | STATE register (device updates the table, rings vector 0 on change) | we write our table entry, then ring vector 0 of every other peer if it changed | we write our table entry |
+//! | doorbell | DOORBELL register | v1 DOORBELL register | none: polling only |
+//! | peer gone | device zeroes its entry, rings vector 0 | our server does the same | the launcher zeroes its entry |
+
+pub mod emulated;
+pub mod layout;
+pub mod memory;
+pub mod v2;
+
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicU32, Ordering, fence};
+
+use crate::paging::{self, Attributes};
+use crate::pci::{self, Bdf, ConfigAccess, Function, Msix};
+use layout::{Layout, Region};
+use v2::RegisterBlock;
+pub use v2::{ProbeError, Requirements};
+
+/// IDT vector of device vector 0; device vector `i` arrives on `IRQ_BASE + i`.
+pub const IRQ_BASE: u8 = 0x40;
+/// Device vectors this driver handles at most (one bit each in the pending mask).
+pub const MAX_VECTORS: u16 = 32;
+/// Where BAR0 and BAR1 go when nobody assigned them (Jailhouse resets them to
+/// 0; these are the addresses its demo inmate uses, ivshmem-v2.md §4).
+const UNASSIGNED_BAR0: u32 = 0xff00_0000;
+const UNASSIGNED_BAR1: u32 = 0xff00_1000;
+
+/// Which kind of device carries the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A real ivshmem-v2 device (Jailhouse, the Siemens QEMU fork).
+    V2,
+    /// ivshmem-v2 emulated on QEMU's `ivshmem-doorbell` with our server.
+    Doorbell,
+    /// ivshmem-v2 emulated on QEMU's `ivshmem-plain`: no interrupts.
+    Plain,
+}
+
+impl core::fmt::Display for Kind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::V2 => "ivshmem-v2",
+            Self::Doorbell => "ivshmem-v2 emulated on ivshmem-doorbell",
+            Self::Plain => "ivshmem-v2 emulated on ivshmem-plain",
+        })
+    }
+}
+
+/// BAR0, mapped uncached.
+#[derive(Debug)]
+struct Mmio {
+    base: u64,
+    size: u64,
+}
+
+impl RegisterBlock for Mmio {
+    fn read32(&self, offset: u32) -> u32 {
+        assert!(u64::from(offset) + 4 <= self.size && offset.is_multiple_of(4));
+        // SAFETY: BAR0 is mapped uncached for `size` bytes (see `probe`); the
+        // offset is an aligned register inside it (checked). Plain 32-bit `mov`
+        // accesses, which Jailhouse can emulate (ivshmem-v2.md §9).
+        unsafe { core::ptr::read_volatile((self.base + u64::from(offset)) as *const u32) }
+    }
+
+    fn write32(&self, offset: u32, value: u32) {
+        assert!(u64::from(offset) + 4 <= self.size && offset.is_multiple_of(4));
+        // SAFETY: as in `read32`.
+        unsafe { core::ptr::write_volatile((self.base + u64::from(offset)) as *mut u32, value) }
+    }
+}
+
+/// The MSI-X table, mapped uncached.
+#[derive(Debug)]
+struct MsixTable {
+    base: u64,
+    entries: u16,
+}
+
+impl MsixTable {
+    /// Writes entry `index` (PCI Local Bus Specification 3.0, §6.8.2.6).
+    fn program(&self, index: u16, address: u64, data: u32, masked: bool) {
+        assert!(index < self.entries);
+        let entry = self.base + 16 * u64::from(index);
+        let words = [
+            address as u32,
+            (address >> 32) as u32,
+            data,
+            u32::from(masked),
+        ];
+        for (word, value) in words.iter().enumerate() {
+            // SAFETY: the table is mapped uncached for `entries` entries of 16 bytes
+            // (see `probe`), and `index` is checked; aligned dword accesses only.
+            unsafe { core::ptr::write_volatile((entry + 4 * word as u64) as *mut u32, *value) };
+        }
+    }
+
+    /// Sets or clears the mask bit of entry `index`.
+    fn set_masked(&self, index: u16, masked: bool) {
+        assert!(index < self.entries);
+        let control = self.base + 16 * u64::from(index) + 12;
+        // SAFETY: as in `program`.
+        unsafe { core::ptr::write_volatile(control as *mut u32, u32::from(masked)) };
+    }
+}
+
+/// Device vectors that fired since the last [`Device::take_pending`], one bit each.
+static PENDING: AtomicU32 = AtomicU32::new(0);
+
+fn on_interrupt(vector: u8) {
+    PENDING.fetch_or(1 << (vector - IRQ_BASE), Ordering::SeqCst);
+}
+
+/// An ivshmem device, ready for a protocol on top.
+#[derive(Debug)]
+pub struct Device {
+    kind: Kind,
+    bdf: Bdf,
+    id: u16,
+    protocol: u16,
+    layout: Layout,
+    registers: Mmio,
+    msix: Option<(Msix, MsixTable)>,
+    /// The last state we wrote (emulation rings vector 0 only on a change).
+    written_state: AtomicU32,
+}
+
+/// Assigns BAR0/BAR1 if nobody did (Jailhouse), and returns the re-sized function.
+fn assign_bars(config: &dyn ConfigAccess, function: &Function) -> Function {
+    let mut function = function.clone();
+    if function.bar(0).is_some_and(|bar| bar.address == 0) {
+        config.write32(function.bdf, pci::offset::BAR0, UNASSIGNED_BAR0);
+        if function.bar(1).is_some_and(|bar| bar.address == 0) {
+            config.write32(function.bdf, pci::offset::BAR0 + 4, UNASSIGNED_BAR1);
+        }
+        function.bars = pci::size_bars(config, function.bdf);
+    }
+    function
+}
+
+fn map(region: Region, attributes: Attributes) -> Result<(), ProbeError> {
+    paging::map(region.address, region.size, attributes).map_err(ProbeError::Map)
+}
+
+impl Device {
+    /// Finds the first ivshmem device (a real v2 device first, else an emulated
+    /// one), checks it against `requirements`, maps it and returns it, leaked:
+    /// the device lives as long as the kernel. `id` is the command line's `id=`
+    /// (needed for `ivshmem-plain` only).
+    pub fn probe(
+        config: &dyn ConfigAccess,
+        functions: &[Function],
+        id: Option<u16>,
+        requirements: Requirements,
+    ) -> Result<&'static Self, ProbeError> {
+        let is = |vendor, device| move |f: &&Function| (f.vendor, f.device) == (vendor, device);
+        let function = functions
+            .iter()
+            .find(is(v2::VENDOR, v2::DEVICE))
+            .or_else(|| {
+                functions
+                    .iter()
+                    .find(is(emulated::VENDOR, emulated::DEVICE))
+            })
+            .ok_or(ProbeError::NoDevice)?;
+        let function = assign_bars(config, function);
+        pci::enable(
+            config,
+            function.bdf,
+            pci::command::MEMORY_SPACE | pci::command::BUS_MASTER,
+        );
+        let bar0 = function
+            .bar(0)
+            .ok_or(ProbeError::BarUnassigned { index: 0 })?;
+        if bar0.address == 0 {
+            return Err(ProbeError::BarUnassigned { index: 0 });
+        }
+        map(
+            Region {
+                address: bar0.address,
+                size: bar0.size,
+            },
+            Attributes::DEVICE,
+        )?;
+        let registers = Mmio {
+            base: bar0.address,
+            size: bar0.size,
+        };
+
+        let (kind, id, protocol, layout, msix) = if function.vendor == v2::VENDOR {
+            let found = v2::discover(config, &function, &registers, requirements)?;
+            map(found.layout.state_table(), Attributes::SHARED_READ_ONLY)?;
+            (Kind::V2, found.id, found.protocol, found.layout, found.msix)
+        } else {
+            let bar2 = function.bar(2).ok_or(ProbeError::NoSharedMemory)?;
+            let page = Region {
+                address: bar2.address,
+                size: emulated::PAGE_SIZE,
+            };
+            map(page, Attributes::SHARED_READ_ONLY)?;
+            let mut bytes = [0u8; emulated::DESCRIPTOR_LENGTH];
+            // SAFETY: the first page of BAR2 was just mapped read-only; the host
+            // wrote it before the VM started and nobody changes it afterwards.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    page.address as *const u8,
+                    bytes.as_mut_ptr(),
+                    bytes.len(),
+                )
+            };
+            let found =
+                emulated::discover(config, &function, &bytes, &registers, id, requirements)?;
+            // In emulation we write our own state-table entry ourselves.
+            map(found.layout.state_table(), Attributes::SHARED_WRITABLE)?;
+            let kind = if found.msix.is_some() {
+                Kind::Doorbell
+            } else {
+                Kind::Plain
+            };
+            (kind, found.id, found.protocol, found.layout, found.msix)
+        };
+        map(layout.rw_section(), Attributes::SHARED_WRITABLE)?;
+        for peer in 0..layout.max_peers {
+            let attributes = if peer == id {
+                Attributes::SHARED_WRITABLE
+            } else {
+                Attributes::SHARED_READ_ONLY
+            };
+            map(layout.output_section(peer), attributes)?;
+        }
+        let msix = match msix {
+            Some(msix) => {
+                let bar = function
+                    .bar(msix.table_bar)
+                    .ok_or(ProbeError::BarUnassigned {
+                        index: msix.table_bar,
+                    })?;
+                if bar.address == 0 {
+                    return Err(ProbeError::BarUnassigned {
+                        index: msix.table_bar,
+                    });
+                }
+                let table = Region {
+                    address: bar.address + u64::from(msix.table_offset),
+                    size: 16 * u64::from(msix.table_size),
+                };
+                map(table, Attributes::DEVICE)?;
+                Some((
+                    msix,
+                    MsixTable {
+                        base: table.address,
+                        entries: msix.table_size,
+                    },
+                ))
+            }
+            None => None,
+        };
+        Ok(Box::leak(Box::new(Self {
+            kind,
+            bdf: function.bdf,
+            id,
+            protocol,
+            layout,
+            registers,
+            msix,
+            written_state: AtomicU32::new(u32::MAX),
+        })))
+    }
+
+    /// The kind of device.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Where it sits on PCI.
+    pub fn bdf(&self) -> Bdf {
+        self.bdf
+    }
+
+    /// Our peer ID.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// Peers on the link, including us.
+    pub fn max_peers(&self) -> u16 {
+        self.layout.max_peers
+    }
+
+    /// The protocol ID.
+    pub fn protocol(&self) -> u16 {
+        self.protocol
+    }
+
+    /// Interrupt vectors (0 for `ivshmem-plain`).
+    pub fn vectors(&self) -> u16 {
+        self.msix
+            .as_ref()
+            .map_or(0, |(msix, _)| msix.table_size.min(MAX_VECTORS))
+    }
+
+    /// The shared-memory layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// A window over the state table (read-only use).
+    pub fn state_table(&self) -> memory::Window {
+        // SAFETY: `probe` mapped the state table for the kernel's life.
+        unsafe { memory::Window::new(self.layout.state_table()) }
+    }
+
+    /// A window over the output section of `peer` (writable only for our own ID).
+    pub fn output_section(&self, peer: u16) -> memory::Window {
+        assert!(peer < self.layout.max_peers);
+        // SAFETY: `probe` mapped every output section for the kernel's life,
+        // ours writable and the others read-only.
+        unsafe { memory::Window::new(self.layout.output_section(peer)) }
+    }
+
+    /// The state of `peer` from the state table.
+    pub fn state(&self, peer: u16) -> u32 {
+        use netdev::SharedMemory;
+        self.state_table()
+            .load_u32(4 * usize::from(peer), Ordering::Acquire)
+    }
+
+    /// Writes our state, with the v2 semantics: the state table entry changes,
+    /// and if the value changed every other peer gets vector 0.
+    pub fn set_state(&self, state: u32) {
+        fence(Ordering::SeqCst);
+        match self.kind {
+            Kind::V2 => self.registers.write32(v2::register::STATE, state),
+            Kind::Doorbell | Kind::Plain => {
+                let entry = self.layout.state_table().address + 4 * u64::from(self.id);
+                // SAFETY: the state table is mapped writable in emulation (see
+                // `probe`); our entry is an aligned u32 inside it, which only we write.
+                unsafe { AtomicU32::from_ptr(entry as *mut u32) }.store(state, Ordering::Release);
+                fence(Ordering::SeqCst);
+                let previous = self.written_state.swap(state, Ordering::Relaxed);
+                if previous != state && self.kind == Kind::Doorbell {
+                    for peer in (0..self.layout.max_peers).filter(|&peer| peer != self.id) {
+                        self.notify(peer, 0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rings `peer`'s doorbell on `vector` (no effect on `ivshmem-plain`).
+    pub fn notify(&self, peer: u16, vector: u16) {
+        if self.kind != Kind::Plain {
+            fence(Ordering::SeqCst);
+            self.registers
+                .write32(v2::register::DOORBELL, v2::doorbell(peer, vector));
+        }
+    }
+
+    /// Programs MSI-X (device vector `i` → IDT vector `IRQ_BASE + i` on this
+    /// CPU) and enables interrupt generation. Returns false if the device has
+    /// no interrupts (`ivshmem-plain`). Events are not latched while disabled
+    /// (ivshmem-v2.md §7.3): re-check state and rings after this call.
+    pub fn enable_interrupts(&self, config: &dyn ConfigAccess) -> bool {
+        let Some((msix, table)) = &self.msix else {
+            return false;
+        };
+        msix.set_control(config, self.bdf, true, true);
+        for vector in 0..self.vectors() {
+            let idt_vector = IRQ_BASE + vector as u8;
+            crate::interrupts::register(idt_vector, on_interrupt);
+            let (address, data) = pci::msi_message(crate::apic::id(), idt_vector);
+            table.program(vector, address, data, false);
+        }
+        msix.set_control(config, self.bdf, true, false);
+        if self.kind == Kind::V2 {
+            self.registers.write32(v2::register::INT_CONTROL, 1);
+        }
+        true
+    }
+
+    /// Masks or unmasks one vector. After unmasking, re-check the work the
+    /// vector signals: an event while masked may be lost (Jailhouse) or
+    /// delivered late (QEMU).
+    pub fn set_masked(&self, vector: u16, masked: bool) {
+        if let Some((_, table)) = &self.msix {
+            table.set_masked(vector, masked);
+        }
+    }
+
+    /// The device vectors that fired since the last call, one bit each.
+    pub fn take_pending(&self) -> u32 {
+        PENDING.swap(0, Ordering::SeqCst)
+    }
+
+    /// Whether a vector fired and was not yet taken.
+    pub fn has_pending(&self) -> bool {
+        PENDING.load(Ordering::SeqCst) != 0
+    }
+}
+
+/// The notifier the netdev engine uses: doorbells to and state writes for the
+/// one peer of a two-peer link.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerNotifier {
+    device: &'static Device,
+    peer: u16,
+}
+
+impl PeerNotifier {
+    /// A notifier for `peer` on `device`.
+    pub fn new(device: &'static Device, peer: u16) -> Self {
+        Self { device, peer }
+    }
+}
+
+impl netdev::Notifier for PeerNotifier {
+    fn notify(&self, vector: u16) {
+        self.device.notify(self.peer, vector);
+    }
+
+    fn set_state(&self, state: u32) {
+        self.device.set_state(state);
+    }
+}

@@ -1,0 +1,498 @@
+//! Discovery of a real ivshmem-v2 device (Jailhouse, the Siemens QEMU fork):
+//! PCI identity, the vendor capability, the BAR0 registers and the layout.
+//!
+//! Pure: it talks to hardware only through [`ConfigAccess`] and
+//! [`RegisterBlock`], so the tests below run it against fake devices with both
+//! capability layouts (ivshmem-v2.md §3.3).
+
+use core::fmt;
+
+use super::layout::{Layout, LayoutError};
+use crate::pci::{self, ConfigAccess, Function, Msix};
+
+/// Vendor ID: Siemens (ivshmem-v2.md §2).
+pub const VENDOR: u16 = 0x110a;
+/// Device ID of ivshmem-v2.
+pub const DEVICE: u16 = 0x4106;
+/// Base class of ivshmem-v2 ("unassigned class").
+pub const CLASS: u8 = 0xff;
+
+/// BAR0 register offsets (ivshmem-v2.md §5); aligned 32-bit accesses only.
+pub mod register {
+    /// Own peer ID (RO).
+    pub const ID: u32 = 0x00;
+    /// Maximum number of peers, including self (RO).
+    pub const MAX_PEERS: u32 = 0x04;
+    /// Bit 0: enable interrupts (RW).
+    pub const INT_CONTROL: u32 = 0x08;
+    /// Bits 0–15 vector, bits 16–31 target peer (WO).
+    pub const DOORBELL: u32 = 0x0c;
+    /// Own state; copied into the state table (RW).
+    pub const STATE: u32 = 0x10;
+}
+
+/// The value written to DOORBELL to interrupt `peer` on `vector` (ivshmem-v2.md §5).
+pub fn doorbell(peer: u16, vector: u16) -> u32 {
+    (u32::from(peer) << 16) | u32::from(vector)
+}
+
+/// Vendor capability fields, relative to the capability (ivshmem-v2.md §3.2).
+mod capability_field {
+    /// Capability length (byte).
+    pub const LENGTH: u16 = 0x02;
+    /// State Table Size (u32).
+    pub const STATE_TABLE_SIZE: u16 = 0x04;
+    /// R/W Section Size (u64).
+    pub const RW_SECTION_SIZE: u16 = 0x08;
+    /// Output Section Size (u64).
+    pub const OUTPUT_SECTION_SIZE: u16 = 0x10;
+    /// Base Address (u64), only when the length is 0x20.
+    pub const BASE_ADDRESS: u16 = 0x18;
+}
+
+/// Capability length without a Base Address (QEMU fork, BAR2 present).
+const LENGTH_WITHOUT_BASE: u8 = 0x18;
+/// Capability length with a Base Address (Jailhouse, no BAR2).
+const LENGTH_WITH_BASE: u8 = 0x20;
+/// Privileged Control bit 0 (one-shot interrupt mode), as a bit of the capability's first dword.
+const ONE_SHOT: u32 = 1 << 24;
+
+/// A device's BAR0 registers.
+pub trait RegisterBlock {
+    /// Reads the register at `offset`.
+    fn read32(&self, offset: u32) -> u32;
+    /// Writes the register at `offset`.
+    fn write32(&self, offset: u32, value: u32);
+}
+
+/// What the protocol on top needs from the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requirements {
+    /// The protocol ID the device must advertise (1 = ivshmem-net).
+    pub protocol: u16,
+    /// The exact number of peers the protocol supports (2 for ivshmem-net).
+    pub max_peers: u16,
+}
+
+impl Requirements {
+    /// ivshmem-net: protocol 0x0001, exactly two peers (ivshmem-net.md §1).
+    pub const NET: Self = Self {
+        protocol: 0x0001,
+        max_peers: 2,
+    };
+}
+
+/// Why a device cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeError {
+    /// No ivshmem device on the bus.
+    NoDevice,
+    /// The base class is not 0xff.
+    WrongClass {
+        /// The class found.
+        class: u8,
+    },
+    /// The device runs another protocol.
+    WrongProtocol {
+        /// Protocol advertised.
+        found: u16,
+        /// Protocol required.
+        expected: u16,
+    },
+    /// No vendor-specific capability (ID 0x09).
+    NoVendorCapability,
+    /// The vendor capability's length is neither 0x18 nor 0x20.
+    BadCapabilityLength {
+        /// The length found.
+        length: u8,
+    },
+    /// Neither BAR2 nor a Base Address in the capability.
+    NoSharedMemory,
+    /// A BAR the driver needs has no address.
+    BarUnassigned {
+        /// The BAR number.
+        index: u8,
+    },
+    /// MAX_PEERS is not what the protocol supports.
+    BadMaxPeers {
+        /// Value found.
+        found: u32,
+        /// Value required.
+        expected: u16,
+    },
+    /// Our ID is not below MAX_PEERS.
+    BadId {
+        /// ID found.
+        id: u32,
+        /// MAX_PEERS.
+        max_peers: u32,
+    },
+    /// The emulated device's descriptor page is missing or bad.
+    BadDescriptor(super::emulated::DescriptorError),
+    /// `ivshmem-plain` has no ID register: the command line must give `id=`.
+    NoId,
+    /// The sections are unusable.
+    Layout(LayoutError),
+    /// Mapping registers or memory failed.
+    Map(crate::paging::MapError),
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoDevice => write!(f, "no ivshmem device (110a:4106 or 1af4:1110) found"),
+            Self::WrongClass { class } => write!(f, "base class {class:#04x} is not 0xff"),
+            Self::WrongProtocol { found, expected } => {
+                write!(
+                    f,
+                    "device speaks protocol {found:#06x}, expected {expected:#06x}"
+                )
+            }
+            Self::NoVendorCapability => write!(f, "no vendor-specific capability (ID 0x09)"),
+            Self::BadCapabilityLength { length } => {
+                write!(
+                    f,
+                    "vendor capability length {length:#x}, expected 0x18 or 0x20"
+                )
+            }
+            Self::NoSharedMemory => {
+                write!(f, "neither BAR2 nor a Base Address gives the shared memory")
+            }
+            Self::BarUnassigned { index } => write!(f, "BAR{index} has no address"),
+            Self::BadMaxPeers { found, expected } => {
+                write!(
+                    f,
+                    "MAX_PEERS is {found}, the protocol needs exactly {expected}"
+                )
+            }
+            Self::BadId { id, max_peers } => {
+                write!(f, "peer ID {id} is not below MAX_PEERS {max_peers}")
+            }
+            Self::BadDescriptor(error) => write!(f, "{error}"),
+            Self::NoId => write!(
+                f,
+                "ivshmem-plain has no ID register: give id=0 or id=1 on the command line"
+            ),
+            Self::Layout(error) => write!(f, "{error}"),
+            Self::Map(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl From<LayoutError> for ProbeError {
+    fn from(error: LayoutError) -> Self {
+        Self::Layout(error)
+    }
+}
+
+/// What discovery found on an ivshmem-v2 device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Discovered {
+    /// Our peer ID.
+    pub id: u16,
+    /// The protocol advertised in the class code.
+    pub protocol: u16,
+    /// The shared memory.
+    pub layout: Layout,
+    /// Offset of the vendor capability.
+    pub vendor_capability: u16,
+    /// The MSI-X capability, if any (vectors = its table size).
+    pub msix: Option<Msix>,
+}
+
+fn read64(config: &dyn ConfigAccess, function: &Function, offset: u16) -> u64 {
+    // Two dword reads, low first (ivshmem-v2.md §3.2: the fields are not 8-byte aligned under QEMU).
+    u64::from(config.read32(function.bdf, offset))
+        | (u64::from(config.read32(function.bdf, offset + 4)) << 32)
+}
+
+/// Reads the PCI identity, capability and registers of a 110a:4106 function.
+/// Clears one-shot mode (it survives a QEMU reset, ivshmem-v2.md §15).
+pub fn discover(
+    config: &dyn ConfigAccess,
+    function: &Function,
+    registers: &dyn RegisterBlock,
+    requirements: Requirements,
+) -> Result<Discovered, ProbeError> {
+    if (function.vendor, function.device) != (VENDOR, DEVICE) {
+        return Err(ProbeError::NoDevice);
+    }
+    if function.class != CLASS {
+        return Err(ProbeError::WrongClass {
+            class: function.class,
+        });
+    }
+    let protocol = (u16::from(function.subclass) << 8) | u16::from(function.prog_if);
+    if protocol != requirements.protocol {
+        return Err(ProbeError::WrongProtocol {
+            found: protocol,
+            expected: requirements.protocol,
+        });
+    }
+    let capability = pci::find_capability(config, function.bdf, pci::capability::VENDOR)
+        .ok_or(ProbeError::NoVendorCapability)?
+        .offset;
+    let length = config.read8(function.bdf, capability + capability_field::LENGTH);
+    if length != LENGTH_WITHOUT_BASE && length != LENGTH_WITH_BASE {
+        return Err(ProbeError::BadCapabilityLength { length });
+    }
+    let header = config.read32(function.bdf, capability);
+    config.write32(function.bdf, capability, header & !ONE_SHOT);
+
+    let state_table_size = u64::from(config.read32(
+        function.bdf,
+        capability + capability_field::STATE_TABLE_SIZE,
+    ));
+    let rw_section_size = read64(
+        config,
+        function,
+        capability + capability_field::RW_SECTION_SIZE,
+    );
+    let output_section_size = read64(
+        config,
+        function,
+        capability + capability_field::OUTPUT_SECTION_SIZE,
+    );
+    let (base, available) = match function.bar(2) {
+        Some(bar) if bar.address == 0 => return Err(ProbeError::BarUnassigned { index: 2 }),
+        Some(bar) => (bar.address, bar.size),
+        None if length == LENGTH_WITH_BASE => (
+            read64(
+                config,
+                function,
+                capability + capability_field::BASE_ADDRESS,
+            ),
+            u64::MAX,
+        ),
+        None => return Err(ProbeError::NoSharedMemory),
+    };
+
+    let max_peers = registers.read32(register::MAX_PEERS);
+    if max_peers != u32::from(requirements.max_peers) {
+        return Err(ProbeError::BadMaxPeers {
+            found: max_peers,
+            expected: requirements.max_peers,
+        });
+    }
+    let id = registers.read32(register::ID);
+    if id >= max_peers {
+        return Err(ProbeError::BadId { id, max_peers });
+    }
+    let layout = Layout {
+        base,
+        state_table_size,
+        rw_section_size,
+        output_section_size,
+        max_peers: requirements.max_peers,
+    };
+    layout.validate(available)?;
+    Ok(Discovered {
+        id: id as u16,
+        protocol,
+        layout,
+        vendor_capability: capability,
+        msix: Msix::find(config, function.bdf),
+    })
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! A fake BAR0 that records writes.
+    use super::RegisterBlock;
+    use std::cell::RefCell;
+    use std::vec::Vec;
+
+    /// Registers with fixed ID and MAX_PEERS; other writes are stored and logged.
+    #[derive(Debug, Default)]
+    pub struct FakeRegisters {
+        /// The five registers.
+        pub values: RefCell<[u32; 5]>,
+        /// Every write, in order: (offset, value).
+        pub writes: RefCell<Vec<(u32, u32)>>,
+    }
+
+    impl FakeRegisters {
+        /// A device with this ID and MAX_PEERS.
+        pub fn new(id: u32, max_peers: u32) -> Self {
+            Self {
+                values: RefCell::new([id, max_peers, 0, 0, 0]),
+                writes: RefCell::default(),
+            }
+        }
+    }
+
+    impl RegisterBlock for FakeRegisters {
+        fn read32(&self, offset: u32) -> u32 {
+            assert_eq!(offset % 4, 0);
+            match offset {
+                0x0c => 0,
+                0x00..=0x10 => self.values.borrow()[offset as usize / 4],
+                _ => 0,
+            }
+        }
+
+        fn write32(&self, offset: u32, value: u32) {
+            assert_eq!(offset % 4, 0);
+            self.writes.borrow_mut().push((offset, value));
+            if offset == 0x08 || offset == 0x10 {
+                self.values.borrow_mut()[offset as usize / 4] = value;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeRegisters;
+    use super::*;
+    use crate::pci::fake::{FakeConfigSpace, FakeFunction};
+    use crate::pci::{Bdf, enumerate};
+
+    const BDF: Bdf = Bdf {
+        bus: 0,
+        device: 0x0e,
+        function: 0,
+    };
+
+    /// Jailhouse: vendor cap at 0x40 with length 0x20 and a Base Address, MSI-X at 0x60, no BAR2.
+    fn jailhouse(protocol: u16, capability_length: u32) -> FakeConfigSpace {
+        let class = 0xff00_0000 | (u32::from(protocol) << 8);
+        FakeConfigSpace::default().with(
+            BDF,
+            FakeFunction::new(VENDOR, DEVICE, class)
+                .bar32(0, 0xff00_0000, 0x1000)
+                .bar32(1, 0xff00_1000, 0x1000)
+                .capabilities(&[
+                    (
+                        0x40,
+                        0x0100_0009 | (capability_length << 16),
+                        &[0x1000, 0, 0, 0x7f000, 0, 0x3f10_0000, 0],
+                    ),
+                    (0x60, 0x0001_0011, &[0x0000_0001, 0x0000_0101]),
+                ]),
+        )
+    }
+
+    /// The QEMU fork: vendor cap at 0x4c with length 0x18, MSI-X at 0x40, BAR2 of 1 MiB.
+    fn qemu_fork(bar2: bool) -> FakeConfigSpace {
+        let mut function = FakeFunction::new(VENDOR, DEVICE, 0xff00_0100)
+            .bar32(0, 0xfebf_0000, 0x1000)
+            .bar32(1, 0xfebf_1000, 0x1000)
+            .capabilities(&[
+                (0x4c, 0x0018_0009, &[0x1000, 0x1000, 0, 0x7f000, 0]),
+                (0x40, 0x0001_0011, &[0x0000_0001, 0x0000_0801]),
+            ]);
+        if bar2 {
+            function = function.bar64(2, 0xfe00_0000, 0x10_0000);
+        }
+        FakeConfigSpace::default().with(BDF, function)
+    }
+
+    fn probe(
+        config: &FakeConfigSpace,
+        registers: &FakeRegisters,
+    ) -> Result<Discovered, ProbeError> {
+        let functions = enumerate(config);
+        discover(config, &functions[0], registers, Requirements::NET)
+    }
+
+    #[test]
+    fn jailhouse_layout_uses_the_capability_base_address() {
+        let config = jailhouse(1, 0x20);
+        let registers = FakeRegisters::new(1, 2);
+        let found = probe(&config, &registers).unwrap();
+        assert_eq!(found.id, 1);
+        assert_eq!(found.vendor_capability, 0x40);
+        assert_eq!(
+            found.layout,
+            Layout {
+                base: 0x3f10_0000,
+                state_table_size: 0x1000,
+                rw_section_size: 0,
+                output_section_size: 0x7f000,
+                max_peers: 2
+            }
+        );
+        assert_eq!(found.msix.unwrap().table_size, 2);
+        assert_eq!(found.msix.unwrap().pba_offset, 0x100);
+        assert_eq!(
+            config.peek(BDF, 0x40) & ONE_SHOT,
+            0,
+            "one-shot mode cleared"
+        );
+        assert!(
+            registers.writes.borrow().is_empty(),
+            "discovery only reads BAR0"
+        );
+    }
+
+    #[test]
+    fn qemu_fork_layout_uses_bar2() {
+        let config = qemu_fork(true);
+        let found = probe(&config, &FakeRegisters::new(0, 2)).unwrap();
+        assert_eq!(found.id, 0);
+        assert_eq!(found.vendor_capability, 0x4c);
+        assert_eq!(found.layout.base, 0xfe00_0000);
+        assert_eq!(
+            found.layout.output_section(1).address,
+            0xfe00_0000 + 0x2000 + 0x7f000
+        );
+        assert_eq!(found.msix.unwrap().offset, 0x40);
+    }
+
+    #[test]
+    fn bad_devices_end_in_clear_errors() {
+        let no_bar2 = probe(&qemu_fork(false), &FakeRegisters::new(0, 2));
+        assert_eq!(no_bar2, Err(ProbeError::NoSharedMemory));
+
+        let short = probe(&jailhouse(1, 0x10), &FakeRegisters::new(0, 2));
+        assert_eq!(short, Err(ProbeError::BadCapabilityLength { length: 0x10 }));
+        assert!(short.unwrap_err().to_string().contains("length 0x10"));
+
+        let wrong = probe(&jailhouse(0x4000, 0x20), &FakeRegisters::new(0, 2));
+        assert_eq!(
+            wrong,
+            Err(ProbeError::WrongProtocol {
+                found: 0x4000,
+                expected: 1
+            })
+        );
+
+        let three = probe(&jailhouse(1, 0x20), &FakeRegisters::new(0, 3));
+        assert_eq!(
+            three,
+            Err(ProbeError::BadMaxPeers {
+                found: 3,
+                expected: 2
+            })
+        );
+        assert!(three.unwrap_err().to_string().contains("MAX_PEERS is 3"));
+
+        let id = probe(&jailhouse(1, 0x20), &FakeRegisters::new(2, 2));
+        assert_eq!(
+            id,
+            Err(ProbeError::BadId {
+                id: 2,
+                max_peers: 2
+            })
+        );
+
+        let small = FakeConfigSpace::default().with(
+            BDF,
+            FakeFunction::new(VENDOR, DEVICE, 0xff00_0100)
+                .bar64(2, 0xfe00_0000, 0x8_0000)
+                .capabilities(&[(0x4c, 0x0018_0009, &[0x1000, 0x1000, 0, 0x7f000, 0])]),
+        );
+        assert!(matches!(
+            probe(&small, &FakeRegisters::new(0, 2)),
+            Err(ProbeError::Layout(LayoutError::TooLarge { .. }))
+        ));
+    }
+
+    #[test]
+    fn doorbell_encodes_target_and_vector() {
+        assert_eq!(doorbell(1, 1), 0x0001_0001);
+        assert_eq!(doorbell(0, 0), 0);
+        assert_eq!(doorbell(0xffff, 3), 0xffff_0003);
+    }
+}

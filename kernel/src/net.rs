@@ -1,0 +1,110 @@
+//! The ivshmem-net link on top of the ivshmem device: the netdev engine, its
+//! poll loop and the `link` app.
+
+use log::{info, warn};
+use netdev::{Config, Engine, Sections, State};
+
+use crate::cmdline::{CommandLine, Mode};
+use crate::exit::{ExitCode, exit};
+use crate::ivshmem::memory::Window;
+use crate::ivshmem::{Device, PeerNotifier};
+use crate::pci::ConfigAccess;
+use crate::{idle, kprintln, time};
+
+/// The engine over a kernel device.
+pub type LinkEngine = Engine<Window, Window, PeerNotifier>;
+
+/// How often the rings and the state table are re-checked without a kick
+/// (a lost notification may cost this much latency, never the link).
+pub const RECHECK_MICROS: u64 = 5_000;
+
+/// A MAC address for this boot: locally administered, unicast, derived from
+/// the TSC (peers learn it through ARP, ivshmem-net.md §4) and our ID.
+fn mac_address(id: u16) -> [u8; 6] {
+    let seed =
+        time::micros_since_boot() ^ 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(u64::from(id) + 1);
+    let bytes = seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+    netdev::locally_administered_mac([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], id as u8])
+}
+
+/// Creates the engine for `device`, enables its interrupts (interrupt mode)
+/// and returns it. Exits with a message if the configuration is unusable.
+pub fn open(
+    device: &'static Device,
+    config: &dyn ConfigAccess,
+    command_line: &CommandLine,
+) -> LinkEngine {
+    let id = device.id();
+    let peer = 1 - id;
+    let mut engine_config = Config::new(id, device.vectors().max(1), mac_address(id));
+    if let Some(mtu) = command_line.mtu {
+        engine_config.mtu = mtu;
+    }
+    let sections = Sections {
+        state_table: device.state_table(),
+        own: device.output_section(id),
+        peer: device.output_section(peer),
+    };
+    let engine = Engine::new(engine_config, sections, PeerNotifier::new(device, peer))
+        .unwrap_or_else(|error| {
+            kprintln!("ivshmem-net: {error}");
+            exit(ExitCode::Failure)
+        });
+    let layout = engine.layout();
+    info!(
+        "ivshmem-net: id {id}, {} vector(s), queue {} entries, header {:#x}, data area {:#x}, MTU {}, MAC {}",
+        device.vectors(),
+        layout.queue_length(),
+        layout.header_size(),
+        layout.data_size(),
+        engine.config().mtu,
+        format_mac(engine.config().mac)
+    );
+    if command_line.mode == Mode::Interrupt && !device.enable_interrupts(config) {
+        warn!("ivshmem-net: the device has no interrupts; polling instead");
+    }
+    engine
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: [u8; 6]) -> alloc::string::String {
+    alloc::format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        mac[0],
+        mac[1],
+        mac[2],
+        mac[3],
+        mac[4],
+        mac[5]
+    )
+}
+
+/// Watches the link and prints every change of our state, the peer's state
+/// and the carrier, until the VM is stopped.
+pub fn run_link(engine: &mut LinkEngine, device: &'static Device, mode: Mode) -> ! {
+    let mut last = (State::Unknown(u32::MAX), State::Unknown(u32::MAX), false);
+    loop {
+        device.take_pending();
+        let up = engine.poll();
+        let now = (engine.state(), engine.peer_state(), up);
+        if now != last {
+            info!("ivshmem-net: own {:?}, peer {:?}", now.0, now.1);
+            if now.2 != last.2 {
+                let statistics = engine.statistics();
+                if up {
+                    kprintln!(
+                        "link: up (link-ups {}, resets {})",
+                        statistics.link_ups,
+                        statistics.resets
+                    );
+                } else if last.2 {
+                    kprintln!("link: down (resets {})", statistics.resets);
+                }
+            }
+            last = now;
+        }
+        if !device.has_pending() {
+            idle::wait(mode, RECHECK_MICROS);
+        }
+    }
+}
