@@ -221,7 +221,7 @@ mod tests {
             Err(LayoutError::NotPageAligned { size: 0x800 })
         );
         let layout = Layout {
-            output_section_size: u64::MAX / 2,
+            output_section_size: 1 << 63,
             ..jailhouse_net(0)
         };
         assert!(matches!(
