@@ -5,6 +5,7 @@
 //!
 //! It trusts the engine (it is test code) but checks what it reads with
 //! assertions.
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::vec::Vec;
 
@@ -40,6 +41,8 @@ pub struct ScriptedPeer {
     last_used: u16,
     /// Next free offset in our data area.
     data_head: usize,
+    /// Ring entries posted and not yet completed, oldest first.
+    posted: VecDeque<u16>,
     /// Next engine avail index to consume.
     last_engine_avail: u16,
     /// Our used.idx for the engine's frames.
@@ -65,6 +68,7 @@ impl ScriptedPeer {
             next_avail: 0,
             last_used: 0,
             data_head: 0,
+            posted: VecDeque::new(),
             last_engine_avail: 0,
             next_used: 0,
         })
@@ -102,6 +106,7 @@ impl ScriptedPeer {
         self.next_avail = 0;
         self.last_used = 0;
         self.data_head = 0;
+        self.posted.clear();
         self.last_engine_avail = 0;
         self.next_used = 0;
     }
@@ -137,6 +142,7 @@ impl ScriptedPeer {
         let slot = self.layout.slot(self.next_avail);
         self.own
             .store_u16(self.layout.avail_ring(slot), ring_entry, Ordering::Relaxed);
+        self.posted.push_back(ring_entry);
         self.next_avail = self.next_avail.wrapping_add(1);
         self.own.store_u16(
             self.layout.avail_index(),
@@ -171,7 +177,8 @@ impl ScriptedPeer {
     }
 
     /// How many of our frames the engine has completed since the last
-    /// call; asserts that every used element is {id = slot, len = 1}.
+    /// call; asserts that every used element is {id = the ring entry we
+    /// posted, len = 1}, in posting order.
     pub fn reclaim(&mut self) -> u16 {
         let used_index = self
             .engine_section
@@ -182,7 +189,11 @@ impl ScriptedPeer {
             let id = self.engine_section.load_u32(element, Ordering::Relaxed);
             let length = self.engine_section.load_u32(element + 4, Ordering::Relaxed);
             assert_eq!(length, 1, "used.len must be 1");
-            assert_eq!(id as usize, self.layout.slot(self.last_used), "FIFO order");
+            let posted = self
+                .posted
+                .pop_front()
+                .expect("completion of a posted entry");
+            assert_eq!(id, u32::from(posted), "FIFO order");
             self.last_used = self.last_used.wrapping_add(1);
         }
         count
