@@ -1,0 +1,221 @@
+//! The frame-channel API, configuration checks, event-index suppression and
+//! the smoltcp token contract, against a scripted peer.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::{HostEngine, MAC_B};
+use netdev::host::HostLink;
+use netdev::test_utils::{PeerStyle, ScriptedPeer};
+use netdev::{
+    Config, ConfigError, Engine, LayoutError, ReceiveError, SendError, SharedMemoryMut, State,
+    locally_administered_mac,
+};
+use smoltcp::phy::{Device, TxToken};
+use smoltcp::time::Instant;
+
+fn linked(section_size: usize, style: PeerStyle) -> (HostLink, ScriptedPeer, HostEngine) {
+    let link = HostLink::new(section_size);
+    let mut peer = ScriptedPeer::new(&link, 0, style).unwrap();
+    let (sections, notifier) = link.endpoint(1).unwrap();
+    let mut engine = Engine::new(Config::new(1, 2, MAC_B), sections, notifier).unwrap();
+    peer.handshake(|| {
+        engine.poll();
+    });
+    assert!(engine.link_up());
+    (link, peer, engine)
+}
+
+#[test]
+fn configuration_is_validated() {
+    let link = HostLink::new(0x4000);
+    let build = |config: Config| {
+        let (sections, notifier) = link.endpoint(config.own_id.min(1)).unwrap();
+        Engine::new(config, sections, notifier).map(drop)
+    };
+    assert_eq!(
+        build(Config::new(2, 2, MAC_B)),
+        Err(ConfigError::InvalidPeerId { id: 2 })
+    );
+    assert_eq!(build(Config::new(0, 0, MAC_B)), Err(ConfigError::NoVectors));
+    assert_eq!(
+        build(Config::new(0, 2, [1, 0, 0, 0, 0, 0])),
+        Err(ConfigError::MulticastMac)
+    );
+    let mut config = Config::new(0, 2, MAC_B);
+    config.mtu = 67;
+    assert!(matches!(
+        build(config),
+        Err(ConfigError::MtuOutOfRange { .. })
+    ));
+    config.mtu = 0x3900 / 2 - 14;
+    assert!(build(config).is_ok());
+    config.mtu += 1;
+    assert!(matches!(
+        build(config),
+        Err(ConfigError::MtuOutOfRange { .. })
+    ));
+    assert!(build(Config::new(0, 1, MAC_B)).is_ok());
+
+    let small = HostLink::new(0x800);
+    let (sections, notifier) = small.endpoint(0).unwrap();
+    let error = Engine::new(Config::new(0, 2, MAC_B), sections, notifier).unwrap_err();
+    assert_eq!(
+        error,
+        ConfigError::Layout(LayoutError::DataAreaTooSmall { data_size: 0x100 })
+    );
+    assert_eq!(
+        error.to_string(),
+        "data area of 256 bytes is below the minimum of 272"
+    );
+    assert_eq!(Config::new(0, 1, MAC_B).data_vector(), 0);
+    assert_eq!(Config::new(0, 2, MAC_B).data_vector(), 1);
+    let mac = locally_administered_mac([0xFF; 6]);
+    assert_eq!(mac[0], 0xFE);
+    assert_eq!(locally_administered_mac([0; 6])[0], 0x02);
+}
+
+#[test]
+fn zero_copy_send_and_receive() {
+    let (_link, mut peer, mut engine) = linked(0x4000, PeerStyle::Linux);
+    let buffer = engine.send_buffer(100).unwrap();
+    assert_eq!(buffer.len(), 100);
+    buffer.fill(0x42);
+    engine.send_advance(60).unwrap();
+    assert_eq!(peer.take_transmitted(), vec![vec![0x42; 60]]);
+    // A reservation that is not advanced publishes nothing.
+    engine.send_buffer(100).unwrap().fill(1);
+    engine.poll();
+    assert_eq!(engine.send_advance(10), Err(SendError::LinkDown));
+    assert!(peer.take_transmitted().is_empty());
+    assert_eq!(
+        engine.send(&[]),
+        Err(SendError::InvalidLength {
+            length: 0,
+            maximum: 0x3900
+        })
+    );
+
+    peer.post(&[7; 300]);
+    assert!(engine.can_receive());
+    assert_eq!(engine.receive_frame().unwrap(), [7; 300].as_slice());
+    // Not advanced: the same frame again.
+    assert_eq!(engine.receive_frame().unwrap().len(), 300);
+    engine.receive_advance();
+    assert!(!engine.can_receive());
+    peer.post(&[8; 300]);
+    let mut small = [0u8; 100];
+    assert_eq!(
+        engine.receive(&mut small),
+        Err(ReceiveError::BufferTooSmall { length: 300 })
+    );
+    let mut large = [0u8; 400];
+    assert_eq!(engine.receive(&mut large), Ok(Some(300)));
+    assert_eq!(engine.receive(&mut large), Ok(None));
+    assert_eq!(peer.reclaim(), 2);
+}
+
+/// We honour the peer's avail_event: no kick until our avail index passes
+/// it; and we keep our own avail_event at the next index we will read.
+#[test]
+fn event_index_suppression() {
+    let (link, mut peer, mut engine) = linked(0x10000, PeerStyle::Linux);
+    let layout = engine.layout();
+    peer.section()
+        .store_u16(layout.avail_event(), 10, Ordering::Relaxed);
+    let kicks = |link: &HostLink| link.doorbell(0).count(1);
+    for sent in 1..=10u16 {
+        engine.send(&[0; 64]).unwrap();
+        assert_eq!(
+            kicks(&link),
+            0,
+            "no kick before passing avail_event (sent {sent})"
+        );
+    }
+    engine.send(&[0; 64]).unwrap(); // index 10 → 11 passes 10
+    assert_eq!(kicks(&link), 1);
+    engine.send(&[0; 64]).unwrap();
+    assert_eq!(kicks(&link), 1);
+    assert_eq!(peer.take_transmitted().len(), 12);
+    // Linux-style peer now wrote avail_event = 12: the next send kicks.
+    engine.send(&[0; 64]).unwrap();
+    assert_eq!(kicks(&link), 2);
+    assert_eq!(engine.statistics().kicks_sent, 2);
+
+    // Receive: our avail_event follows what we consumed.
+    for _ in 0..5 {
+        peer.post(&[1; 20]);
+    }
+    for _ in 0..5 {
+        engine.receive_frame().unwrap();
+        engine.receive_advance();
+    }
+    let own = link.section(1);
+    use netdev::SharedMemory;
+    assert_eq!(own.load_u16(layout.avail_event(), Ordering::Relaxed), 5);
+    // The peer's used_event asks for a kick at completion 7.
+    peer.section()
+        .store_u16(layout.used_event(), 7, Ordering::Relaxed);
+    let before = kicks(&link);
+    for expected in [0, 0, 1] {
+        peer.post(&[1; 20]);
+        engine.receive_frame().unwrap();
+        engine.receive_advance();
+        assert_eq!(kicks(&link) - before, expected);
+    }
+}
+
+/// A Zephyr peer kicks on every frame and completion; spurious polls are
+/// harmless.
+#[test]
+fn zephyr_peer_kicks_every_frame() {
+    let (link, mut peer, mut engine) = linked(0x4000, PeerStyle::Zephyr);
+    for round in 0..500u32 {
+        let frame = round.to_le_bytes();
+        peer.post(&frame);
+        for _ in 0..3 {
+            engine.poll();
+        }
+        assert_eq!(engine.receive_frame(), Some(frame.as_slice()));
+        engine.receive_advance();
+        engine.send(&frame).unwrap();
+        assert_eq!(peer.take_transmitted(), vec![frame.to_vec()]);
+        assert_eq!(peer.reclaim(), 1);
+    }
+    assert!(link.doorbell(1).count(1) >= 1000);
+    assert!(engine.transmit_empty());
+    assert_eq!(engine.statistics().protocol_errors.total(), 0);
+}
+
+#[test]
+fn smoltcp_tokens_do_not_leak() {
+    let (_link, mut peer, mut engine) = linked(0x4000, PeerStyle::Linux);
+    // Dropped tokens, many more than the 64 descriptors.
+    for _ in 0..1000 {
+        assert!(engine.transmit(Instant::ZERO).is_some());
+    }
+    assert_eq!(engine.transmit_in_flight(), 0);
+    // Fill the ring through tokens; transmit() then says None.
+    let mut sent = 0;
+    while let Some(token) = engine.transmit(Instant::ZERO) {
+        token.consume(1514, |buffer| buffer.fill(3));
+        sent += 1;
+    }
+    assert!(sent > 0);
+    assert!(!engine.can_send(1514));
+    assert_eq!(peer.take_transmitted().len(), sent);
+    engine.poll();
+    assert!(engine.transmit(Instant::ZERO).is_some());
+    // A receive()'s transmit token with no room drops and counts.
+    while engine.send(&[0; 1514]).is_ok() {}
+    peer.post(&[5; 64]);
+    let (rx, tx) = Device::receive(&mut engine, Instant::ZERO).unwrap();
+    smoltcp::phy::RxToken::consume(rx, |frame| assert_eq!(frame, [5; 64].as_slice()));
+    tx.consume(1514, |buffer| buffer.fill(0));
+    assert_eq!(engine.statistics().drops.ring_full, 1);
+    // Link down: transmit() refuses.
+    peer.set_state(State::Reset);
+    engine.poll();
+    assert!(engine.transmit(Instant::ZERO).is_none());
+}
