@@ -126,8 +126,8 @@ impl ScriptedPeer {
         poll();
     }
 
-    /// Posts a raw descriptor: writes desc[index] = {address, length,
-    /// flags}, the next avail ring slot = `ring_entry`, and publishes
+    /// Posts a raw descriptor: writes `desc[index] = {address, length,
+    /// flags}`, the next avail ring slot = `ring_entry`, and publishes
     /// avail.idx. Returns the new avail.idx.
     pub fn post_raw(&mut self, ring_entry: u16, descriptor: Option<(u16, u64, u32, u16)>) -> u16 {
         if let Some((index, address, length, flags)) = descriptor {
