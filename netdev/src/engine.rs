@@ -111,8 +111,9 @@ pub struct Engine<M, W, N> {
     pub(crate) receive_buffer: Vec<u8>,
     /// Length of the frame in `receive_buffer` not yet advanced past.
     pub(crate) held_frame: Option<usize>,
-    /// Allocation handed out by `send_buffer`, not yet committed.
-    pub(crate) pending_send: Option<Allocation>,
+    /// Allocation and length handed out by `send_buffer`, not yet
+    /// committed.
+    pub(crate) pending_send: Option<(Allocation, usize)>,
 }
 
 impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
@@ -308,7 +309,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
     pub fn send_buffer(&mut self, length: usize) -> Result<&mut [u8], SendError> {
         self.pending_send = None;
         let allocation = self.link.transmit_allocation(length)?;
-        self.pending_send = Some(allocation);
+        self.pending_send = Some((allocation, length));
         let offset = self.link.layout.header_size() + allocation.offset;
         Ok(self.link.own.bytes_mut(offset, length))
     }
@@ -320,13 +321,13 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
     ///
     /// [`SendError::LinkDown`] if there is no pending buffer (or the link
     /// dropped since); [`SendError::InvalidLength`] if `length` is 0 or
-    /// exceeds the reserved buffer.
+    /// exceeds the buffer (which is then discarded).
     pub fn send_advance(&mut self, length: usize) -> Result<(), SendError> {
-        let allocation = self.pending_send.take().ok_or(SendError::LinkDown)?;
-        if length == 0 || length > allocation.capacity {
+        let (allocation, reserved) = self.pending_send.take().ok_or(SendError::LinkDown)?;
+        if length == 0 || length > reserved {
             return Err(SendError::InvalidLength {
                 length,
-                maximum: allocation.capacity,
+                maximum: reserved,
             });
         }
         self.link.publish(allocation, length);

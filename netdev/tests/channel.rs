@@ -84,6 +84,14 @@ fn zero_copy_send_and_receive() {
     buffer.fill(0x42);
     engine.send_advance(60).unwrap();
     assert_eq!(peer.take_transmitted(), vec![vec![0x42; 60]]);
+    engine.send_buffer(100).unwrap();
+    assert_eq!(
+        engine.send_advance(101),
+        Err(SendError::InvalidLength {
+            length: 101,
+            maximum: 100
+        })
+    );
     // A reservation that is not advanced publishes nothing.
     engine.send_buffer(100).unwrap().fill(1);
     engine.poll();
