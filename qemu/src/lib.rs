@@ -35,7 +35,8 @@ pub use vm::{Machine, ShmDevice, VmConfig, VmHandle};
 /// The workspace root (the directory holding the top-level `Cargo.toml`),
 /// fixed at compile time from this crate's manifest directory.
 pub fn workspace_root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir)
 }
 
 /// `<workspace>/target`, where build products and the VM lock live.

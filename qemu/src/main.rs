@@ -9,9 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use host::kernel::Profile;
+use host::server::{Protocol, Server, ServerConfig};
 use host::shm::{self, Layout};
 use host::size::{Size, parse_size};
 use host::{Machine, ShmDevice, VmConfig};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// Runs eth-ivshmem unikernel VMs in QEMU and serves their shared memory.
 #[derive(Debug, Parser)]
@@ -106,8 +110,45 @@ impl Default for BootArgs {
     }
 }
 
+fn parse_u16(s: &str) -> Result<u16, String> {
+    let value = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    value.map_err(|_| format!("{s:?} is not a 16-bit number (e.g. 0x0001)"))
+}
+
+fn parse_any_size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Args)]
-struct ServerArgs {}
+struct ServerArgs {
+    /// UNIX socket to listen on.
+    #[arg(long, value_name = "PATH", default_value = "/tmp/eth-ivshmem.sock")]
+    socket: PathBuf,
+    /// v1: stock QEMU ivshmem-doorbell (with a descriptor page); v2: the Siemens ivshmem device.
+    #[arg(long, value_enum, default_value_t = Protocol::V1)]
+    protocol: Protocol,
+    /// Total shared memory, rounded up to a power of two (e.g. 1M, 0x100000).
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_any_size)]
+    size: u64,
+    /// Maximum number of peers (2..=16; ivshmem-net needs exactly 2).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    peers: u32,
+    /// Interrupt vectors per peer (1..=64).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    vectors: u32,
+    /// Size of ONE output section [default: the largest page multiple that fits].
+    #[arg(long, value_name = "SIZE", value_parser = parse_any_size)]
+    output_section: Option<u64>,
+    /// The 16-bit ivshmem-v2 protocol ID advertised (0x0001 = ivshmem-net).
+    #[arg(long, value_name = "ID", default_value = "0x0001", value_parser = parse_u16)]
+    net_protocol: u16,
+    /// Do not log connects and disconnects.
+    #[arg(long, short)]
+    quiet: bool,
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -184,6 +225,30 @@ fn boot(args: BootArgs) -> anyhow::Result<bool> {
     Ok(outcome.is_success())
 }
 
-fn server(_args: ServerArgs) -> anyhow::Result<bool> {
-    anyhow::bail!("the server is not implemented yet")
+fn server(args: ServerArgs) -> anyhow::Result<bool> {
+    let config = ServerConfig {
+        socket: args.socket,
+        protocol: args.protocol,
+        size: args.size,
+        max_peers: args.peers,
+        vectors: args.vectors,
+        output_section: args.output_section,
+        net_protocol: args.net_protocol,
+        verbose: !args.quiet,
+    };
+    // An impossible layout is a bad argument (exit 2), like clap's own errors.
+    if let Err(e) = config.layout() {
+        clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")).exit();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install the signal handler")?;
+    }
+    let mut server = Server::bind(config)?;
+    let result = server.run_until(&stop);
+    drop(server);
+    eprintln!("ivshmem-server: stopped");
+    result.context("the server failed")?;
+    Ok(true)
 }

@@ -46,6 +46,13 @@ fn bad_arguments_exit_2() {
         &["boot", "--shm-size", "16K"],
         &["boot", "--machine", "isapc"],
         &["boot", "--timeout", "-1"],
+        &["server", "--peers", "3"],
+        &["server", "--vectors", "0"],
+        &["server", "--size", "junk"],
+        &["server", "--size", "16K"],
+        &["server", "--output-section", "0x1800"],
+        &["server", "--protocol", "v3"],
+        &["server", "--net-protocol", "0x10000"],
     ] {
         let out = launcher().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -154,5 +161,37 @@ fn sigterm_kills_qemu_and_removes_shm() {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(shm_leftovers(pid).is_empty(), "{:?}", shm_leftovers(pid));
+    }
+}
+
+#[test]
+fn server_runs_refuses_a_second_and_cleans_up_on_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s.sock");
+    for (signal, protocol) in [(libc::SIGTERM, "v1"), (libc::SIGINT, "v2")] {
+        let mut server = launcher()
+            .args(["server", "--protocol", protocol, "--socket"])
+            .arg(&socket)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(server.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        assert!(line.contains("listening on"), "{line}");
+        assert!(socket.exists());
+
+        let second = launcher()
+            .args(["server", "--socket"])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        assert_eq!(second.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&second.stderr).contains("in use"));
+
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+        assert_eq!(unsafe { libc::kill(server.id() as i32, signal) }, 0);
+        assert_eq!(server.wait().unwrap().code(), Some(0));
+        assert!(!socket.exists(), "socket removed");
     }
 }

@@ -1,1 +1,620 @@
-//! ivshmem server (v1 and v2 protocols). Work in progress.
+//! Our ivshmem server: hands shared memory and doorbell eventfds to QEMU.
+//!
+//! One poll-based thread serves a UNIX socket in one of two protocols:
+//!
+//! * [`Protocol::V1`], for stock QEMU's `ivshmem-doorbell` (ivshmem-v2.md
+//!   §14.3; every message an 8-byte LE `i64`, optionally with one fd). On
+//!   connect the new peer gets: version 0; its ID; `-1` + the shm fd; for each
+//!   existing peer that peer's ID once per vector with its eventfds. Every
+//!   existing peer then gets the new ID once per vector with the new eventfds,
+//!   and finally the new peer its own ID with its own eventfds. The shared
+//!   memory starts with the descriptor page (see [`crate::shm`]) followed by
+//!   the ivshmem-v2 layout. On disconnect the server zeroes the peer's
+//!   state-table entry (full fence), sends the bare ID to the remaining peers
+//!   **and rings vector 0 of every remaining peer** (writes 1 to that peer's
+//!   own vector-0 eventfd), reproducing ivshmem-v2 "peer gone" semantics.
+//! * [`Protocol::V2`], the Siemens fork's ivshmem2-server protocol
+//!   (ivshmem-v2.md §11.2; [`wire::V2Message`]): INIT + shm fd, then
+//!   EVENT_FD messages in the order of §11.2 steps 4–6; PEER_GONE on
+//!   disconnect (after zeroing the state-table entry; QEMU itself raises
+//!   vector 0). No descriptor page: the state table is at offset 0.
+//!
+//! In both, a new peer gets the **lowest free ID** below max peers (so a
+//! restarted VM gets its old ID back); a connection beyond max peers is
+//! closed and logged. Any readable event on a client socket (data, EOF,
+//! error) disconnects that peer. Sends never block and never raise SIGPIPE: a
+//! client that cannot take a message is disconnected instead.
+//!
+//! The shared memory is a memfd; the socket file is removed when the
+//! [`Server`] is dropped.
+
+pub mod client;
+mod sys;
+pub mod wire;
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+
+use crate::shm::{Layout, LayoutError, SharedMapping};
+use wire::V2Message;
+
+/// Which server protocol to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Protocol {
+    /// QEMU's stock `ivshmem-doorbell` (with our descriptor page).
+    #[default]
+    V1,
+    /// The Siemens fork's ivshmem-v2 device (`-device ivshmem`).
+    V2,
+}
+
+/// Server settings. [`ServerConfig::new`] gives the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The UNIX socket to listen on.
+    pub socket: PathBuf,
+    /// Protocol (default v1).
+    pub protocol: Protocol,
+    /// Total shared memory; rounded up to a power of two (default 1 MiB).
+    pub size: u64,
+    /// Maximum number of peers (default 2).
+    pub max_peers: u32,
+    /// Interrupt vectors per peer, 1..=64 (default 2).
+    pub vectors: u32,
+    /// Size of ONE output section; `None` = the largest page multiple that
+    /// fits (see [`Layout::new`]).
+    pub output_section: Option<u64>,
+    /// The 16-bit ivshmem-v2 protocol ID advertised (default 0x0001,
+    /// ivshmem-net).
+    pub net_protocol: u16,
+    /// Log connects and disconnects to stderr.
+    pub verbose: bool,
+}
+
+impl ServerConfig {
+    /// The defaults, listening on `socket`.
+    pub fn new(socket: impl Into<PathBuf>) -> ServerConfig {
+        ServerConfig {
+            socket: socket.into(),
+            protocol: Protocol::V1,
+            size: 1 << 20,
+            max_peers: 2,
+            vectors: 2,
+            output_section: None,
+            net_protocol: crate::shm::PROTOCOL_NET,
+            verbose: false,
+        }
+    }
+
+    /// Validates the settings and computes the shared-memory layout.
+    pub fn layout(&self) -> Result<Layout, ServerError> {
+        if !(1..=64).contains(&self.vectors) {
+            return Err(ServerError::BadVectors(self.vectors));
+        }
+        if self.net_protocol >= 0x8000 && self.max_peers != 2 {
+            return Err(ServerError::VirtioPeers(self.max_peers));
+        }
+        let size = self
+            .size
+            .max(0x1000)
+            .checked_next_power_of_two()
+            .ok_or(ServerError::Layout(LayoutError::BadSize(self.size)))?;
+        Ok(Layout::new(
+            size,
+            self.protocol == Protocol::V1,
+            self.max_peers,
+            self.vectors,
+            self.net_protocol,
+            self.output_section,
+        )?)
+    }
+}
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The shared-memory layout is impossible.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// Vector count out of range.
+    #[error("vectors {0} out of range 1..=64")]
+    BadVectors(u32),
+    /// Virtio protocols are point-to-point.
+    #[error("virtio protocols (>= 0x8000) need exactly 2 peers, not {0}")]
+    VirtioPeers(u32),
+    /// Another server listens on the socket.
+    #[error("socket {0} is in use: another server is listening on it")]
+    SocketInUse(PathBuf),
+    /// Something that is not a socket is in the way.
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    /// The socket cannot be created.
+    #[error("cannot create socket {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Another system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> ServerError {
+    move |source| ServerError::Io { what, source }
+}
+
+#[derive(Debug)]
+struct Peer {
+    stream: UnixStream,
+    /// The peer's own eventfds, one per vector (others use them to ring it).
+    eventfds: Vec<EventFd>,
+    /// Whether other peers have been told about it (so they need a "gone").
+    announced: bool,
+}
+
+/// A bound ivshmem server. [`Server::run_until`] serves it; dropping it
+/// closes all connections and removes the socket file.
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    layout: Layout,
+    listener: UnixListener,
+    /// (device, inode) of the socket file we created, to remove only ours.
+    socket_id: (u64, u64),
+    shm: OwnedFd,
+    mapping: SharedMapping,
+    peers: Vec<Option<Peer>>,
+}
+
+impl Server {
+    /// Validates `config`, creates and initialises the shared memory, and
+    /// binds the socket. A stale socket file (nobody listening) is replaced;
+    /// a live one is refused with [`ServerError::SocketInUse`].
+    pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let layout = config.layout()?;
+        let shm =
+            memfd_create("eth-ivshmem", MFdFlags::MFD_CLOEXEC).map_err(|e| ServerError::Io {
+                what: "memfd_create",
+                source: e.into(),
+            })?;
+        let file = File::from(shm);
+        file.set_len(layout.shm_size)
+            .map_err(io_err("cannot size the shared memory"))?;
+        let mut mapping =
+            SharedMapping::new(&file).map_err(io_err("cannot map the shared memory"))?;
+        if let Some(descriptor) = layout.descriptor() {
+            mapping.write(0, &descriptor.to_bytes());
+        }
+        let shm = OwnedFd::from(file);
+
+        let path = &config.socket;
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
+                Ok(_) => return Err(ServerError::SocketInUse(path.clone())),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path).map_err(|source| ServerError::Bind {
+                        path: path.clone(),
+                        source,
+                    })?;
+                }
+                Err(source) => {
+                    return Err(ServerError::Bind {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            },
+            Ok(_) => return Err(ServerError::NotASocket(path.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ServerError::Bind {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        }
+        let listener = UnixListener::bind(path).map_err(|source| ServerError::Bind {
+            path: path.clone(),
+            source,
+        })?;
+        let meta = std::fs::symlink_metadata(path).map_err(io_err("cannot stat the socket"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io_err("cannot make the socket non-blocking"))?;
+        let peers = (0..layout.max_peers).map(|_| None).collect();
+        Ok(Server {
+            config,
+            layout,
+            listener,
+            socket_id: (meta.dev(), meta.ino()),
+            shm,
+            mapping,
+            peers,
+        })
+    }
+
+    /// The socket path.
+    pub fn socket_path(&self) -> &Path {
+        &self.config.socket
+    }
+
+    /// The shared-memory layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The IDs of the connected peers.
+    pub fn peer_ids(&self) -> Vec<u32> {
+        (0..self.layout.max_peers)
+            .filter(|&id| self.peers[id as usize].is_some())
+            .collect()
+    }
+
+    /// Reads peer `id`'s state-table entry.
+    pub fn state(&self, id: u32) -> u32 {
+        self.mapping.load_u32(self.layout.state_offset(id))
+    }
+
+    fn log(&self, message: std::fmt::Arguments<'_>) {
+        if self.config.verbose {
+            eprintln!("ivshmem-server: {message}");
+        }
+    }
+
+    /// Serves until `stop` becomes true (checked at least every 100 ms).
+    /// Only fails if `poll` itself fails; client errors disconnect clients.
+    pub fn run_until(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        self.log(format_args!(
+            "listening on {} ({:?}, {}, {} vectors)",
+            self.config.socket.display(),
+            self.config.protocol,
+            self.layout,
+            self.layout.vectors
+        ));
+        while !stop.load(Ordering::SeqCst) {
+            self.poll_once(Duration::from_millis(100))?;
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for events and handles them.
+    pub fn poll_once(&mut self, timeout: Duration) -> io::Result<()> {
+        let ids: Vec<u32> = self.peer_ids();
+        let (listener_ready, ready_peers) = {
+            let mut fds = Vec::with_capacity(1 + ids.len());
+            fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+            for &id in &ids {
+                let peer = self.peers[id as usize].as_ref().expect("listed peer");
+                fds.push(PollFd::new(peer.stream.as_fd(), PollFlags::POLLIN));
+            }
+            let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+            let listener_ready = ready(&fds[0]);
+            let peers: Vec<u32> = ids
+                .iter()
+                .zip(&fds[1..])
+                .filter(|(_, fd)| ready(fd))
+                .map(|(&id, _)| id)
+                .collect();
+            (listener_ready, peers)
+        };
+        for id in ready_peers {
+            self.log(format_args!("peer {id} disconnected"));
+            self.disconnect(id);
+        }
+        if listener_ready {
+            loop {
+                match self.listener.accept() {
+                    Ok((stream, _)) => self.connect(stream),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // ECONNABORTED, EMFILE…: log and try again next round.
+                        self.log(format_args!("accept failed: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, stream: UnixStream) {
+        let Some(id) = (0..self.layout.max_peers).find(|&id| self.peers[id as usize].is_none())
+        else {
+            self.log(format_args!(
+                "refusing a connection: all {} peer IDs are in use",
+                self.layout.max_peers
+            ));
+            return; // dropping `stream` closes it
+        };
+        let eventfds: Result<Vec<EventFd>, _> = (0..self.layout.vectors)
+            .map(|_| EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC))
+            .collect();
+        let eventfds = match eventfds {
+            Ok(e) => e,
+            Err(e) => {
+                self.log(format_args!("refusing a connection: eventfd: {e}"));
+                return;
+            }
+        };
+        let _ = stream.set_nonblocking(true);
+        self.peers[id as usize] = Some(Peer {
+            stream,
+            eventfds,
+            announced: false,
+        });
+        self.log(format_args!("peer {id} connected"));
+        let dead = match self.config.protocol {
+            Protocol::V1 => self.greet_v1(id),
+            Protocol::V2 => self.greet_v2(id),
+        };
+        for id in dead {
+            if self.peers[id as usize].is_some() {
+                self.log(format_args!("peer {id} is not reachable, disconnecting it"));
+                self.disconnect(id);
+            }
+        }
+    }
+
+    fn others(&self, id: u32) -> Vec<u32> {
+        self.peer_ids().into_iter().filter(|&o| o != id).collect()
+    }
+
+    fn peer(&self, id: u32) -> &Peer {
+        self.peers[id as usize].as_ref().expect("connected peer")
+    }
+
+    /// v1 greeting; returns the peers whose sockets failed.
+    fn greet_v1(&mut self, new: u32) -> Vec<u32> {
+        use wire::{V1_PROTOCOL_VERSION, V1_SHM_ID, v1_message};
+        let others = self.others(new);
+        let to_new = || -> io::Result<()> {
+            let stream = &self.peer(new).stream;
+            sys::send_with_fd(stream, &v1_message(V1_PROTOCOL_VERSION), None)?;
+            sys::send_with_fd(stream, &v1_message(i64::from(new)), None)?;
+            sys::send_with_fd(stream, &v1_message(V1_SHM_ID), Some(self.shm.as_fd()))?;
+            for &other in &others {
+                for eventfd in &self.peer(other).eventfds {
+                    sys::send_with_fd(
+                        stream,
+                        &v1_message(i64::from(other)),
+                        Some(eventfd.as_fd()),
+                    )?;
+                }
+            }
+            Ok(())
+        };
+        if to_new().is_err() {
+            return vec![new];
+        }
+        self.peers[new as usize]
+            .as_mut()
+            .expect("new peer")
+            .announced = true;
+        let mut dead = Vec::new();
+        for &other in &others {
+            let stream = &self.peer(other).stream;
+            for eventfd in &self.peer(new).eventfds {
+                if sys::send_with_fd(stream, &v1_message(i64::from(new)), Some(eventfd.as_fd()))
+                    .is_err()
+                {
+                    dead.push(other);
+                    break;
+                }
+            }
+        }
+        let stream = &self.peer(new).stream;
+        for eventfd in &self.peer(new).eventfds {
+            if sys::send_with_fd(stream, &v1_message(i64::from(new)), Some(eventfd.as_fd()))
+                .is_err()
+            {
+                dead.push(new);
+                break;
+            }
+        }
+        dead
+    }
+
+    /// v2 greeting (ivshmem-v2.md §11.2 steps 3–6); returns the peers whose
+    /// sockets failed.
+    fn greet_v2(&mut self, new: u32) -> Vec<u32> {
+        let others = self.others(new);
+        let init = V2Message::Init {
+            version: wire::V2_PROTOCOL_VERSION,
+            compatible_version: wire::V2_PROTOCOL_VERSION,
+            id: new,
+            max_peers: self.layout.max_peers,
+            vectors: self.layout.vectors,
+            protocol: wire::v2_protocol_for_peer(self.layout.protocol, new),
+            output_section_size: self.layout.output_section_size,
+        };
+        if sys::send_with_fd(
+            &self.peer(new).stream,
+            &init.to_bytes(),
+            Some(self.shm.as_fd()),
+        )
+        .is_err()
+        {
+            return vec![new];
+        }
+        self.peers[new as usize]
+            .as_mut()
+            .expect("new peer")
+            .announced = true;
+        let mut dead = Vec::new();
+        // Step 4: the new peer's eventfds to every existing peer.
+        for &other in &others {
+            let stream = &self.peer(other).stream;
+            for (vector, eventfd) in self.peer(new).eventfds.iter().enumerate() {
+                let msg = V2Message::EventFd {
+                    id: new,
+                    vector: vector as u32,
+                };
+                if sys::send_with_fd(stream, &msg.to_bytes(), Some(eventfd.as_fd())).is_err() {
+                    dead.push(other);
+                    break;
+                }
+            }
+        }
+        // Steps 5 and 6: the existing peers' eventfds, then its own.
+        let stream = &self.peer(new).stream;
+        'send: for &owner in others.iter().chain(std::iter::once(&new)) {
+            for (vector, eventfd) in self.peer(owner).eventfds.iter().enumerate() {
+                let msg = V2Message::EventFd {
+                    id: owner,
+                    vector: vector as u32,
+                };
+                if sys::send_with_fd(stream, &msg.to_bytes(), Some(eventfd.as_fd())).is_err() {
+                    dead.push(new);
+                    break 'send;
+                }
+            }
+        }
+        dead
+    }
+
+    /// Frees peer `id`: closes it, zeroes its state, tells (and in v1 rings)
+    /// the others. Peers that fail to take the news are disconnected too.
+    fn disconnect(&mut self, id: u32) {
+        let mut pending = vec![id];
+        while let Some(id) = pending.pop() {
+            let Some(peer) = self.peers[id as usize].take() else {
+                continue;
+            };
+            drop(peer.stream);
+            // Zero the state entry before anyone hears about the departure.
+            self.mapping.store_u32(self.layout.state_offset(id), 0);
+            if !peer.announced {
+                continue;
+            }
+            for other in self.peer_ids() {
+                let remaining = self.peer(other);
+                let sent = match self.config.protocol {
+                    Protocol::V1 => {
+                        sys::send_with_fd(&remaining.stream, &wire::v1_message(i64::from(id)), None)
+                            .map(|()| {
+                                // Ring vector 0 of the survivor, as ivshmem-v2 does on
+                                // a state change. A full counter (EAGAIN) is still a
+                                // pending interrupt, so errors are irrelevant.
+                                if let Some(vector0) = remaining.eventfds.first() {
+                                    let _ = vector0.write(1);
+                                }
+                            })
+                    }
+                    Protocol::V2 => sys::send_with_fd(
+                        &remaining.stream,
+                        &V2Message::PeerGone { id }.to_bytes(),
+                        None,
+                    ),
+                };
+                if sent.is_err() && !pending.contains(&other) {
+                    pending.push(other);
+                }
+            }
+            // `peer.eventfds` close here.
+        }
+    }
+
+    /// Runs the server on a new thread until the returned handle is stopped
+    /// or dropped (for tests and for launchers that run VMs meanwhile).
+    pub fn spawn(self) -> io::Result<ServerThread> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let socket = self.config.socket.clone();
+        let layout = self.layout;
+        let flag = Arc::clone(&stop);
+        let mut server = self;
+        let handle = std::thread::Builder::new()
+            .name("ivshmem-server".into())
+            .spawn(move || server.run_until(&flag))?;
+        Ok(ServerThread {
+            stop,
+            handle: Some(handle),
+            socket,
+            layout,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Remove the socket only if it is still the one we created.
+        if let Ok(meta) = std::fs::symlink_metadata(&self.config.socket)
+            && (meta.dev(), meta.ino()) == self.socket_id
+        {
+            let _ = std::fs::remove_file(&self.config.socket);
+        }
+    }
+}
+
+/// A [`Server`] running on its own thread; stopping or dropping it stops the
+/// server, closes all connections and removes the socket.
+#[derive(Debug)]
+pub struct ServerThread {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<io::Result<()>>>,
+    socket: PathBuf,
+    layout: Layout,
+}
+
+impl ServerThread {
+    /// The socket path.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The shared-memory layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Stops the server and waits for it (at most ~100 ms).
+    pub fn stop(mut self) -> io::Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> io::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.handle.take() {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the server thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
