@@ -507,6 +507,14 @@ impl PlainRegion {
         &self.path
     }
 
+    /// The `ivshmem-plain` device to attach to a [`crate::VmConfig`].
+    pub fn device(&self) -> crate::ShmDevice {
+        crate::ShmDevice::Plain {
+            mem_path: self.path.clone(),
+            size: self.layout.shm_size,
+        }
+    }
+
     /// The layout written into the descriptor page.
     pub fn layout(&self) -> &Layout {
         &self.layout

@@ -488,10 +488,29 @@ impl VmHandle {
     /// already), and returns that line. Fails at `deadline` or when QEMU
     /// closes its output first.
     pub fn wait_for_line(&self, needle: &str, deadline: Instant) -> Result<String, WaitError> {
+        self.wait_for_line_from(needle, 0, deadline)
+            .map(|(_, line)| line)
+    }
+
+    /// Like [`VmHandle::wait_for_line`], but only considers lines with index
+    /// ≥ `from` (0-based, as in [`VmHandle::lines`]); returns the index and
+    /// the line, so a caller can wait for the next occurrence with `index + 1`.
+    pub fn wait_for_line_from(
+        &self,
+        needle: &str,
+        from: usize,
+        deadline: Instant,
+    ) -> Result<(usize, String), WaitError> {
         let mut state = self.log.lock();
         loop {
-            if let Some(line) = state.serial.iter().find(|l| l.contains(needle)) {
-                return Ok(line.clone());
+            if let Some((index, line)) = state
+                .serial
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, l)| l.contains(needle))
+            {
+                return Ok((index, line.clone()));
             }
             if state.serial_closed {
                 return Err(WaitError::Exited {
@@ -696,6 +715,11 @@ mod tests {
             .wait_for_line("ready", Instant::now() + Duration::from_secs(10))
             .unwrap();
         assert_eq!(line, "ready: yes");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert_eq!(
+            vm.wait_for_line_from("e", 1, deadline),
+            Ok((1, "ready: yes".to_string()))
+        );
         assert_eq!(vm.wait(Duration::from_secs(10)), Outcome::Success);
         assert_eq!(vm.lines(), ["hello", "ready: yes", "partial"]);
         assert_eq!(vm.log(), "hello\nready: yes\npartial\n");

@@ -73,3 +73,45 @@ fn qemu_startup_error_is_reported() {
     assert_eq!(vm.wait(Duration::from_secs(20)), Outcome::Other(1));
     assert!(vm.stderr().contains("no-such.sock"), "{}", vm.stderr());
 }
+
+#[test]
+fn doorbell_vm_talks_to_our_v1_server() {
+    use host::server::client::Client;
+    use host::server::{Server, ServerConfig};
+    if !qemu_or_skip() {
+        return;
+    }
+    let _lock = VmLock::acquire().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::bind(ServerConfig::new(dir.path().join("ivs.sock")))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    for machine in [Machine::Pc, Machine::Q35] {
+        // The VM halts after printing, holding its connection (peer 0).
+        let mut vm = VmConfig::new(kernel(&dir, "up\n", None))
+            .machine(machine)
+            .shm(server.device())
+            .spawn()
+            .unwrap();
+        vm.wait_for_line("up", Instant::now() + Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{e}; stderr: {}", vm.stderr()));
+        // We join as peer 1 and get QEMU's two eventfds: it realized the device.
+        let client = Client::connect(server.socket_path()).unwrap();
+        let mut received = Vec::new();
+        while received.len() < 3 + 2 + 2 {
+            received.push(client.recv_v1().unwrap());
+        }
+        let ids: Vec<i64> = received.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [0, 1, -1, 0, 0, 1, 1]);
+        // QEMU goes away → we hear "peer 0 gone" and our vector 0 rings.
+        assert_eq!(vm.kill(), Outcome::Signal(9));
+        let (id, fd) = client.recv_v1().unwrap();
+        assert_eq!((id, fd.is_none()), (0, true));
+        let own0 = received[5].1.as_ref().unwrap().try_clone().unwrap();
+        let mut own0 = std::fs::File::from(own0);
+        let mut buf = [0u8; 8];
+        std::io::Read::read_exact(&mut own0, &mut buf).unwrap();
+        assert_eq!(u64::from_le_bytes(buf), 1);
+    }
+}

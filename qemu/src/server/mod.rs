@@ -551,6 +551,7 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let socket = self.config.socket.clone();
         let layout = self.layout;
+        let protocol = self.config.protocol;
         let flag = Arc::clone(&stop);
         let mut server = self;
         let handle = std::thread::Builder::new()
@@ -561,6 +562,7 @@ impl Server {
             handle: Some(handle),
             socket,
             layout,
+            protocol,
         })
     }
 }
@@ -584,9 +586,24 @@ pub struct ServerThread {
     handle: Option<JoinHandle<io::Result<()>>>,
     socket: PathBuf,
     layout: Layout,
+    protocol: Protocol,
 }
 
 impl ServerThread {
+    /// The device a VM attaches to this server with: `ivshmem-doorbell`
+    /// (with the server's vector count) for v1, the Siemens `ivshmem` for v2.
+    pub fn device(&self) -> crate::ShmDevice {
+        match self.protocol {
+            Protocol::V1 => crate::ShmDevice::Doorbell {
+                socket: self.socket.clone(),
+                vectors: self.layout.vectors,
+            },
+            Protocol::V2 => crate::ShmDevice::V2 {
+                socket: self.socket.clone(),
+            },
+        }
+    }
+
     /// The socket path.
     pub fn socket_path(&self) -> &Path {
         &self.socket
