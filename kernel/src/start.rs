@@ -96,17 +96,51 @@ pub fn start(start_info: u32) -> ! {
         Some(SelfTest::SharedMemory) => shared_memory_probe(&functions),
         None => {}
     }
-    match command_line.app {
-        App::Inventory => {
-            kprintln!("boot: ok");
-            exit(ExitCode::Success)
-        }
-        App::Link => {
-            let device = probe_device(&*config, &functions, &command_line);
-            let mut engine = crate::net::open(device, &*config, &command_line);
-            crate::net::run_link(&mut engine, device, command_line.mode)
-        }
+    if command_line.apps == [App::Inventory] {
+        kprintln!("boot: ok");
+        exit(ExitCode::Success)
     }
+    let device = probe_device(&*config, &functions, &command_line);
+    let mut engine = crate::net::open(device, &*config, &command_line);
+    if command_line.apps == [App::Link] {
+        crate::net::run_link(&mut engine, device, command_line.mode)
+    }
+    run_apps(
+        crate::net::stack::Stack::new(engine, device, &command_line),
+        &command_line,
+    )
+}
+
+/// Runs the network apps in order and exits with their verdict.
+fn run_apps(mut stack: crate::net::stack::Stack, command_line: &cmdline::CommandLine) -> ! {
+    use crate::net::apps;
+    if !stack.wait_for_link(command_line.link_timeout) {
+        fail(format_args!(
+            "link: the peer did not come up within {} s",
+            command_line.link_timeout
+        ));
+    }
+    let mut passed = true;
+    for app in &command_line.apps {
+        let ok = match app {
+            App::Inventory => true,
+            App::Link => fail(format_args!("app=link runs alone")),
+            App::Server => apps::serve(&mut stack, command_line),
+            App::Ping => apps::ping(&mut stack, command_line),
+            App::TcpEcho => apps::tcp_echo(&mut stack, command_line),
+            App::UdpEcho => apps::udp_echo(&mut stack, command_line),
+        };
+        kprintln!("{}: {}", app.name(), if ok { "PASS" } else { "FAIL" });
+        passed &= ok;
+    }
+    let statistics = stack.engine.statistics();
+    info!("ivshmem-net statistics: {statistics:?}");
+    if passed {
+        kprintln!("apps: PASS");
+        exit(ExitCode::Success)
+    }
+    kprintln!("apps: FAIL");
+    exit(ExitCode::Failure)
 }
 
 /// Finds and maps the ivshmem device for ivshmem-net, or exits with the reason.

@@ -1,6 +1,9 @@
 //! The ivshmem-net link on top of the ivshmem device: the netdev engine, its
 //! poll loop and the `link` app.
 
+pub mod apps;
+pub mod stack;
+
 use log::{info, warn};
 use netdev::{Config, Engine, Sections, State};
 

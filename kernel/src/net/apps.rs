@@ -1,0 +1,465 @@
+//! The network apps: ping client, TCP and UDP echo clients, and the echo
+//! server. Clients return whether they passed; the server runs until stopped.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use log::{info, warn};
+use smoltcp::iface::SocketHandle;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::socket::{icmp, tcp, udp};
+use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, IpEndpoint, Ipv4Address};
+
+use super::stack::Stack;
+use crate::cmdline::CommandLine;
+use crate::{kprintln, time};
+
+/// TCP socket buffers (each direction): large enough for window scaling to matter.
+const TCP_BUFFER: usize = 256 * 1024;
+/// Concurrent connections the TCP echo server accepts.
+const SERVER_CONNECTIONS: usize = 4;
+/// A TCP transfer that makes no progress for this long has failed.
+const STALL_MICROS: u64 = 10_000_000;
+/// How long a ping or datagram may take to come back.
+const REPLY_TIMEOUT_MICROS: u64 = 2_000_000;
+/// The ICMP identifier of our echo requests.
+const PING_IDENT: u16 = 0x4e49;
+
+fn peer_address(stack: &Stack) -> IpAddress {
+    IpAddress::Ipv4(stack.peer)
+}
+
+/// `µs` as `m.mmm` milliseconds.
+struct Millis(u64);
+
+impl core::fmt::Display for Millis {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}.{:03}", self.0 / 1000, self.0 % 1000)
+    }
+}
+
+/// Throughput of `bytes` in `micros` as `Mbit/s` with one decimal.
+struct Mbits {
+    bytes: u64,
+    micros: u64,
+}
+
+impl core::fmt::Display for Mbits {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let tenths = self.bytes.saturating_mul(80) / self.micros.max(1);
+        write!(f, "{}.{} Mbit/s", tenths / 10, tenths % 10)
+    }
+}
+
+/// The byte at `offset` of connection `connection`'s stream: cheap, and not
+/// periodic over anything a window could hide.
+pub fn pattern(connection: u32, offset: u64) -> u8 {
+    (offset.wrapping_mul(31) ^ (offset >> 11) ^ u64::from(connection).wrapping_mul(97)) as u8
+}
+
+/// Pings the peer `count` times, `interval` ms apart, with `size` payload
+/// bytes; prints each reply with its RTT and a summary. Passes if every
+/// request got its reply.
+pub fn ping(stack: &mut Stack, command_line: &CommandLine) -> bool {
+    let count = command_line.count as usize;
+    let size = command_line.size.max(8);
+    let mut socket = icmp::Socket::new(
+        icmp::PacketBuffer::new(
+            vec![icmp::PacketMetadata::EMPTY; 16],
+            vec![0; 16 * (size + 64)],
+        ),
+        icmp::PacketBuffer::new(
+            vec![icmp::PacketMetadata::EMPTY; 16],
+            vec![0; 16 * (size + 64)],
+        ),
+    );
+    socket
+        .bind(icmp::Endpoint::Ident(PING_IDENT))
+        .expect("a fresh socket binds");
+    let handle = stack.sockets.add(socket);
+    let peer = peer_address(stack);
+    let checksums = ChecksumCapabilities::default();
+    let mut sent_at: Vec<Option<u64>> = vec![None; count];
+    let mut rtts: Vec<u64> = Vec::with_capacity(count);
+    let mut next = 0usize;
+    let mut next_at = time::micros_since_boot();
+    let mut payload = vec![0u8; size];
+    kprintln!(
+        "ping: {} -> {}, {count} requests of {size} bytes",
+        stack.local,
+        stack.peer
+    );
+    loop {
+        stack.poll();
+        let now = time::micros_since_boot();
+        let socket = stack.sockets.get_mut::<icmp::Socket<'_>>(handle);
+        if next < count && now >= next_at && socket.can_send() {
+            payload[..8].copy_from_slice(&now.to_le_bytes());
+            for (index, byte) in payload.iter_mut().enumerate().skip(8) {
+                *byte = index as u8;
+            }
+            let request = Icmpv4Repr::EchoRequest {
+                ident: PING_IDENT,
+                seq_no: next as u16,
+                data: &payload,
+            };
+            match socket.send(request.buffer_len(), peer) {
+                Ok(buffer) => {
+                    request.emit(&mut Icmpv4Packet::new_unchecked(buffer), &checksums);
+                    sent_at[next] = Some(now);
+                    next += 1;
+                    next_at = now + u64::from(command_line.interval) * 1000;
+                }
+                Err(error) => warn!("ping: cannot queue request {next}: {error}"),
+            }
+        }
+        while let Ok((data, from)) = socket.recv() {
+            let Ok(packet) = Icmpv4Packet::new_checked(data) else {
+                continue;
+            };
+            let Ok(Icmpv4Repr::EchoReply {
+                ident: PING_IDENT,
+                seq_no,
+                data,
+            }) = Icmpv4Repr::parse(&packet, &checksums)
+            else {
+                continue;
+            };
+            let index = usize::from(seq_no);
+            let Some(sent) = sent_at.get_mut(index).and_then(Option::take) else {
+                continue;
+            };
+            let intact = data.len() == size
+                && data
+                    .iter()
+                    .enumerate()
+                    .skip(8)
+                    .all(|(i, byte)| *byte == i as u8);
+            if !intact {
+                kprintln!("ping: reply {seq_no} from {from} has a corrupted payload");
+                continue;
+            }
+            let rtt = time::micros_since_boot() - sent;
+            rtts.push(rtt);
+            kprintln!(
+                "ping: {} bytes from {from}: icmp_seq={seq_no} time={} ms",
+                data.len(),
+                Millis(rtt)
+            );
+        }
+        let outstanding = sent_at
+            .iter()
+            .flatten()
+            .any(|&sent| now < sent + REPLY_TIMEOUT_MICROS);
+        if next == count && !outstanding {
+            break;
+        }
+        stack.wait_at_most(next_at.saturating_sub(now).max(1));
+    }
+    stack.sockets.remove(handle);
+    let received = rtts.len();
+    let loss = (count - received) * 100 / count;
+    kprintln!("ping: {count} transmitted, {received} received, {loss}% loss");
+    if let (Some(min), Some(max)) = (rtts.iter().min(), rtts.iter().max()) {
+        let average = rtts.iter().sum::<u64>() / received as u64;
+        kprintln!(
+            "ping: rtt min/avg/max = {}/{}/{} ms",
+            Millis(*min),
+            Millis(average),
+            Millis(*max)
+        );
+    }
+    received == count
+}
+
+/// One connection of the TCP echo client.
+struct EchoConnection {
+    handle: SocketHandle,
+    index: u32,
+    length: u64,
+    sent: u64,
+    verified: u64,
+}
+
+/// Sends `bytes` (split over `parallel` connections) through the peer's echo
+/// server, `repeat` times, verifying every echoed byte. Reports throughput.
+pub fn tcp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
+    let peer = IpEndpoint::new(peer_address(stack), command_line.port);
+    let parallel = u64::from(command_line.parallel);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut total_micros = 0;
+    for round in 0..command_line.repeat {
+        let started = time::micros_since_boot();
+        let mut connections: Vec<EchoConnection> = (0..command_line.parallel)
+            .map(|index| {
+                let mut socket = tcp::Socket::new(
+                    tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+                    tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+                );
+                let local_port = 49152 + ((round * 16 + index) % 16000) as u16;
+                socket
+                    .connect(stack.interface.context(), peer, local_port)
+                    .expect("a fresh socket connects");
+                let share = command_line.bytes / parallel
+                    + u64::from(u64::from(index) < command_line.bytes % parallel);
+                EchoConnection {
+                    handle: stack.sockets.add(socket),
+                    index,
+                    length: share,
+                    sent: 0,
+                    verified: 0,
+                }
+            })
+            .collect();
+        let mut last_progress = started;
+        let mut next_report = command_line.bytes / 4;
+        let mut failed = false;
+        while connections.iter().any(|c| c.verified < c.length) {
+            stack.poll();
+            let mut progressed = false;
+            for connection in &mut connections {
+                let socket = stack.sockets.get_mut::<tcp::Socket<'_>>(connection.handle);
+                if !socket.is_active() {
+                    kprintln!(
+                        "tcp-echo: connection {} to {peer} closed early ({})",
+                        connection.index,
+                        socket.state()
+                    );
+                    failed = true;
+                    continue;
+                }
+                while socket.can_send() && connection.sent < connection.length {
+                    let length =
+                        (connection.length - connection.sent).min(chunk.len() as u64) as usize;
+                    for (offset, byte) in chunk[..length].iter_mut().enumerate() {
+                        *byte = pattern(connection.index, connection.sent + offset as u64);
+                    }
+                    let Ok(queued) = socket.send_slice(&chunk[..length]) else {
+                        break;
+                    };
+                    if queued == 0 {
+                        break;
+                    }
+                    connection.sent += queued as u64;
+                    progressed = true;
+                }
+                while socket.can_recv() {
+                    let Ok(received) = socket.recv_slice(&mut chunk) else {
+                        break;
+                    };
+                    if received == 0 {
+                        break;
+                    }
+                    for (offset, byte) in chunk[..received].iter().enumerate() {
+                        let position = connection.verified + offset as u64;
+                        if *byte != pattern(connection.index, position) {
+                            kprintln!(
+                                "tcp-echo: connection {} byte {position} is {byte:#04x}, expected {:#04x}",
+                                connection.index,
+                                pattern(connection.index, position)
+                            );
+                            failed = true;
+                            break;
+                        }
+                    }
+                    connection.verified += received as u64;
+                    progressed = true;
+                }
+            }
+            if failed {
+                break;
+            }
+            let now = time::micros_since_boot();
+            if progressed {
+                last_progress = now;
+            } else if now - last_progress > STALL_MICROS {
+                let (sent, verified): (u64, u64) = connections
+                    .iter()
+                    .fold((0, 0), |(s, v), c| (s + c.sent, v + c.verified));
+                kprintln!(
+                    "tcp-echo: no progress for 10 s ({sent} bytes sent, {verified} verified)"
+                );
+                failed = true;
+                break;
+            }
+            let verified: u64 = connections.iter().map(|c| c.verified).sum();
+            if verified >= next_report && verified < command_line.bytes {
+                info!(
+                    "tcp-echo: {}% ({verified} bytes)",
+                    verified * 100 / command_line.bytes
+                );
+                next_report += command_line.bytes / 4;
+            }
+            if !progressed {
+                stack.wait();
+            }
+        }
+        for connection in &connections {
+            stack
+                .sockets
+                .get_mut::<tcp::Socket<'_>>(connection.handle)
+                .close();
+        }
+        // Let the FINs go out before the sockets are dropped.
+        let closing = time::micros_since_boot();
+        while time::micros_since_boot() - closing < 200_000
+            && connections.iter().any(|c| {
+                stack.sockets.get::<tcp::Socket<'_>>(c.handle).state() != tcp::State::Closed
+                    && stack.sockets.get::<tcp::Socket<'_>>(c.handle).state()
+                        != tcp::State::TimeWait
+            })
+        {
+            stack.poll();
+            stack.wait();
+        }
+        for connection in connections {
+            stack.sockets.remove(connection.handle);
+        }
+        if failed {
+            kprintln!("tcp-echo: FAILED in round {}", round + 1);
+            return false;
+        }
+        let micros = time::micros_since_boot() - started;
+        total_micros += micros;
+        kprintln!(
+            "tcp-echo: round {}: {} bytes over {} connection(s) echoed and verified in {} ms ({})",
+            round + 1,
+            command_line.bytes,
+            command_line.parallel,
+            Millis(micros),
+            Mbits {
+                bytes: command_line.bytes,
+                micros
+            }
+        );
+    }
+    let bytes = command_line.bytes * u64::from(command_line.repeat);
+    kprintln!(
+        "tcp-echo: {bytes} bytes verified, throughput {}",
+        Mbits {
+            bytes,
+            micros: total_micros
+        }
+    );
+    true
+}
+
+/// Sends `count` datagrams of `size` bytes to the peer's UDP echo server,
+/// one at a time, and verifies each echo.
+pub fn udp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
+    let size = command_line.size.clamp(1, 1472);
+    let mut socket = udp::Socket::new(
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8 * 2048]),
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8 * 2048]),
+    );
+    socket.bind(40_007).expect("a fresh socket binds");
+    let handle = stack.sockets.add(socket);
+    let peer = IpEndpoint::new(peer_address(stack), command_line.port);
+    let mut datagram = vec![0u8; size];
+    let mut echoed = 0;
+    for sequence in 0..command_line.count {
+        for (offset, byte) in datagram.iter_mut().enumerate() {
+            *byte = pattern(sequence, offset as u64);
+        }
+        let sent_at = time::micros_since_boot();
+        let mut queued = false;
+        let mut matched = false;
+        while time::micros_since_boot() - sent_at < REPLY_TIMEOUT_MICROS && !matched {
+            stack.poll();
+            let socket = stack.sockets.get_mut::<udp::Socket<'_>>(handle);
+            if !queued && socket.send_slice(&datagram, peer).is_ok() {
+                queued = true;
+            }
+            while let Ok((data, _)) = socket.recv() {
+                matched |= data == datagram.as_slice();
+            }
+            if !matched {
+                stack.wait();
+            }
+        }
+        if matched {
+            echoed += 1;
+        } else {
+            kprintln!("udp-echo: datagram {sequence} was not echoed intact within 2 s");
+        }
+    }
+    stack.sockets.remove(handle);
+    kprintln!(
+        "udp-echo: {echoed} of {} datagrams of {size} bytes echoed intact",
+        command_line.count
+    );
+    echoed == command_line.count
+}
+
+/// Echoes TCP (up to four connections at once, one after another for ever)
+/// and UDP on `port`; ICMP echo requests are answered by smoltcp. Never returns.
+pub fn serve(stack: &mut Stack, command_line: &CommandLine) -> ! {
+    let port = command_line.port;
+    let tcp_handles: Vec<SocketHandle> = (0..SERVER_CONNECTIONS)
+        .map(|_| {
+            let mut socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+                tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+            );
+            socket.listen(port).expect("a fresh socket listens");
+            stack.sockets.add(socket)
+        })
+        .collect();
+    let mut udp_socket = udp::Socket::new(
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 32], vec![0; 32 * 2048]),
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 32], vec![0; 32 * 2048]),
+    );
+    udp_socket.bind(port).expect("a fresh socket binds");
+    let udp_handle = stack.sockets.add(udp_socket);
+    kprintln!("server: TCP and UDP echo on {}:{port}", stack.local);
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut connected = [false; SERVER_CONNECTIONS];
+    loop {
+        stack.poll();
+        let mut progressed = false;
+        for (slot, handle) in tcp_handles.iter().enumerate() {
+            let socket = stack.sockets.get_mut::<tcp::Socket<'_>>(*handle);
+            if socket.is_active() && !connected[slot] {
+                connected[slot] = true;
+                if let Some(remote) = socket.remote_endpoint() {
+                    info!("server: TCP connection from {remote}");
+                }
+            }
+            // Echo only what fits in the send buffer, so nothing is ever dropped.
+            while socket.can_recv() && socket.send_capacity() > socket.send_queue() {
+                let room = (socket.send_capacity() - socket.send_queue()).min(buffer.len());
+                let Ok(received) = socket.recv_slice(&mut buffer[..room]) else {
+                    break;
+                };
+                if received == 0 {
+                    break;
+                }
+                let sent = socket.send_slice(&buffer[..received]).unwrap_or(0);
+                debug_assert_eq!(sent, received);
+                progressed = true;
+            }
+            if socket.state() == tcp::State::CloseWait && socket.send_queue() == 0 {
+                socket.close();
+            }
+            if !socket.is_open() {
+                if connected[slot] {
+                    info!("server: TCP connection closed");
+                    connected[slot] = false;
+                }
+                socket.listen(port).expect("a closed socket listens");
+            }
+        }
+        let socket = stack.sockets.get_mut::<udp::Socket<'_>>(udp_handle);
+        while socket.can_send() {
+            let Ok((data, metadata)) = socket.recv() else {
+                break;
+            };
+            let length = data.len().min(buffer.len());
+            buffer[..length].copy_from_slice(&data[..length]);
+            let _ = socket.send_slice(&buffer[..length], metadata.endpoint);
+            progressed = true;
+        }
+        if !progressed {
+            stack.wait();
+        }
+    }
+}
