@@ -22,10 +22,19 @@ pub const VM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Builds the kernel (release profile) once per test process and returns the ELF.
 ///
+/// If the environment variable `E2E_KERNEL` names a file, that ELF is used
+/// instead and nothing is built (to test a kernel built elsewhere, e.g. from
+/// a clean checkout while the working tree is being edited).
+///
 /// # Panics
 ///
 /// If the build fails (the message carries cargo's stderr).
 pub fn kernel() -> PathBuf {
+    if let Some(elf) = std::env::var_os("E2E_KERNEL") {
+        let elf = PathBuf::from(elf);
+        assert!(elf.is_file(), "E2E_KERNEL={} is not a file", elf.display());
+        return elf;
+    }
     host::kernel::build(host::kernel::Profile::Release)
         .unwrap_or_else(|e| panic!("cannot build the kernel: {e:#}"))
 }
@@ -529,4 +538,459 @@ pub fn run_launcher(args: &[&str], timeout: Duration) -> ProcessRun {
         ])
         .args(args);
     run_process(command, timeout)
+}
+
+// ---------------------------------------------------------------------------
+// Two-VM scenarios (issues 4 and 5)
+// ---------------------------------------------------------------------------
+
+/// How long one two-VM scenario may take in all before it fails.
+pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the two VMs share.
+#[derive(Debug)]
+pub enum Link {
+    /// Stock QEMU `ivshmem-doorbell` on our in-process v1 server (interrupts).
+    Doorbell(host::server::ServerThread),
+    /// `ivshmem-plain` on a shared file with a descriptor page (polling).
+    Plain(host::shm::PlainRegion),
+}
+
+impl Link {
+    /// The QEMU device for a VM on this link.
+    pub fn device(&self) -> ShmDevice {
+        match self {
+            Link::Doorbell(server) => server.device(),
+            Link::Plain(region) => region.device(),
+        }
+    }
+}
+
+/// One VM of a [`Pair`] scenario (every VM ever started is kept, so that a
+/// failure message shows the serial log of a killed VM too).
+struct PairVm {
+    label: String,
+    run: usize,
+    id: u32,
+    command_line: String,
+    handle: host::VmHandle,
+}
+
+/// A scenario of VMs sharing one [`Link`], run under the [`VmLock`] with one
+/// overall deadline ([`SCENARIO_TIMEOUT`] unless changed).
+///
+/// VMs are addressed by label (`"A"`, `"B"`); starting a label again (after
+/// [`Pair::kill`]) makes the new VM the current one for that label. Every
+/// failure panics with all VMs' command lines, verdicts and serial logs.
+/// Dropping the pair kills all VMs, then stops the server (or removes the
+/// shared file), then releases the lock.
+pub struct Pair {
+    name: String,
+    kernel: PathBuf,
+    deadline: Instant,
+    // Field order is drop order: VMs first, then what they share, then the lock.
+    vms: Vec<PairVm>,
+    link: Link,
+    notes: Vec<String>,
+    _lock: VmLock,
+}
+
+impl std::fmt::Debug for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pair")
+            .field("name", &self.name)
+            .field("link", &self.link)
+            .field(
+                "vms",
+                &self.vms.iter().map(|v| &v.label).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// A unique socket path for a test server (under `/dev/shm` or the temporary
+/// directory, short enough for `sun_path`).
+pub fn unique_socket_path(tag: &str) -> PathBuf {
+    let mut path = host::shm::unique_shm_path(tag).into_os_string();
+    path.push(".sock");
+    PathBuf::from(path)
+}
+
+impl Pair {
+    fn new(name: &str, link: impl FnOnce() -> Link, lock: VmLock) -> Pair {
+        Pair {
+            name: name.to_string(),
+            kernel: kernel(),
+            deadline: Instant::now() + SCENARIO_TIMEOUT,
+            vms: Vec::new(),
+            link: link(),
+            notes: Vec::new(),
+            _lock: lock,
+        }
+    }
+
+    /// A doorbell scenario on our v1 server with its defaults (2 vectors,
+    /// 1 MiB, ivshmem-net protocol).
+    pub fn doorbell(name: &str) -> Pair {
+        Pair::doorbell_with(name, |_| {})
+    }
+
+    /// A doorbell scenario on our v1 server, its configuration changed by
+    /// `configure` (e.g. another `net_protocol`).
+    ///
+    /// # Panics
+    ///
+    /// If the kernel cannot be built or the server cannot start.
+    pub fn doorbell_with(
+        name: &str,
+        configure: impl FnOnce(&mut host::server::ServerConfig),
+    ) -> Pair {
+        // Build before taking the lock: a build is not a VM run.
+        kernel();
+        let lock = VmLock::acquire().expect("cannot take the VM lock");
+        Pair::new(
+            name,
+            || {
+                let mut config = host::server::ServerConfig::new(unique_socket_path("e2e"));
+                configure(&mut config);
+                let server = host::server::Server::bind(config.clone())
+                    .unwrap_or_else(|e| panic!("{name}: cannot start the server {config:?}: {e}"))
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("{name}: cannot start the server thread: {e}"));
+                Link::Doorbell(server)
+            },
+            lock,
+        )
+    }
+
+    /// A polling scenario on `ivshmem-plain` (1 MiB, 2 peers, ivshmem-net).
+    /// VMs get `mode=poll id=<id>` appended to their command lines.
+    ///
+    /// # Panics
+    ///
+    /// If the kernel cannot be built or the file cannot be created.
+    pub fn plain(name: &str) -> Pair {
+        kernel();
+        let lock = VmLock::acquire().expect("cannot take the VM lock");
+        Pair::new(
+            name,
+            || {
+                let path = host::shm::unique_shm_path("e2e-plain");
+                let region = host::shm::create_plain_region(
+                    &path,
+                    1 << 20,
+                    2,
+                    0,
+                    host::shm::PROTOCOL_NET,
+                    None,
+                )
+                .unwrap_or_else(|e| panic!("{name}: cannot create {}: {e:#}", path.display()));
+                Link::Plain(region)
+            },
+            lock,
+        )
+    }
+
+    /// What the VMs share.
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Whether this is the `ivshmem-plain` (polling) setup.
+    pub fn is_plain(&self) -> bool {
+        matches!(self.link, Link::Plain(_))
+    }
+
+    /// Moves the overall deadline to `timeout` from now.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.deadline = Instant::now() + timeout;
+    }
+
+    /// The overall deadline.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Starts VM `label` with peer ID `id` on `pc` (see [`Pair::start_on`]).
+    pub fn start(&mut self, label: &str, id: u32, cmdline: &str) -> String {
+        self.start_on(Machine::Pc, label, id, cmdline)
+    }
+
+    /// Starts VM `label` on `machine` with `cmdline` and waits for its first
+    /// `ivshmem: ` line (the device it found, or the reason it found none),
+    /// which it returns. In the doorbell setup QEMU has connected to the
+    /// server by then, so the next VM gets the next ID. If the line describes
+    /// the device, its ID must be `id`.
+    ///
+    /// In the plain setup `mode=poll id=<id>` is appended first (unless the
+    /// command line already sets `mode` or `id`).
+    ///
+    /// # Panics
+    ///
+    /// If QEMU cannot start, the VM ends or the deadline passes before the
+    /// line, or the ID is wrong.
+    pub fn start_on(&mut self, machine: Machine, label: &str, id: u32, cmdline: &str) -> String {
+        let mut config = VmConfig::new(&self.kernel)
+            .name(label)
+            .machine(machine)
+            .cmdline(cmdline)
+            .shm(self.link.device());
+        if self.is_plain() {
+            let has = |key: &str| cmdline.split_whitespace().any(|w| w.starts_with(key));
+            if !has("mode=") {
+                config = config.append("mode=poll");
+            }
+            if !has("id=") {
+                config = config.append(&format!("id={id}"));
+            }
+        }
+        let command_line = config.command_line();
+        let handle = config.spawn().unwrap_or_else(|e| {
+            self.fail(&format!(
+                "cannot start {label}: {e:#}\ncommand: {command_line}"
+            ))
+        });
+        let run = self.vms.iter().filter(|v| v.label == label).count() + 1;
+        self.vms.push(PairVm {
+            label: label.to_string(),
+            run,
+            id,
+            command_line,
+            handle,
+        });
+        // The first line that starts with `ivshmem: ` (log lines may contain it).
+        let mut from = 0;
+        let line = loop {
+            let (index, line) = self.wait_line_from(label, "ivshmem: ", from);
+            if line.starts_with("ivshmem: ") {
+                break line;
+            }
+            from = index + 1;
+        };
+        if let Ok(device) = parse_device_line(&line)
+            && device.id != id
+        {
+            self.fail(&format!(
+                "{label} got peer ID {} instead of {id}: {line:?}",
+                device.id
+            ));
+        }
+        line
+    }
+
+    fn index(&self, label: &str) -> usize {
+        self.vms
+            .iter()
+            .rposition(|v| v.label == label)
+            .unwrap_or_else(|| self.fail(&format!("no VM {label} was started")))
+    }
+
+    /// The serial lines of the current VM `label` so far.
+    pub fn lines(&self, label: &str) -> Vec<String> {
+        self.vms[self.index(label)].handle.lines()
+    }
+
+    /// Waits (until the deadline) for a serial line of the current VM
+    /// `label` containing `needle`; returns its index and the line.
+    pub fn wait_line(&self, label: &str, needle: &str) -> (usize, String) {
+        self.wait_line_from(label, needle, 0)
+    }
+
+    /// Like [`Pair::wait_line`], considering only lines from index `from` on.
+    pub fn wait_line_from(&self, label: &str, needle: &str, from: usize) -> (usize, String) {
+        let vm = &self.vms[self.index(label)];
+        vm.handle
+            .wait_for_line_from(needle, from, self.deadline)
+            .unwrap_or_else(|e| self.fail(&format!("{} (scenario {}): {e}", label, self.name)))
+    }
+
+    /// Waits (until the deadline) for the current VM `label` to exit.
+    pub fn wait_exit(&mut self, label: &str) -> Outcome {
+        let index = self.index(label);
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        self.vms[index].handle.wait(left)
+    }
+
+    /// Waits for VM `label` to exit and asserts it passed: exit status 33
+    /// and `apps: PASS`.
+    pub fn assert_pass(&mut self, label: &str) {
+        let outcome = self.wait_exit(label);
+        if outcome != Outcome::Success {
+            self.fail(&format!("{label}: expected success, got: {outcome}"));
+        }
+        self.assert_line(label, "apps: PASS");
+    }
+
+    /// Asserts that the current VM `label` printed a line containing
+    /// `needle` (no waiting); returns the first such line.
+    pub fn assert_line(&self, label: &str, needle: &str) -> String {
+        self.lines(label)
+            .into_iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| self.fail(&format!("{label} printed no line containing {needle:?}")))
+    }
+
+    /// Asserts that the current VM `label` printed no line containing `needle`.
+    pub fn assert_no_line(&self, label: &str, needle: &str) {
+        if let Some(line) = self.lines(label).iter().find(|l| l.contains(needle)) {
+            self.fail(&format!("{label} printed {line:?}"));
+        }
+    }
+
+    /// Kills the current VM `label` (SIGKILL). In the plain setup it then
+    /// zeroes the VM's state-table entry, as nobody else does (the launcher
+    /// does the same); in the doorbell setup the server does it.
+    pub fn kill(&mut self, label: &str) {
+        let index = self.index(label);
+        let outcome = self.vms[index].handle.kill();
+        let id = self.vms[index].id;
+        self.notes.push(format!("{label} killed ({outcome})"));
+        if let Link::Plain(region) = &self.link {
+            region.zero_state(id);
+            self.notes.push(format!("state of peer {id} zeroed"));
+        }
+    }
+
+    /// Sleeps for `duration`, failing if that would pass the deadline.
+    pub fn sleep(&self, duration: Duration) {
+        if Instant::now() + duration > self.deadline {
+            self.fail(&format!("sleeping {duration:?} would pass the deadline"));
+        }
+        std::thread::sleep(duration);
+    }
+
+    /// All VMs' command lines, verdicts, serial logs and QEMU stderr.
+    pub fn context(&self) -> String {
+        let mut s = format!("=== scenario {} ===\n", self.name);
+        for note in &self.notes {
+            s.push_str(&format!("note: {note}\n"));
+        }
+        for vm in &self.vms {
+            s.push_str(&format!(
+                "=== VM {} (run {}, peer {}) ===\ncommand: {}\nrunning for {:.2} s\n--- serial ---\n{}--- QEMU stderr ---\n{}\n",
+                vm.label,
+                vm.run,
+                vm.id,
+                vm.command_line,
+                vm.handle.elapsed().as_secs_f64(),
+                vm.handle.log(),
+                vm.handle.stderr()
+            ));
+        }
+        s
+    }
+
+    /// Panics with `message` and [`Pair::context`].
+    #[track_caller]
+    pub fn fail(&self, message: &str) -> ! {
+        panic!("{}: {message}\n{}", self.name, self.context())
+    }
+}
+
+/// The `ivshmem: <kind> at BB:DD.F, id N of M, protocol 0xPPPP, V vector(s)` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceLine {
+    /// E.g. `ivshmem-v2 emulated on ivshmem-doorbell`.
+    pub kind: String,
+    /// `BB:DD.F`.
+    pub bdf: String,
+    /// Our peer ID.
+    pub id: u32,
+    /// Maximum peers.
+    pub max_peers: u32,
+    /// The ivshmem-v2 protocol ID.
+    pub protocol: u16,
+    /// Interrupt vectors.
+    pub vectors: u32,
+}
+
+/// Parses the `ivshmem: … at …, id …` device line.
+pub fn parse_device_line(line: &str) -> Result<DeviceLine, String> {
+    let bad = || format!("malformed ivshmem device line {line:?}");
+    let rest = line.strip_prefix("ivshmem: ").ok_or_else(bad)?;
+    let (kind, rest) = rest.rsplit_once(" at ").ok_or_else(bad)?;
+    let parts: Vec<&str> = rest.split(", ").collect();
+    let [bdf, id, protocol, vectors] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let (id, max_peers) = id
+        .strip_prefix("id ")
+        .and_then(|r| r.split_once(" of "))
+        .and_then(|(i, m)| Some((i.parse().ok()?, m.parse().ok()?)))
+        .ok_or_else(bad)?;
+    let protocol = protocol
+        .strip_prefix("protocol ")
+        .and_then(|p| parse_hex(p).ok())
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(bad)?;
+    let vectors = vectors
+        .strip_suffix(" vector(s)")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(bad)?;
+    if bdf.len() != 7 || kind.is_empty() {
+        return Err(bad());
+    }
+    Ok(DeviceLine {
+        kind: kind.to_string(),
+        bdf: bdf.to_string(),
+        id,
+        max_peers,
+        protocol,
+        vectors,
+    })
+}
+
+/// Parses `link: up (link-ups N, resets M)` into `(N, M)`.
+pub fn parse_link_up(line: &str) -> Result<(u64, u64), String> {
+    line.strip_prefix("link: up (link-ups ")
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|r| r.split_once(", resets "))
+        .and_then(|(u, r)| Some((u.parse().ok()?, r.parse().ok()?)))
+        .ok_or_else(|| format!("malformed link-up line {line:?}"))
+}
+
+/// Parses `ping: N transmitted, M received, L% loss` into `(N, M, L)`.
+pub fn parse_ping_summary(line: &str) -> Result<(u32, u32, u32), String> {
+    let bad = || format!("malformed ping summary {line:?}");
+    let rest = line.strip_prefix("ping: ").ok_or_else(bad)?;
+    let parts: Vec<&str> = rest.split(", ").collect();
+    let [sent, received, loss] = parts.as_slice() else {
+        return Err(bad());
+    };
+    Ok((
+        sent.strip_suffix(" transmitted")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(bad)?,
+        received
+            .strip_suffix(" received")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(bad)?,
+        loss.strip_suffix("% loss")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(bad)?,
+    ))
+}
+
+/// Parses `tcp-echo: N bytes verified, throughput X.Y Mbit/s` into `(N, X.Y)`.
+pub fn parse_tcp_echo(line: &str) -> Result<(u64, f64), String> {
+    line.strip_prefix("tcp-echo: ")
+        .and_then(|r| r.split_once(" bytes verified, throughput "))
+        .and_then(|(n, t)| Some((n.parse().ok()?, t.strip_suffix(" Mbit/s")?.parse().ok()?)))
+        .ok_or_else(|| format!("malformed tcp-echo result {line:?}"))
+}
+
+/// Parses `udp-echo: E of N datagrams of S bytes echoed intact` into `(E, N, S)`.
+pub fn parse_udp_echo(line: &str) -> Result<(u32, u32, u32), String> {
+    let bad = || format!("malformed udp-echo result {line:?}");
+    let rest = line
+        .strip_prefix("udp-echo: ")
+        .and_then(|r| r.strip_suffix(" bytes echoed intact"))
+        .ok_or_else(bad)?;
+    let (echoed, rest) = rest.split_once(" of ").ok_or_else(bad)?;
+    let (count, size) = rest.split_once(" datagrams of ").ok_or_else(bad)?;
+    Ok((
+        echoed.parse().map_err(|_| bad())?,
+        count.parse().map_err(|_| bad())?,
+        size.parse().map_err(|_| bad())?,
+    ))
 }
