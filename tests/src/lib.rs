@@ -574,6 +574,8 @@ struct PairVm {
     id: u32,
     command_line: String,
     handle: host::VmHandle,
+    /// The verdict, once this helper has seen it.
+    outcome: Option<Outcome>,
 }
 
 /// A scenario of VMs sharing one [`Link`], run under the [`VmLock`] with one
@@ -605,6 +607,16 @@ impl std::fmt::Debug for Pair {
                 &self.vms.iter().map(|v| &v.label).collect::<Vec<_>>(),
             )
             .finish()
+    }
+}
+
+impl Drop for Pair {
+    /// Prints the scenario's logs (shown with `--nocapture`; a failure
+    /// message already carries them).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            println!("{}", self.context());
+        }
     }
 }
 
@@ -757,6 +769,7 @@ impl Pair {
             id,
             command_line,
             handle,
+            outcome: None,
         });
         // The first line that starts with `ivshmem: ` (log lines may contain it).
         let mut from = 0;
@@ -804,11 +817,48 @@ impl Pair {
             .unwrap_or_else(|e| self.fail(&format!("{} (scenario {}): {e}", label, self.name)))
     }
 
+    /// Like [`Pair::wait_line_from`], but gives up after `within` (or at the
+    /// deadline) and returns `None` instead of failing; still fails if the
+    /// VM exits first.
+    pub fn poll_line(
+        &self,
+        label: &str,
+        needle: &str,
+        from: usize,
+        within: Duration,
+    ) -> Option<(usize, String)> {
+        let vm = &self.vms[self.index(label)];
+        let until = (Instant::now() + within).min(self.deadline);
+        match vm.handle.wait_for_line_from(needle, from, until) {
+            Ok(found) => Some(found),
+            Err(host::vm::WaitError::Timeout { .. }) => None,
+            Err(e) => self.fail(&format!("{label} (scenario {}): {e}", self.name)),
+        }
+    }
+
     /// Waits (until the deadline) for the current VM `label` to exit.
     pub fn wait_exit(&mut self, label: &str) -> Outcome {
         let index = self.index(label);
         let left = self.deadline.saturating_duration_since(Instant::now());
-        self.vms[index].handle.wait(left)
+        let vm = &mut self.vms[index];
+        let outcome = vm.handle.wait(left);
+        vm.outcome = Some(outcome);
+        outcome
+    }
+
+    /// Whether the current VM `label` is still running.
+    pub fn is_running(&mut self, label: &str) -> bool {
+        let index = self.index(label);
+        let vm = &mut self.vms[index];
+        vm.outcome = vm.handle.try_outcome();
+        vm.outcome.is_none()
+    }
+
+    /// Fails unless the current VM `label` is still running.
+    pub fn assert_running(&mut self, label: &str) {
+        if !self.is_running(label) {
+            self.fail(&format!("{label} is not running any more"));
+        }
     }
 
     /// Waits for VM `label` to exit and asserts it passed: exit status 33
@@ -843,6 +893,7 @@ impl Pair {
     pub fn kill(&mut self, label: &str) {
         let index = self.index(label);
         let outcome = self.vms[index].handle.kill();
+        self.vms[index].outcome = Some(outcome);
         let id = self.vms[index].id;
         self.notes.push(format!("{label} killed ({outcome})"));
         if let Link::Plain(region) = &self.link {
@@ -867,11 +918,13 @@ impl Pair {
         }
         for vm in &self.vms {
             s.push_str(&format!(
-                "=== VM {} (run {}, peer {}) ===\ncommand: {}\nrunning for {:.2} s\n--- serial ---\n{}--- QEMU stderr ---\n{}\n",
+                "=== VM {} (run {}, peer {}) ===\ncommand: {}\noutcome: {}\nstarted {:.2} s ago\n--- serial ---\n{}--- QEMU stderr ---\n{}\n",
                 vm.label,
                 vm.run,
                 vm.id,
                 vm.command_line,
+                vm.outcome
+                    .map_or("not seen (running, or killed by the test's end)".to_string(), |o| o.to_string()),
                 vm.handle.elapsed().as_secs_f64(),
                 vm.handle.log(),
                 vm.handle.stderr()
