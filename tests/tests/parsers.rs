@@ -2,7 +2,10 @@
 //! the kernel's format and reject anything else, or the VM tests would be
 //! vacuous. No VM is started here.
 
-use e2e::{BarKind, parse_exception, parse_pci_inventory, parse_shm_line};
+use e2e::{
+    BarKind, DeviceLine, parse_device_line, parse_exception, parse_link_up, parse_pci_inventory,
+    parse_ping_summary, parse_shm_line, parse_tcp_echo, parse_udp_echo,
+};
 
 const PC_SERIAL: &str = "\
 [   0.002263] INFO  PCI: configuration through port I/O
@@ -88,4 +91,57 @@ fn exception_report_is_parsed() {
         parse_exception(&[serial[0], serial[2]]).is_err(),
         "no RIP line"
     );
+}
+
+#[test]
+fn device_line_is_parsed() {
+    let line = "ivshmem: ivshmem-v2 emulated on ivshmem-doorbell at 00:02.0, id 1 of 2, protocol 0x0001, 2 vector(s)";
+    assert_eq!(
+        parse_device_line(line),
+        Ok(DeviceLine {
+            kind: "ivshmem-v2 emulated on ivshmem-doorbell".into(),
+            bdf: "00:02.0".into(),
+            id: 1,
+            max_peers: 2,
+            protocol: 1,
+            vectors: 2,
+        })
+    );
+    for bad in [
+        "ivshmem: device speaks protocol 0x4000, expected 0x0001",
+        "[   0.016] INFO  ivshmem: state table 0xfea01000+0x1000, R/W section 0xfea02000+0x0",
+        "ivshmem: ivshmem-plain at 00:02.0, id one of 2, protocol 0x0001, 0 vector(s)",
+        "ivshmem: ivshmem-plain at 00:02.0, id 0 of 2, protocol 1, 0 vector(s)",
+        "ivshmem: ivshmem-plain at 00:02.0, id 0 of 2, protocol 0x0001",
+    ] {
+        assert!(parse_device_line(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn link_and_app_results_are_parsed() {
+    assert_eq!(parse_link_up("link: up (link-ups 2, resets 1)"), Ok((2, 1)));
+    assert!(parse_link_up("link: down (resets 1)").is_err());
+    assert!(parse_link_up("link: up").is_err());
+
+    assert_eq!(
+        parse_ping_summary("ping: 5 transmitted, 4 received, 20% loss"),
+        Ok((5, 4, 20))
+    );
+    assert!(parse_ping_summary("ping: rtt min/avg/max = 0.1/0.2/0.3 ms").is_err());
+    assert!(parse_ping_summary("ping: 5 transmitted, 5 received").is_err());
+
+    assert_eq!(
+        parse_tcp_echo("tcp-echo: 1048576 bytes verified, throughput 427.3 Mbit/s"),
+        Ok((1_048_576, 427.3))
+    );
+    assert!(parse_tcp_echo("tcp-echo: 1048576 bytes verified, throughput fast").is_err());
+    assert!(parse_tcp_echo("tcp-echo: PASS").is_err());
+
+    assert_eq!(
+        parse_udp_echo("udp-echo: 4 of 5 datagrams of 56 bytes echoed intact"),
+        Ok((4, 5, 56))
+    );
+    assert!(parse_udp_echo("udp-echo: 5 of 5 datagrams echoed intact").is_err());
+    assert!(parse_udp_echo("udp-echo: datagram 3 was not echoed intact within 2 s").is_err());
 }
