@@ -573,9 +573,17 @@ struct PairVm {
     run: usize,
     id: u32,
     command_line: String,
-    handle: host::VmHandle,
-    /// The verdict, once this helper has seen it.
-    outcome: Option<Outcome>,
+    /// In a `RefCell` so that failure messages (which only have `&Pair`)
+    /// can still collect the verdict (`VmHandle::try_outcome` takes `&mut`).
+    handle: std::cell::RefCell<host::VmHandle>,
+}
+
+impl PairVm {
+    /// The verdict if QEMU has exited (`None` while it runs, or if the
+    /// handle is busy).
+    fn outcome(&self) -> Option<Outcome> {
+        self.handle.try_borrow_mut().ok()?.try_outcome()
+    }
 }
 
 /// A scenario of VMs sharing one [`Link`], run under the [`VmLock`] with one
@@ -768,8 +776,7 @@ impl Pair {
             run,
             id,
             command_line,
-            handle,
-            outcome: None,
+            handle: std::cell::RefCell::new(handle),
         });
         // The first line that starts with `ivshmem: ` (log lines may contain it).
         let mut from = 0;
@@ -800,7 +807,7 @@ impl Pair {
 
     /// The serial lines of the current VM `label` so far.
     pub fn lines(&self, label: &str) -> Vec<String> {
-        self.vms[self.index(label)].handle.lines()
+        self.vms[self.index(label)].handle.borrow().lines()
     }
 
     /// Waits (until the deadline) for a serial line of the current VM
@@ -812,9 +819,12 @@ impl Pair {
     /// Like [`Pair::wait_line`], considering only lines from index `from` on.
     pub fn wait_line_from(&self, label: &str, needle: &str, from: usize) -> (usize, String) {
         let vm = &self.vms[self.index(label)];
-        vm.handle
-            .wait_for_line_from(needle, from, self.deadline)
-            .unwrap_or_else(|e| self.fail(&format!("{} (scenario {}): {e}", label, self.name)))
+        // End the borrow before a failure message collects the verdicts.
+        let found = vm
+            .handle
+            .borrow()
+            .wait_for_line_from(needle, from, self.deadline);
+        found.unwrap_or_else(|e| self.fail(&format!("{e}")))
     }
 
     /// Like [`Pair::wait_line_from`], but gives up after `within` (or at the
@@ -829,10 +839,11 @@ impl Pair {
     ) -> Option<(usize, String)> {
         let vm = &self.vms[self.index(label)];
         let until = (Instant::now() + within).min(self.deadline);
-        match vm.handle.wait_for_line_from(needle, from, until) {
+        let found = vm.handle.borrow().wait_for_line_from(needle, from, until);
+        match found {
             Ok(found) => Some(found),
             Err(host::vm::WaitError::Timeout { .. }) => None,
-            Err(e) => self.fail(&format!("{label} (scenario {}): {e}", self.name)),
+            Err(e) => self.fail(&format!("{e}")),
         }
     }
 
@@ -840,18 +851,13 @@ impl Pair {
     pub fn wait_exit(&mut self, label: &str) -> Outcome {
         let index = self.index(label);
         let left = self.deadline.saturating_duration_since(Instant::now());
-        let vm = &mut self.vms[index];
-        let outcome = vm.handle.wait(left);
-        vm.outcome = Some(outcome);
-        outcome
+        self.vms[index].handle.borrow_mut().wait(left)
     }
 
     /// Whether the current VM `label` is still running.
     pub fn is_running(&mut self, label: &str) -> bool {
         let index = self.index(label);
-        let vm = &mut self.vms[index];
-        vm.outcome = vm.handle.try_outcome();
-        vm.outcome.is_none()
+        self.vms[index].outcome().is_none()
     }
 
     /// Fails unless the current VM `label` is still running.
@@ -892,8 +898,7 @@ impl Pair {
     /// does the same); in the doorbell setup the server does it.
     pub fn kill(&mut self, label: &str) {
         let index = self.index(label);
-        let outcome = self.vms[index].handle.kill();
-        self.vms[index].outcome = Some(outcome);
+        let outcome = self.vms[index].handle.borrow_mut().kill();
         let id = self.vms[index].id;
         self.notes.push(format!("{label} killed ({outcome})"));
         if let Link::Plain(region) = &self.link {
@@ -923,11 +928,11 @@ impl Pair {
                 vm.run,
                 vm.id,
                 vm.command_line,
-                vm.outcome
-                    .map_or("not seen (running, or killed by the test's end)".to_string(), |o| o.to_string()),
-                vm.handle.elapsed().as_secs_f64(),
-                vm.handle.log(),
-                vm.handle.stderr()
+                vm.outcome()
+                    .map_or("still running".to_string(), |o| o.to_string()),
+                vm.handle.borrow().elapsed().as_secs_f64(),
+                vm.handle.borrow().log(),
+                vm.handle.borrow().stderr()
             ));
         }
         s
@@ -936,6 +941,12 @@ impl Pair {
     /// Panics with `message` and [`Pair::context`].
     #[track_caller]
     pub fn fail(&self, message: &str) -> ! {
+        // A VM that just closed its output may not have been reaped yet:
+        // give the verdicts a moment to arrive.
+        let grace = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < grace && self.vms.iter().any(|v| v.outcome().is_none()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         panic!("{}: {message}\n{}", self.name, self.context())
     }
 }

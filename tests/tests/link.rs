@@ -3,6 +3,8 @@
 //! `ivshmem-plain` (polling), and see it go down and up again when the peer
 //! dies and comes back. Each test runs one real VM pair.
 
+use std::time::Duration;
+
 use e2e::{Pair, parse_link_up};
 
 /// Waits for `link: up` on `label` from line `from` on and returns the line
@@ -61,4 +63,36 @@ fn plain_polling_link_comes_up_and_goes_down() {
     // Kill B and play "peer gone" (zero its state), as the launcher does.
     pair.kill("B");
     pair.wait_line_from("A", "link: down", up_a + 1);
+}
+
+/// The survivor must keep running however often its peer comes and goes.
+///
+/// Known to fail with QEMU 7.2 (Debian 12): our server gives a restarted VM
+/// its old peer ID, and QEMU's `ivshmem-doorbell` does not cope with a
+/// reused ID: `close_peer_eventfds()` frees `peers[id].eventfds` without
+/// clearing the pointer, `process_msg_connect()` then stores the new peer's
+/// eventfds into the freed array (use after free), and the next disconnect
+/// frees it again: the survivor's QEMU aborts with "double free or
+/// corruption (fasttop)". QEMU's own ivshmem-server never reuses IDs.
+#[test]
+#[ignore = "QEMU ivshmem-doorbell double free when a reused peer ID disconnects (see the doc comment)"]
+fn doorbell_survivor_outlives_a_restarted_peer_leaving_again() {
+    let mut pair = Pair::doorbell("doorbell peer leaves twice");
+    pair.start("A", 0, "app=link");
+    let mut from = 0;
+    for round in 1..=2 {
+        pair.start("B", 1, "app=link");
+        let (up_a, (ups_a, _)) = link_up(&pair, "A", from);
+        link_up(&pair, "B", 0);
+        if ups_a != round {
+            pair.fail(&format!("A's link-up {round} counts {ups_a}"));
+        }
+        pair.kill("B");
+        let (down_a, _) = pair.wait_line_from("A", "link: down", up_a + 1);
+        from = down_a + 1;
+        // QEMU handles the server's "peer gone" message on its main loop,
+        // possibly after the guest saw the zeroed state; give it time.
+        pair.sleep(Duration::from_millis(300));
+        pair.assert_running("A");
+    }
 }
