@@ -1,6 +1,12 @@
 //! Shared helpers for the end-to-end tests: boot the real kernel under QEMU
-//! (one VM at a time, always with a timeout), and parse what it prints on its
-//! serial port.
+//! (one VM, or one VM pair, at a time, always with a timeout), and parse what
+//! it prints on its serial port.
+//!
+//! Two-VM scenarios use [`Pair`]: our ivshmem server in-process with
+//! `ivshmem-doorbell` ([`Pair::doorbell`]) or an `ivshmem-plain` file
+//! ([`Pair::plain`]), VMs addressed by label, one deadline for the whole
+//! scenario, and every failure message carrying all VMs' serial logs. Set
+//! `E2E_KERNEL=<elf>` to test a prebuilt kernel instead of building one.
 //!
 //! The parsers are deliberately strict: a line that does not have the exact
 //! expected shape is an error, so that a change in the kernel's output format
