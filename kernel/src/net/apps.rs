@@ -248,12 +248,15 @@ pub fn tcp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
     let parallel = u64::from(command_line.parallel);
     let mut chunk = vec![0u8; 16 * 1024];
     let mut total_micros = 0;
+    let first_port = (time::micros_since_boot() % 16000) as u32;
     for round in 0..command_line.repeat {
         let started = time::micros_since_boot();
         let mut connections: Vec<EchoConnection> = (0..command_line.parallel)
             .map(|index| {
                 let mut socket = tcp_socket();
-                let local_port = 49152 + ((round * 16 + index) % 16000) as u16;
+                // A fresh ephemeral port each boot, so a restarted client does
+                // not collide with a connection the server still remembers.
+                let local_port = 49152 + ((first_port + round * 16 + index) % 16000) as u16;
                 socket
                     .connect(stack.interface.context(), peer, local_port)
                     .expect("a fresh socket connects");
@@ -465,9 +468,17 @@ pub fn serve(stack: &mut Stack, command_line: &CommandLine) -> ! {
     kprintln!("server: TCP and UDP echo on {}:{port}", stack.local);
     let mut buffer = vec![0u8; 64 * 1024];
     let mut connected = [false; SERVER_CONNECTIONS];
+    let mut link_up = stack.link_up();
     loop {
         stack.poll();
         let mut progressed = false;
+        if link_up && !stack.link_up() {
+            // The peer reset or left: its connections are gone with its state.
+            for handle in &tcp_handles {
+                stack.sockets.get_mut::<tcp::Socket<'_>>(*handle).abort();
+            }
+        }
+        link_up = stack.link_up();
         for (slot, handle) in tcp_handles.iter().enumerate() {
             let socket = stack.sockets.get_mut::<tcp::Socket<'_>>(*handle);
             if socket.is_active() && !connected[slot] {
