@@ -246,6 +246,16 @@ fn server(args: ServerArgs) -> anyhow::Result<bool> {
             .context("cannot install the signal handler")?;
     }
     let mut server = Server::bind(config)?;
+    if !args.quiet {
+        let device = match args.protocol {
+            Protocol::V1 => format!("ivshmem-doorbell,chardev=ivs,vectors={}", args.vectors),
+            Protocol::V2 => "ivshmem,chardev=ivs".to_string(),
+        };
+        eprintln!(
+            "ivshmem-server: connect QEMU with: -chardev socket,path={},id=ivs -device {device}",
+            server.socket_path().display()
+        );
+    }
     let result = server.run_until(&stop);
     drop(server);
     eprintln!("ivshmem-server: stopped");

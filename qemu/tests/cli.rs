@@ -10,6 +10,16 @@ fn launcher() -> Command {
     Command::new(env!("CARGO_BIN_EXE_eth-ivshmem"))
 }
 
+/// A launcher child that is killed and reaped if the test panics.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn tiny(dir: &Path, exit_value: Option<u32>) -> PathBuf {
     let path = dir.join("tiny.elf");
     std::fs::write(&path, host::testkernel::pvh_elf("tiny up\n", exit_value)).unwrap();
@@ -136,15 +146,17 @@ fn sigterm_kills_qemu_and_removes_shm() {
     let dir = tempfile::tempdir().unwrap();
     let hang = tiny(dir.path(), None);
     for signal in [libc::SIGTERM, libc::SIGINT] {
-        let mut child = launcher()
-            .args(["boot", "--timeout", "30", "--kernel"])
-            .arg(&hang)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut child = Guard(
+            launcher()
+                .args(["boot", "--timeout", "30", "--kernel"])
+                .arg(&hang)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.0.id();
+        let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "tiny up");
@@ -153,7 +165,7 @@ fn sigterm_kills_qemu_and_removes_shm() {
         assert_eq!(shm_leftovers(pid).len(), 1);
         // SAFETY: kill(2) on our own child's pid, which has not been reaped.
         assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
-        let status = child.wait().unwrap();
+        let status = child.0.wait().unwrap();
         assert_eq!(status.code(), Some(128 + signal));
         let deadline = Instant::now() + Duration::from_secs(5);
         while !is_gone(qemus[0]) {
@@ -169,16 +181,24 @@ fn server_runs_refuses_a_second_and_cleans_up_on_signals() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("s.sock");
     for (signal, protocol) in [(libc::SIGTERM, "v1"), (libc::SIGINT, "v2")] {
-        let mut server = launcher()
-            .args(["server", "--protocol", protocol, "--socket"])
-            .arg(&socket)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(server.stderr.take().unwrap());
+        let mut server = Guard(
+            launcher()
+                .args(["server", "--protocol", protocol, "--socket"])
+                .arg(&socket)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
         let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        assert!(line.contains("listening on"), "{line}");
+        while !line.contains("listening on") {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "server ended early"
+            );
+        }
         assert!(socket.exists());
 
         let second = launcher()
@@ -190,8 +210,8 @@ fn server_runs_refuses_a_second_and_cleans_up_on_signals() {
         assert!(String::from_utf8_lossy(&second.stderr).contains("in use"));
 
         // SAFETY: kill(2) on our own child's pid, which has not been reaped.
-        assert_eq!(unsafe { libc::kill(server.id() as i32, signal) }, 0);
-        assert_eq!(server.wait().unwrap().code(), Some(0));
+        assert_eq!(unsafe { libc::kill(server.0.id() as i32, signal) }, 0);
+        assert_eq!(server.0.wait().unwrap().code(), Some(0));
         assert!(!socket.exists(), "socket removed");
     }
 }
