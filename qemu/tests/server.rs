@@ -357,9 +357,13 @@ fn v2_greeting_doorbells_and_peer_gone() {
 fn socket_in_use_stale_and_uncreatable() {
     let dir = tempfile::tempdir().unwrap();
     let running = start(dir.path(), Protocol::V1);
+    let a = v1_connect(running.socket_path(), &[], 2);
     let err = Server::bind(ServerConfig::new(running.socket_path())).unwrap_err();
     assert!(matches!(err, ServerError::SocketInUse(_)), "{err}");
     assert!(err.to_string().contains("another server is listening"));
+    // Detected without connecting: a connected peer hears of no phantom peer.
+    assert_quiet(&a.client);
+    drop(a);
     drop(running);
 
     // A stale socket file (nobody listening) is replaced.

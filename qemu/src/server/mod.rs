@@ -208,6 +208,11 @@ impl Server {
 
         let path = &config.socket;
         match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() && listed_as_listening(path) => {
+                return Err(ServerError::SocketInUse(path.clone()));
+            }
+            // Not listed (e.g. bound under another relative name): probe it.
+            // A live server sees this as a peer that comes and goes at once.
             Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
                 Ok(_) => return Err(ServerError::SocketInUse(path.clone())),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
@@ -576,6 +581,31 @@ impl Drop for Server {
             let _ = std::fs::remove_file(&self.config.socket);
         }
     }
+}
+
+/// Whether `/proc/net/unix` lists a listening socket bound to `path` (as
+/// given or as an absolute path). This detects a live server without
+/// connecting to it.
+fn listed_as_listening(path: &Path) -> bool {
+    /// `__SO_ACCEPTCON` in the Flags column: the socket is listening.
+    const ACCEPTCON: u32 = 1 << 16;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let mut names = vec![path.to_path_buf()];
+    if let Ok(absolute) = std::path::absolute(path) {
+        names.push(absolute);
+    }
+    if let Ok(canonical) = path.canonicalize() {
+        names.push(canonical);
+    }
+    table.lines().skip(1).any(|line| {
+        // Num RefCount Protocol Flags Type St Inode Path
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8
+            && u32::from_str_radix(fields[3], 16).is_ok_and(|flags| flags & ACCEPTCON != 0)
+            && names.iter().any(|name| Path::new(fields[7]) == name)
+    })
 }
 
 /// A [`Server`] running on its own thread; stopping or dropping it stops the
