@@ -27,7 +27,7 @@ impl VmLock {
     }
 
     /// Blocks until the lock is ours. A panic in another holder does not
-    /// poison it.
+    /// poison it. Not reentrant: taking it twice in one thread deadlocks.
     pub fn acquire() -> std::io::Result<VmLock> {
         let guard = IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner());
         let path = Self::path();
