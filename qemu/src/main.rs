@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use host::kernel::Profile;
-use host::server::{Protocol, Server, ServerConfig};
+use host::server::{Protocol, Server, ServerConfig, V1Disconnect};
 use host::shm::{self, Layout};
 use host::size::{Size, parse_size};
 use host::{Machine, ShmDevice, VmConfig};
@@ -145,6 +145,11 @@ struct ServerArgs {
     /// The 16-bit ivshmem-v2 protocol ID advertised (0x0001 = ivshmem-net).
     #[arg(long, value_name = "ID", default_value = "0x0001", value_parser = parse_u16)]
     net_protocol: u16,
+    /// v1: what QEMU is told when a peer leaves. `quiet` (safe with QEMU's
+    /// ivshmem-doorbell, which corrupts its heap when a reused peer ID leaves
+    /// again) or `notify` (the bare-ID message of the v1 protocol).
+    #[arg(long, value_enum, default_value_t = V1Disconnect::Quiet)]
+    v1_disconnect: V1Disconnect,
     /// Do not log connects and disconnects.
     #[arg(long, short)]
     quiet: bool,
@@ -234,6 +239,7 @@ fn server(args: ServerArgs) -> anyhow::Result<bool> {
         vectors: args.vectors,
         output_section: args.output_section,
         net_protocol: args.net_protocol,
+        v1_disconnect: args.v1_disconnect,
         verbose: !args.quiet,
     };
     // An impossible layout is a bad argument (exit 2), like clap's own errors.

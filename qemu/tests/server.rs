@@ -10,13 +10,19 @@ use std::time::{Duration, Instant};
 
 use host::server::client::Client;
 use host::server::wire::V2Message;
-use host::server::{Protocol, Server, ServerConfig, ServerError, ServerThread};
+use host::server::{Protocol, Server, ServerConfig, ServerError, ServerThread, V1Disconnect};
 use host::shm::{DescriptorPage, Layout, LayoutError};
 use memmap2::MmapMut;
 
 fn start(dir: &Path, protocol: Protocol) -> ServerThread {
     let mut config = ServerConfig::new(dir.join("ivshmem.sock"));
     config.protocol = protocol;
+    Server::bind(config).unwrap().spawn().unwrap()
+}
+
+fn start_notify(dir: &Path) -> ServerThread {
+    let mut config = ServerConfig::new(dir.join("ivshmem.sock"));
+    config.v1_disconnect = V1Disconnect::Notify;
     Server::bind(config).unwrap().spawn().unwrap()
 }
 
@@ -164,9 +170,64 @@ fn v1_greeting_order_fds_and_doorbells() {
 }
 
 #[test]
-fn v1_peer_gone_zeroes_state_and_rings_vector0() {
+fn v1_quiet_peer_gone_zeroes_state_rings_vector0_and_keeps_eventfds() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), Protocol::V1);
+    let socket = server.socket_path().to_path_buf();
+    let layout = *server.layout();
+    let mut a = v1_connect(&socket, &[], 2);
+    let mut b = v1_connect(&socket, &[0], 2);
+    let mut a_to_1 = Vec::new();
+    for _ in 0..2 {
+        a_to_1.push(a.client.recv_v1().unwrap().1.unwrap());
+    }
+    write_u32(&mut a.shm, layout.state_offset(0), 4);
+    write_u32(&mut b.shm, layout.state_offset(1), 3);
+    drop(b.client);
+    assert!(eventfd_fires(&a.own[0]), "A's vector 0 rung");
+    assert!(!eventfd_pending(&a.own[1]), "vector 1 not rung");
+    assert_eq!(
+        read_u32(&a.shm, layout.state_offset(1)),
+        0,
+        "B's state zeroed"
+    );
+    assert_eq!(
+        read_u32(&a.shm, layout.state_offset(0)),
+        4,
+        "A's state kept"
+    );
+    assert_quiet(&a.client);
+    // A rings the departed peer 1; that must not reach its successor.
+    ring(&a_to_1[1]);
+
+    // A restarted B gets ID 1 back and the same eventfds; A is told nothing
+    // (it still holds them) and can ring the newcomer.
+    let c = v1_connect(&socket, &[0], 2);
+    assert_eq!(c.id, 1);
+    assert_quiet(&a.client);
+    assert!(!eventfd_pending(&c.own[1]), "stale ring drained");
+    for (v, a_to_c) in a_to_1.iter().enumerate() {
+        ring(a_to_c);
+        assert!(eventfd_fires(&c.own[v]), "C vector {v}");
+    }
+    ring(&c.others[1].1);
+    assert!(eventfd_fires(&a.own[1]));
+
+    // If A leaves, the next newcomer gets 0 (lowest free), not 2, with A's eventfds.
+    drop(a.client);
+    assert!(eventfd_fires(&c.own[0]), "C's vector 0 rung");
+    assert_quiet(&c.client);
+    let d = v1_connect(&socket, &[1], 2);
+    assert_eq!(d.id, 0);
+    assert_quiet(&c.client);
+    ring(&c.others[0].1);
+    assert!(eventfd_fires(&d.own[0]));
+}
+
+#[test]
+fn v1_notify_peer_gone_sends_the_bare_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_notify(dir.path());
     let socket = server.socket_path().to_path_buf();
     let layout = *server.layout();
     let mut a = v1_connect(&socket, &[], 2);
@@ -477,17 +538,26 @@ fn server_with_many_peers() {
     ring(&p2.others[1].1);
     assert!(eventfd_fires(&p1.own[0]));
     drop(p1.client);
-    // p0 and p2 hear about 1 leaving (after p0 heard about 1 and 2 joining).
-    let mut heard = Vec::new();
-    while let Ok((id, _)) = p0.client.recv_v1() {
-        heard.push(id);
-        if heard.len() == 3 {
-            break;
-        }
-    }
-    assert_eq!(heard, [1, 2, 1]);
-    let (id, fd) = p2.client.recv_v1().unwrap();
-    assert_eq!((id, fd.is_none()), (1, true));
+    // p0 heard about 1 and 2 joining, nobody about 1 leaving (quiet mode),
+    // but both survivors' vector 0 rings.
+    assert_eq!(p0.client.recv_v1().unwrap().0, 1);
+    assert_eq!(p0.client.recv_v1().unwrap().0, 2);
+    assert!(eventfd_fires(&p0.own[0]));
+    assert!(eventfd_fires(&p2.own[0]));
+    assert_quiet(&p0.client);
+    assert_quiet(&p2.client);
+    // The newcomer takes ID 1; p0 and p2 already hold its eventfds.
     let p3 = v1_connect(&socket, &[0, 2], 1);
     assert_eq!(p3.id, 1);
+    assert_quiet(&p0.client);
+    assert_quiet(&p2.client);
+    ring(&p2.others[1].1);
+    assert!(eventfd_fires(&p3.own[0]));
+    // A newcomer while ID 3 was never used: everyone learns about it.
+    let p4 = v1_connect(&socket, &[0, 1, 2], 1);
+    assert_eq!(p4.id, 3);
+    for p in [&p0, &p2, &p3] {
+        let (id, fd) = p.client.recv_v1().unwrap();
+        assert_eq!((id, fd.is_some()), (3, true));
+    }
 }

@@ -104,14 +104,55 @@ fn doorbell_vm_talks_to_our_v1_server() {
         }
         let ids: Vec<i64> = received.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [0, 1, -1, 0, 0, 1, 1]);
-        // QEMU goes away → we hear "peer 0 gone" and our vector 0 rings.
+        // QEMU goes away → our vector 0 rings (no message in quiet mode).
         assert_eq!(vm.kill(), Outcome::Signal(9));
-        let (id, fd) = client.recv_v1().unwrap();
-        assert_eq!((id, fd.is_none()), (0, true));
         let own0 = received[5].1.as_ref().unwrap().try_clone().unwrap();
         let mut own0 = std::fs::File::from(own0);
         let mut buf = [0u8; 8];
         std::io::Read::read_exact(&mut own0, &mut buf).unwrap();
         assert_eq!(u64::from_le_bytes(buf), 1);
+    }
+}
+
+/// QEMU 7.2's `ivshmem-doorbell` frees a peer's eventfd array on a
+/// disconnect message without forgetting it, so a reused peer ID that leaves
+/// again makes the survivor's QEMU abort ("double free"). Our v1 server
+/// therefore never sends disconnect messages and keeps each ID's eventfds.
+#[test]
+fn doorbell_survivor_outlives_a_reused_id_leaving_repeatedly() {
+    use host::server::{Server, ServerConfig};
+    if !qemu_or_skip() {
+        return;
+    }
+    let _lock = VmLock::acquire().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::bind(ServerConfig::new(dir.path().join("ivs.sock")))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let elf = kernel(&dir, "up\n", None);
+    let deadline = || Instant::now() + Duration::from_secs(20);
+    let mut a = VmConfig::new(&elf)
+        .name("A")
+        .shm(server.device())
+        .spawn()
+        .unwrap();
+    a.wait_for_line("up", deadline()).unwrap();
+    for round in 0..3 {
+        let mut b = VmConfig::new(&elf)
+            .name("B")
+            .shm(server.device())
+            .spawn()
+            .unwrap();
+        b.wait_for_line("up", deadline())
+            .unwrap_or_else(|e| panic!("round {round}: {e}; {}", b.stderr()));
+        b.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            a.try_outcome(),
+            None,
+            "round {round}: A died: {}",
+            a.stderr()
+        );
     }
 }

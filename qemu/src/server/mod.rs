@@ -10,9 +10,24 @@
 //!   and finally the new peer its own ID with its own eventfds. The shared
 //!   memory starts with the descriptor page (see [`crate::shm`]) followed by
 //!   the ivshmem-v2 layout. On disconnect the server zeroes the peer's
-//!   state-table entry (full fence), sends the bare ID to the remaining peers
-//!   **and rings vector 0 of every remaining peer** (writes 1 to that peer's
-//!   own vector-0 eventfd), reproducing ivshmem-v2 "peer gone" semantics.
+//!   state-table entry (full fence) and **rings vector 0 of every remaining
+//!   peer** (writes 1 to that peer's own vector-0 eventfd), reproducing
+//!   ivshmem-v2 "peer gone" semantics.
+//!
+//!   What the remaining peers' QEMUs are *told* depends on
+//!   [`V1Disconnect`]. The default, [`V1Disconnect::Quiet`], tells them
+//!   nothing and keeps each peer ID's eventfds for the server's lifetime: a
+//!   peer that reconnects under the same ID gets the same eventfds, and peers
+//!   that already hold them are not told again. This is because QEMU's
+//!   `ivshmem-doorbell` (verified with 7.2) frees a peer's eventfd array on a
+//!   disconnect message without forgetting it, so a reused ID corrupts the
+//!   survivor's heap and its next departure aborts it ("double free"); the
+//!   upstream server avoids that by never reusing IDs, which ivshmem-net (IDs
+//!   0 and 1 select the output sections) cannot afford. The guest sees no
+//!   difference: v1 devices never tell the guest about disconnects, the
+//!   state table and vector 0 do. [`V1Disconnect::Notify`] sends the bare ID
+//!   to the remaining peers as the protocol describes (fresh eventfds per
+//!   connection).
 //! * [`Protocol::V2`], the Siemens fork's ivshmem2-server protocol
 //!   (ivshmem-v2.md §11.2; [`wire::V2Message`]): INIT + shm fd, then
 //!   EVENT_FD messages in the order of §11.2 steps 4–6; PEER_GONE on
@@ -60,6 +75,18 @@ pub enum Protocol {
     V2,
 }
 
+/// What remaining v1 peers are told when a peer disconnects (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum V1Disconnect {
+    /// Tell them nothing; keep each ID's eventfds so a reconnecting peer gets
+    /// the same ones (safe with QEMU's ivshmem-doorbell).
+    #[default]
+    Quiet,
+    /// Send the bare peer ID (the v1 protocol's disconnect message); fresh
+    /// eventfds per connection. Crashes QEMU 7.2 when an ID is reused twice.
+    Notify,
+}
+
 /// Server settings. [`ServerConfig::new`] gives the defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -79,6 +106,8 @@ pub struct ServerConfig {
     /// The 16-bit ivshmem-v2 protocol ID advertised (default 0x0001,
     /// ivshmem-net).
     pub net_protocol: u16,
+    /// v1 only: what remaining peers are told about a disconnect.
+    pub v1_disconnect: V1Disconnect,
     /// Log connects and disconnects to stderr.
     pub verbose: bool,
 }
@@ -94,6 +123,7 @@ impl ServerConfig {
             vectors: 2,
             output_section: None,
             net_protocol: crate::shm::PROTOCOL_NET,
+            v1_disconnect: V1Disconnect::Quiet,
             verbose: false,
         }
     }
@@ -165,10 +195,10 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> ServerError {
 #[derive(Debug)]
 struct Peer {
     stream: UnixStream,
-    /// The peer's own eventfds, one per vector (others use them to ring it).
-    eventfds: Vec<EventFd>,
     /// Whether other peers have been told about it (so they need a "gone").
     announced: bool,
+    /// `knows[other]`: this connection holds `other`'s eventfds.
+    knows: Vec<bool>,
 }
 
 /// A bound ivshmem server. [`Server::run_until`] serves it; dropping it
@@ -183,6 +213,9 @@ pub struct Server {
     shm: OwnedFd,
     mapping: SharedMapping,
     peers: Vec<Option<Peer>>,
+    /// Each ID's own eventfds, one per vector (others use them to ring it).
+    /// Kept across reconnects in v1 quiet mode, else per connection.
+    eventfds: Vec<Option<Vec<EventFd>>>,
 }
 
 impl Server {
@@ -246,6 +279,7 @@ impl Server {
             .set_nonblocking(true)
             .map_err(io_err("cannot make the socket non-blocking"))?;
         let peers = (0..layout.max_peers).map(|_| None).collect();
+        let eventfds = (0..layout.max_peers).map(|_| None).collect();
         Ok(Server {
             config,
             layout,
@@ -254,6 +288,7 @@ impl Server {
             shm,
             mapping,
             peers,
+            eventfds,
         })
     }
 
@@ -353,6 +388,11 @@ impl Server {
         Ok(())
     }
 
+    /// Whether IDs keep their eventfds across connections (v1 quiet mode).
+    fn sticky(&self) -> bool {
+        self.config.protocol == Protocol::V1 && self.config.v1_disconnect == V1Disconnect::Quiet
+    }
+
     fn connect(&mut self, stream: UnixStream) {
         let Some(id) = (0..self.layout.max_peers).find(|&id| self.peers[id as usize].is_none())
         else {
@@ -362,21 +402,27 @@ impl Server {
             ));
             return; // dropping `stream` closes it
         };
-        let eventfds: Result<Vec<EventFd>, _> = (0..self.layout.vectors)
-            .map(|_| EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC))
-            .collect();
-        let eventfds = match eventfds {
-            Ok(e) => e,
-            Err(e) => {
-                self.log(format_args!("refusing a connection: eventfd: {e}"));
-                return;
+        if !self.sticky() || self.eventfds[id as usize].is_none() {
+            let eventfds: Result<Vec<EventFd>, _> = (0..self.layout.vectors)
+                .map(|_| EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC))
+                .collect();
+            match eventfds {
+                Ok(e) => self.eventfds[id as usize] = Some(e),
+                Err(e) => {
+                    self.log(format_args!("refusing a connection: eventfd: {e}"));
+                    return;
+                }
             }
-        };
+        }
+        // Rings aimed at a previous holder of this ID must not reach the new one.
+        for eventfd in self.own_eventfds(id) {
+            while eventfd.read().is_ok() {}
+        }
         let _ = stream.set_nonblocking(true);
         self.peers[id as usize] = Some(Peer {
             stream,
-            eventfds,
             announced: false,
+            knows: vec![false; self.layout.max_peers as usize],
         });
         self.log(format_args!("peer {id} connected"));
         let dead = match self.config.protocol {
@@ -399,61 +445,95 @@ impl Server {
         self.peers[id as usize].as_ref().expect("connected peer")
     }
 
+    fn peer_mut(&mut self, id: u32) -> &mut Peer {
+        self.peers[id as usize].as_mut().expect("connected peer")
+    }
+
+    fn own_eventfds(&self, id: u32) -> &[EventFd] {
+        self.eventfds[id as usize].as_deref().unwrap_or(&[])
+    }
+
+    /// Sends `owner`'s eventfds to `to`, as v1 messages or v2 EVENT_FDs.
+    fn send_eventfds(&self, to: u32, owner: u32) -> io::Result<()> {
+        let stream = &self.peer(to).stream;
+        for (vector, eventfd) in self.own_eventfds(owner).iter().enumerate() {
+            let message = match self.config.protocol {
+                Protocol::V1 => wire::v1_message(i64::from(owner)).to_vec(),
+                Protocol::V2 => V2Message::EventFd {
+                    id: owner,
+                    vector: vector as u32,
+                }
+                .to_bytes(),
+            };
+            sys::send_with_fd(stream, &message, Some(eventfd.as_fd()))?;
+        }
+        Ok(())
+    }
+
+    /// Steps shared by both protocols after the first message(s): the
+    /// existing peers learn the new peer's eventfds (step 4 in §11.2; in v1
+    /// quiet mode only those that do not hold them yet), the new peer learns
+    /// theirs (in v1 right after the shm fd) and finally its own. Returns the
+    /// peers whose sockets failed.
+    fn distribute_eventfds(&mut self, new: u32) -> Vec<u32> {
+        let others = self.others(new);
+        let mut dead = Vec::new();
+        if self.config.protocol == Protocol::V1 {
+            // v1: the existing peers' eventfds come before the others hear of
+            // the new one.
+            for &other in &others {
+                if self.send_eventfds(new, other).is_err() {
+                    return vec![new];
+                }
+                self.peer_mut(new).knows[other as usize] = true;
+            }
+        }
+        self.peer_mut(new).announced = true;
+        for &other in &others {
+            if self.sticky() && self.peer(other).knows[new as usize] {
+                continue;
+            }
+            if self.send_eventfds(other, new).is_err() {
+                dead.push(other);
+                continue;
+            }
+            self.peer_mut(other).knows[new as usize] = true;
+        }
+        if self.config.protocol == Protocol::V2 {
+            for &other in &others {
+                if self.send_eventfds(new, other).is_err() {
+                    dead.push(new);
+                    return dead;
+                }
+                self.peer_mut(new).knows[other as usize] = true;
+            }
+        }
+        if self.send_eventfds(new, new).is_err() {
+            dead.push(new);
+        }
+        dead
+    }
+
     /// v1 greeting; returns the peers whose sockets failed.
     fn greet_v1(&mut self, new: u32) -> Vec<u32> {
         use wire::{V1_PROTOCOL_VERSION, V1_SHM_ID, v1_message};
-        let others = self.others(new);
-        let to_new = || -> io::Result<()> {
-            let stream = &self.peer(new).stream;
-            sys::send_with_fd(stream, &v1_message(V1_PROTOCOL_VERSION), None)?;
-            sys::send_with_fd(stream, &v1_message(i64::from(new)), None)?;
-            sys::send_with_fd(stream, &v1_message(V1_SHM_ID), Some(self.shm.as_fd()))?;
-            for &other in &others {
-                for eventfd in &self.peer(other).eventfds {
-                    sys::send_with_fd(
-                        stream,
-                        &v1_message(i64::from(other)),
-                        Some(eventfd.as_fd()),
-                    )?;
-                }
-            }
-            Ok(())
-        };
-        if to_new().is_err() {
-            return vec![new];
-        }
-        self.peers[new as usize]
-            .as_mut()
-            .expect("new peer")
-            .announced = true;
-        let mut dead = Vec::new();
-        for &other in &others {
-            let stream = &self.peer(other).stream;
-            for eventfd in &self.peer(new).eventfds {
-                if sys::send_with_fd(stream, &v1_message(i64::from(new)), Some(eventfd.as_fd()))
-                    .is_err()
-                {
-                    dead.push(other);
-                    break;
-                }
-            }
-        }
         let stream = &self.peer(new).stream;
-        for eventfd in &self.peer(new).eventfds {
-            if sys::send_with_fd(stream, &v1_message(i64::from(new)), Some(eventfd.as_fd()))
-                .is_err()
-            {
-                dead.push(new);
-                break;
+        let first = [
+            (v1_message(V1_PROTOCOL_VERSION), None),
+            (v1_message(i64::from(new)), None),
+            (v1_message(V1_SHM_ID), Some(self.shm.as_fd())),
+        ];
+        for (message, fd) in first {
+            if sys::send_with_fd(stream, &message, fd).is_err() {
+                return vec![new];
             }
         }
-        dead
+        self.distribute_eventfds(new)
     }
 
     /// v2 greeting (ivshmem-v2.md §11.2 steps 3–6); returns the peers whose
     /// sockets failed.
     fn greet_v2(&mut self, new: u32) -> Vec<u32> {
-        let others = self.others(new);
         let init = V2Message::Init {
             version: wire::V2_PROTOCOL_VERSION,
             compatible_version: wire::V2_PROTOCOL_VERSION,
@@ -472,44 +552,12 @@ impl Server {
         {
             return vec![new];
         }
-        self.peers[new as usize]
-            .as_mut()
-            .expect("new peer")
-            .announced = true;
-        let mut dead = Vec::new();
-        // Step 4: the new peer's eventfds to every existing peer.
-        for &other in &others {
-            let stream = &self.peer(other).stream;
-            for (vector, eventfd) in self.peer(new).eventfds.iter().enumerate() {
-                let msg = V2Message::EventFd {
-                    id: new,
-                    vector: vector as u32,
-                };
-                if sys::send_with_fd(stream, &msg.to_bytes(), Some(eventfd.as_fd())).is_err() {
-                    dead.push(other);
-                    break;
-                }
-            }
-        }
-        // Steps 5 and 6: the existing peers' eventfds, then its own.
-        let stream = &self.peer(new).stream;
-        'send: for &owner in others.iter().chain(std::iter::once(&new)) {
-            for (vector, eventfd) in self.peer(owner).eventfds.iter().enumerate() {
-                let msg = V2Message::EventFd {
-                    id: owner,
-                    vector: vector as u32,
-                };
-                if sys::send_with_fd(stream, &msg.to_bytes(), Some(eventfd.as_fd())).is_err() {
-                    dead.push(new);
-                    break 'send;
-                }
-            }
-        }
-        dead
+        self.distribute_eventfds(new)
     }
 
-    /// Frees peer `id`: closes it, zeroes its state, tells (and in v1 rings)
-    /// the others. Peers that fail to take the news are disconnected too.
+    /// Frees peer `id`: closes it, zeroes its state, rings (v1) and tells
+    /// (v1 notify mode, v2) the others. Peers that fail to take the news are
+    /// disconnected too.
     fn disconnect(&mut self, id: u32) {
         let mut pending = vec![id];
         while let Some(id) = pending.pop() {
@@ -519,34 +567,35 @@ impl Server {
             drop(peer.stream);
             // Zero the state entry before anyone hears about the departure.
             self.mapping.store_u32(self.layout.state_offset(id), 0);
-            if !peer.announced {
-                continue;
-            }
-            for other in self.peer_ids() {
-                let remaining = self.peer(other);
-                let sent = match self.config.protocol {
-                    Protocol::V1 => {
-                        sys::send_with_fd(&remaining.stream, &wire::v1_message(i64::from(id)), None)
-                            .map(|()| {
-                                // Ring vector 0 of the survivor, as ivshmem-v2 does on
-                                // a state change. A full counter (EAGAIN) is still a
-                                // pending interrupt, so errors are irrelevant.
-                                if let Some(vector0) = remaining.eventfds.first() {
-                                    let _ = vector0.write(1);
-                                }
-                            })
+            if peer.announced {
+                for other in self.peer_ids() {
+                    let gone = match self.config.protocol {
+                        Protocol::V1 if self.sticky() => None,
+                        Protocol::V1 => Some(wire::v1_message(i64::from(id)).to_vec()),
+                        Protocol::V2 => Some(V2Message::PeerGone { id }.to_bytes()),
+                    };
+                    if let Some(gone) = gone {
+                        self.peer_mut(other).knows[id as usize] = false;
+                        if sys::send_with_fd(&self.peer(other).stream, &gone, None).is_err()
+                            && !pending.contains(&other)
+                        {
+                            pending.push(other);
+                            continue;
+                        }
                     }
-                    Protocol::V2 => sys::send_with_fd(
-                        &remaining.stream,
-                        &V2Message::PeerGone { id }.to_bytes(),
-                        None,
-                    ),
-                };
-                if sent.is_err() && !pending.contains(&other) {
-                    pending.push(other);
+                    if self.config.protocol == Protocol::V1 {
+                        // Ring vector 0 of the survivor, as ivshmem-v2 does on
+                        // a state change. A full counter (EAGAIN) is still a
+                        // pending interrupt, so errors are irrelevant.
+                        if let Some(vector0) = self.own_eventfds(other).first() {
+                            let _ = vector0.write(1);
+                        }
+                    }
                 }
             }
-            // `peer.eventfds` close here.
+            if !self.sticky() {
+                self.eventfds[id as usize] = None; // closes them
+            }
         }
     }
 
