@@ -29,6 +29,31 @@ pub fn available() -> bool {
     find_in_path(QEMU_BINARY).is_some()
 }
 
+/// What [`ensure_installed`] does when QEMU is missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallPlan {
+    /// Root on Debian: run apt-get.
+    AptGet,
+    /// Anything else: fail with this message (it names the command to run).
+    Refuse(String),
+}
+
+/// Decides how to get QEMU (pure, for tests).
+pub fn install_plan(debian: bool, root: bool) -> InstallPlan {
+    if debian && root {
+        return InstallPlan::AptGet;
+    }
+    let how = if root {
+        INSTALL_COMMAND.to_string()
+    } else {
+        format!("sudo sh -c '{INSTALL_COMMAND}'")
+    };
+    let what = if debian { "" } else { " (on Debian)" };
+    InstallPlan::Refuse(format!(
+        "{QEMU_BINARY} is not installed; install it{what} with:\n    {how}"
+    ))
+}
+
 /// Makes sure `qemu-system-x86_64` is installed and returns its path.
 ///
 /// If it is missing and we are root on Debian, runs `apt-get update` and
@@ -40,13 +65,8 @@ pub fn ensure_installed() -> anyhow::Result<PathBuf> {
     }
     let debian = Path::new("/etc/debian_version").exists();
     let root = nix::unistd::geteuid().is_root();
-    if !(debian && root) {
-        let how = if root {
-            INSTALL_COMMAND.to_string()
-        } else {
-            format!("sudo sh -c '{INSTALL_COMMAND}'")
-        };
-        anyhow::bail!("{QEMU_BINARY} is not installed; install it with:\n    {how}");
+    if let InstallPlan::Refuse(message) = install_plan(debian, root) {
+        anyhow::bail!(message);
     }
     eprintln!("eth-ivshmem: {QEMU_BINARY} not found; installing it: {INSTALL_COMMAND}");
     for args in [
@@ -79,4 +99,27 @@ pub fn ensure_installed() -> anyhow::Result<PathBuf> {
     find_in_path(QEMU_BINARY).ok_or_else(|| {
         anyhow::anyhow!("{QEMU_BINARY} still not found after installing qemu-system-x86")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_only_as_root_on_debian() {
+        assert_eq!(install_plan(true, true), InstallPlan::AptGet);
+        for (debian, root) in [(true, false), (false, true), (false, false)] {
+            let InstallPlan::Refuse(message) = install_plan(debian, root) else {
+                panic!("must refuse for debian={debian} root={root}");
+            };
+            assert!(message.contains(INSTALL_COMMAND), "{message}");
+            assert_eq!(message.contains("sudo"), !root, "{message}");
+        }
+    }
+
+    #[test]
+    fn finds_sh_in_path() {
+        assert!(find_in_path("sh").is_some());
+        assert!(find_in_path("no-such-binary-eth-ivshmem").is_none());
+    }
 }
