@@ -115,7 +115,9 @@ fn doorbell_vm_talks_to_our_v1_server() {
         loop {
             match std::io::Read::read_exact(&mut own0, &mut buf) {
                 Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) => panic!("vector 0 never rang after QEMU went away: {e}"),
