@@ -9,13 +9,16 @@
 //!   that forked the child exits, not the process.
 //! * [`exit_on_signal`] installs a handler thread for SIGINT/SIGTERM/SIGHUP
 //!   that kills every registered child, removes every registered path and
-//!   exits with `128 + signal`.
+//!   exits with `128 + signal`. While a [`DeferSignals`] guard lives, the
+//!   first signal is only recorded (see [`pending_signal`]) so that the main
+//!   thread can stop its VMs in order; a second one still ends the process.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 
@@ -24,6 +27,8 @@ use nix::unistd::Pid;
 
 static CHILDREN: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 static PATHS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static DEFER: AtomicBool = AtomicBool::new(false);
+static PENDING: AtomicI32 = AtomicI32::new(0);
 
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 
@@ -109,14 +114,23 @@ pub fn remove_all_paths() {
 
 /// Installs a thread that, on SIGINT, SIGTERM or SIGHUP, kills all registered
 /// children, removes all registered files and exits the process with status
-/// `128 + signal`. For the launcher binary; tests rely on `Drop` instead.
+/// `128 + signal` (unless a [`DeferSignals`] guard is alive, see there). For
+/// the launcher binary; tests rely on `Drop` instead.
 pub fn exit_on_signal() -> io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new()
         .name("signal-cleanup".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
+                if DEFER.load(Ordering::SeqCst)
+                    && PENDING
+                        .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                {
+                    eprintln!("eth-ivshmem: interrupted (signal {signal}), stopping");
+                    continue;
+                }
                 eprintln!("eth-ivshmem: interrupted (signal {signal}), stopping VMs");
                 kill_all_children();
                 remove_all_paths();
@@ -124,4 +138,39 @@ pub fn exit_on_signal() -> io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// While alive, the handler of [`exit_on_signal`] records the first signal
+/// (see [`pending_signal`]) instead of ending the process, so that the main
+/// thread can shut down in order (e.g. play "peer gone" for a VM it stops).
+/// A second signal ends the process as usual.
+#[derive(Debug)]
+pub struct DeferSignals(());
+
+impl DeferSignals {
+    /// Starts deferring signals until the guard is dropped.
+    pub fn new() -> DeferSignals {
+        DEFER.store(true, Ordering::SeqCst);
+        DeferSignals(())
+    }
+}
+
+impl Default for DeferSignals {
+    fn default() -> Self {
+        DeferSignals::new()
+    }
+}
+
+impl Drop for DeferSignals {
+    fn drop(&mut self) {
+        DEFER.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The signal recorded while a [`DeferSignals`] guard was alive, if any.
+pub fn pending_signal() -> Option<i32> {
+    match PENDING.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
 }

@@ -420,13 +420,16 @@ impl SharedMapping {
 }
 
 /// A shared-memory file for `ivshmem-plain` (`memory-backend-file`), with the
-/// descriptor page written. Removed from the file system on drop (and by
-/// [`crate::cleanup`] if the launcher is interrupted).
+/// descriptor page written. A region made by [`create_plain_region`] is
+/// removed from the file system on drop (and by [`crate::cleanup`] if the
+/// launcher is interrupted) unless [`PlainRegion::persist`] was called; one
+/// opened by [`open_plain_region`] is left alone.
 #[derive(Debug)]
 pub struct PlainRegion {
     path: PathBuf,
     layout: Layout,
     mapping: SharedMapping,
+    remove_on_drop: bool,
     _file: File,
 }
 
@@ -464,6 +467,7 @@ pub fn create_plain_region(
             path: path.to_path_buf(),
             layout,
             mapping,
+            remove_on_drop: true,
             _file: file,
         })
     })();
@@ -472,6 +476,61 @@ pub fn create_plain_region(
         crate::cleanup::unregister_path(path);
     }
     region
+}
+
+/// Opens an existing shared-memory file that carries a valid descriptor page
+/// (e.g. made by another launcher) to play "peer gone" on it. The file must
+/// have a power-of-two size and a descriptor page that describes a layout
+/// fitting that size exactly as [`Layout::new`] would lay it out. Dropping
+/// the region leaves the file in place.
+pub fn open_plain_region(path: &Path) -> anyhow::Result<PlainRegion> {
+    use anyhow::Context;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open shared memory file {}", path.display()))?;
+    let size = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", path.display()))?
+        .len();
+    anyhow::ensure!(
+        size.is_power_of_two() && size >= DESCRIPTOR_PAGE_SIZE,
+        "{} is {size:#x} bytes, not a power of two of at least 4 KiB",
+        path.display()
+    );
+    let mapping =
+        SharedMapping::new(&file).with_context(|| format!("cannot map {}", path.display()))?;
+    let descriptor = DescriptorPage::parse(&mapping.read(0, DescriptorPage::LEN))
+        .with_context(|| format!("{} has no valid descriptor page", path.display()))?;
+    let protocol = u16::try_from(descriptor.protocol).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: descriptor page protocol {:#x} is not a 16-bit ID",
+            path.display(),
+            descriptor.protocol
+        )
+    })?;
+    let layout = Layout::new(
+        size,
+        true,
+        descriptor.max_peers,
+        descriptor.vectors,
+        protocol,
+        Some(descriptor.output_section_size),
+    )
+    .with_context(|| format!("{}: the descriptor page is inconsistent", path.display()))?;
+    anyhow::ensure!(
+        layout.descriptor() == Some(descriptor),
+        "{}: the descriptor page ({descriptor:?}) does not match a {size:#x}-byte region",
+        path.display()
+    );
+    Ok(PlainRegion {
+        path: path.to_path_buf(),
+        layout,
+        mapping,
+        remove_on_drop: false,
+        _file: file,
+    })
 }
 
 /// A unique, not yet existing path under `/dev/shm` (falling back to the
@@ -515,6 +574,13 @@ impl PlainRegion {
         }
     }
 
+    /// Keeps the file when the region is dropped (and when the launcher is
+    /// interrupted), e.g. for other launchers to share.
+    pub fn persist(&mut self) {
+        self.remove_on_drop = false;
+        crate::cleanup::unregister_path(&self.path);
+    }
+
     /// The layout written into the descriptor page.
     pub fn layout(&self) -> &Layout {
         &self.layout
@@ -540,8 +606,10 @@ impl PlainRegion {
 
 impl Drop for PlainRegion {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-        crate::cleanup::unregister_path(&self.path);
+        if self.remove_on_drop {
+            let _ = std::fs::remove_file(&self.path);
+            crate::cleanup::unregister_path(&self.path);
+        }
     }
 }
 
@@ -686,5 +754,41 @@ mod tests {
         drop(region);
         assert!(!path.exists());
         assert!(unique_shm_path("t") != unique_shm_path("t"));
+    }
+
+    #[test]
+    fn open_existing_region() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shm");
+        let mut region = create_plain_region(&path, 1 << 16, 2, 0, 1, None).unwrap();
+        region.persist();
+        region
+            .mapping()
+            .store_u32(region.layout().state_offset(0), 3);
+        let layout = *region.layout();
+        drop(region);
+        assert!(path.exists(), "persisted");
+        let opened = open_plain_region(&path).unwrap();
+        assert_eq!(*opened.layout(), layout);
+        assert_eq!(opened.state(0), 3);
+        opened.zero_state(0);
+        assert_eq!(opened.state(0), 0);
+        drop(opened);
+        assert!(path.exists(), "an opened region is left in place");
+
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, vec![0u8; 1 << 16]).unwrap();
+        let err = format!("{:#}", open_plain_region(&junk).unwrap_err());
+        assert!(err.contains("no valid descriptor page"), "{err}");
+        std::fs::write(&junk, vec![0u8; 5000]).unwrap();
+        let err = format!("{:#}", open_plain_region(&junk).unwrap_err());
+        assert!(err.contains("power of two"), "{err}");
+        // A descriptor page copied into a region of another size.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.resize(1 << 17, 0);
+        std::fs::write(&junk, &bytes).unwrap();
+        let err = format!("{:#}", open_plain_region(&junk).unwrap_err());
+        assert!(err.contains("does not match"), "{err}");
+        assert!(open_plain_region(&dir.path().join("missing")).is_err());
     }
 }
