@@ -407,6 +407,57 @@ impl Device {
     pub fn has_pending(&self) -> bool {
         PENDING.load(Ordering::SeqCst) != 0
     }
+
+    /// Takes `vector`'s pending bit: whether it fired since it was last taken.
+    pub fn poll_vector(&self, vector: u16) -> bool {
+        take_vector(vector)
+    }
+
+    /// Waits until `vector` fires (true) or `micros` pass (false). In polling
+    /// mode, or without interrupts, it spins; either way the caller re-checks
+    /// the work the vector signals, since events are not latched.
+    pub fn wait_for_vector(&self, vector: u16, mode: crate::cmdline::Mode, micros: u64) -> bool {
+        let deadline = crate::time::micros_since_boot() + micros;
+        loop {
+            if take_vector(vector) {
+                return true;
+            }
+            let now = crate::time::micros_since_boot();
+            if now >= deadline {
+                return false;
+            }
+            crate::idle::wait(mode, deadline - now);
+        }
+    }
+
+    /// Unmasks `vector` and reports whether it fired meanwhile. An event that
+    /// arrived while masked may have been dropped (Jailhouse) or may arrive
+    /// now (QEMU), so the caller must re-check its work in any case.
+    pub fn unmask(&self, vector: u16) -> bool {
+        self.set_masked(vector, false);
+        take_vector(vector)
+    }
+}
+
+/// Takes one vector's bit from [`PENDING`].
+fn take_vector(vector: u16) -> bool {
+    vector < MAX_VECTORS && PENDING.fetch_and(!(1 << vector), Ordering::SeqCst) & (1 << vector) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_are_taken_one_at_a_time() {
+        on_interrupt(IRQ_BASE + 1);
+        on_interrupt(IRQ_BASE);
+        assert!(take_vector(1));
+        assert!(!take_vector(1), "taken once");
+        assert!(take_vector(0));
+        assert!(!take_vector(MAX_VECTORS), "out of range is never pending");
+        assert_eq!(PENDING.load(Ordering::SeqCst), 0);
+    }
 }
 
 /// The notifier the netdev engine uses: doorbells to and state writes for the
