@@ -444,22 +444,6 @@ fn take_vector(vector: u16) -> bool {
     vector < MAX_VECTORS && PENDING.fetch_and(!(1 << vector), Ordering::SeqCst) & (1 << vector) != 0
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vectors_are_taken_one_at_a_time() {
-        on_interrupt(IRQ_BASE + 1);
-        on_interrupt(IRQ_BASE);
-        assert!(take_vector(1));
-        assert!(!take_vector(1), "taken once");
-        assert!(take_vector(0));
-        assert!(!take_vector(MAX_VECTORS), "out of range is never pending");
-        assert_eq!(PENDING.load(Ordering::SeqCst), 0);
-    }
-}
-
 /// The notifier the netdev engine uses: doorbells to and state writes for the
 /// one peer of a two-peer link.
 #[derive(Debug, Clone, Copy)]
@@ -482,5 +466,21 @@ impl netdev::Notifier for PeerNotifier {
 
     fn set_state(&self, state: u32) {
         self.device.set_state(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_are_taken_one_at_a_time() {
+        on_interrupt(IRQ_BASE + 1);
+        on_interrupt(IRQ_BASE);
+        assert!(take_vector(1));
+        assert!(!take_vector(1), "taken once");
+        assert!(take_vector(0));
+        assert!(!take_vector(MAX_VECTORS), "out of range is never pending");
+        assert_eq!(PENDING.load(Ordering::SeqCst), 0);
     }
 }
