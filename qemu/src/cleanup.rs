@@ -33,16 +33,23 @@ static PENDING: AtomicI32 = AtomicI32::new(0);
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 
 /// Spawns `command` from the long-lived spawner thread, with
-/// `PR_SET_PDEATHSIG = SIGKILL`, and registers its pid.
+/// `PR_SET_PDEATHSIG = SIGKILL` and in a process group of its own (so that
+/// the terminal's Ctrl-C goes to the launcher alone), and registers its pid.
 ///
 /// The caller must call [`unregister_child`] once it has reaped the child.
 pub fn spawn(mut command: Command) -> io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     // SAFETY: the closure runs in the forked child before exec; it only calls
-    // prctl(2), which is async-signal-safe, and touches no locks or heap.
+    // prctl(2) and setpgid(2), which are async-signal-safe, and touches no
+    // locks or heap.
     unsafe {
         command.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Our own process group: a Ctrl-C on the terminal reaches the
+            // launcher only, which then stops its children in order.
+            if libc::setpgid(0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

@@ -75,7 +75,7 @@ fn build_uncached(profile: Profile) -> anyhow::Result<PathBuf> {
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET_DIR");
     eprintln!(
-        "eth-ivshmem: building the kernel ({} profile)",
+        "eth-ivshmem: building the kernel ({} profile)…",
         profile.dir()
     );
     let output = command

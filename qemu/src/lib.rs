@@ -12,10 +12,13 @@
 //! * [`server`]: our ivshmem server, speaking the v1 (`ivshmem-doorbell`) and
 //!   v2 (Siemens `ivshmem` device) protocols.
 //! * [`lock`]: the "one VM pair at a time" lock for tests.
+//! * [`demo`]: the two-VM demo (`cargo run`), [`summary`] its final report.
+//! * [`standalone`]: one VM with a chosen app and link (`cargo run -- vm`).
 //! * [`cleanup`]: the process-wide registry of children and files that are
 //!   removed when the launcher is interrupted.
 
 pub mod cleanup;
+pub mod demo;
 pub mod kernel;
 pub mod lock;
 pub mod outcome;
@@ -23,6 +26,8 @@ pub mod qemu;
 pub mod server;
 pub mod shm;
 pub mod size;
+pub mod standalone;
+pub mod summary;
 pub mod testkernel;
 pub mod vm;
 
@@ -30,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 pub use lock::VmLock;
 pub use outcome::Outcome;
-pub use vm::{Machine, ShmDevice, VmConfig, VmHandle};
+pub use vm::{Machine, Mode, ShmDevice, VmConfig, VmHandle};
 
 /// The workspace root (the directory holding the top-level `Cargo.toml`),
 /// fixed at compile time from this crate's manifest directory.

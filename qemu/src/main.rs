@@ -1,6 +1,6 @@
 //! `eth-ivshmem`: the launcher. Builds the kernel, runs VMs, serves ivshmem.
 //!
-//! `cargo run -- --help` lists the commands.
+//! `cargo run -- --help` lists the commands; a bare `cargo run` runs `demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use host::demo::DemoOptions;
 use host::kernel::Profile;
 use host::server::{Protocol, Server, ServerConfig, V1Disconnect};
 use host::shm::{self, Layout};
 use host::size::{Size, parse_size};
-use host::{Machine, ShmDevice, VmConfig};
+use host::standalone::{LinkSpec, UsageError, VmOptions};
+use host::{Machine, Mode, ShmDevice, VmConfig};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -27,6 +29,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// The two-VM demo (the default): VM B serves, VM A pings it and runs a
+    /// TCP echo through it, then a summary (link-up time, RTT, throughput).
+    Demo(DemoArgs),
+    /// Start ONE VM with a chosen app and link, to compose setups by hand
+    /// (e.g. with `server`, or two `vm`s on one plain file).
+    Vm(VmArgs),
     /// Boot one VM with an ivshmem-plain device and print its serial output.
     Boot(BootArgs),
     /// Run an ivshmem server (v1: QEMU's ivshmem-doorbell; v2: the Siemens ivshmem device).
@@ -52,6 +60,115 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         return Err(format!("timeout must be positive, not {s}"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a shared-memory size for an ivshmem-net link: a power of two that
+/// holds the descriptor page, the state table and two output sections.
+fn parse_net_shm_size(s: &str) -> Result<u64, String> {
+    let size = parse_bar_size(s)?;
+    Layout::new(size, true, 2, 0, shm::PROTOCOL_NET, None)
+        .map_err(|e| format!("{e} (ivshmem-net needs at least 32K)"))?;
+    Ok(size)
+}
+
+/// Parses the TCP echo size: 1 byte to 4G (what the kernel accepts).
+fn parse_echo_bytes(s: &str) -> Result<u64, String> {
+    let bytes = parse_size(s).map_err(|e| e.to_string())?;
+    if !(1..=1 << 32).contains(&bytes) {
+        return Err(format!("{s} is out of range 1..=4G"));
+    }
+    Ok(bytes)
+}
+
+#[derive(Debug, Parser)]
+struct DemoArgs {
+    /// irq: ivshmem-doorbell on our server (MSI-X doorbells); poll:
+    /// ivshmem-plain on a shared file, no server, both VMs poll.
+    #[arg(long, value_enum, default_value_t = Mode::Irq)]
+    mode: Mode,
+    /// QEMU machine type of both VMs.
+    #[arg(long, value_enum, default_value_t = Machine::Pc)]
+    machine: Machine,
+    /// IP MTU of the link (kernel `mtu=`, 68–65535) [default: the kernel's, 1500].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(68..))]
+    mtu: Option<u16>,
+    /// Shared memory size (a power of two ≥ 32K).
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_net_shm_size)]
+    shm_size: u64,
+    /// Bytes sent through the TCP echo (e.g. 64K, 16M; up to 4G).
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_echo_bytes)]
+    bytes: u64,
+    /// Number of pings (1–1000000).
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    count: u32,
+    /// Limit for the whole demo in seconds, from the first VM's start (the
+    /// kernel build is not counted).
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_seconds)]
+    timeout: Duration,
+    /// Keep both VMs running after the summary (A then serves echo too) and
+    /// print their QEMU monitor sockets; Ctrl-C stops them.
+    #[arg(long)]
+    keep: bool,
+    /// Extra kernel command line for both VMs (e.g. "log=debug").
+    #[arg(
+        long,
+        value_name = "CMDLINE",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    append: String,
+}
+
+#[derive(Debug, Args)]
+struct VmArgs {
+    /// Apps to run, comma-separated: inventory, link, server, ping, tcp-echo,
+    /// udp-echo [default: the kernel's, inventory].
+    #[arg(long, value_name = "LIST", value_parser = host::standalone::parse_apps)]
+    app: Option<String>,
+    /// doorbell:SOCKET (a `server`), v2:SOCKET (a `server --protocol v2`,
+    /// Siemens QEMU), plain:PATH (a shared file, created with a descriptor
+    /// page if missing and then kept for other VMs), or none.
+    #[arg(long, value_name = "LINK", default_value = "none", value_parser = clap::builder::ValueParser::new(str::parse::<LinkSpec>))]
+    link: LinkSpec,
+    /// Kernel `mode=` [default: poll on plain links, irq otherwise].
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Peer ID on a plain link (required there; 0 or 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1))]
+    id: Option<u32>,
+    /// Size of the plain file to create (a power of two ≥ 32K) [default: 1M,
+    /// or the size of an existing file].
+    #[arg(long, value_name = "SIZE", value_parser = parse_net_shm_size)]
+    shm_size: Option<u64>,
+    /// QEMU machine type.
+    #[arg(long, value_enum, default_value_t = Machine::Pc)]
+    machine: Machine,
+    /// IP MTU of the link (kernel `mtu=`, 68–65535).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(68..))]
+    mtu: Option<u16>,
+    /// Extra kernel command line (e.g. "count=10 log=debug").
+    #[arg(
+        long,
+        value_name = "CMDLINE",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    append: String,
+    /// Kill the VM after this many seconds [default: none for the server and
+    /// link apps, 120 otherwise].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    timeout: Option<Duration>,
+    /// Name of the VM; its serial output is prefixed with `[NAME] `.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// QEMU binary (e.g. a self-built Siemens fork for v2 links) [default:
+    /// qemu-system-x86_64, installed if missing].
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<PathBuf>,
+    /// Boot this ELF instead of building the kernel.
+    #[arg(long, value_name = "ELF")]
+    kernel: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -157,25 +274,97 @@ struct ServerArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Cmd::Boot(args)) => boot(args),
-        Some(Cmd::Server(args)) => server(args),
-        None => {
-            eprintln!(
-                "eth-ivshmem: no command given; the two-VM demo is not implemented yet, \
-                 running `boot` (see `cargo run -- --help`)"
-            );
-            boot(BootArgs::default())
-        }
+    let command = match cli.command {
+        Some(command) => command,
+        None => Cli::parse_from(["eth-ivshmem", "demo"])
+            .command
+            .expect("demo is a command"),
+    };
+    let result = match command {
+        Cmd::Demo(args) => demo(args).map(verdict),
+        Cmd::Vm(args) => vm(args),
+        Cmd::Boot(args) => boot(args).map(verdict),
+        Cmd::Server(args) => server(args).map(verdict),
     };
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("eth-ivshmem: error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Ok(code) => code,
+        Err(e) => match e.downcast_ref::<UsageError>() {
+            // A bad argument found late (e.g. a bad file): exit 2 like clap.
+            Some(usage) => clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{usage}\n"),
+            )
+            .exit(),
+            None => {
+                eprintln!("eth-ivshmem: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+fn verdict(pass: bool) -> ExitCode {
+    if pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<bool> {
+    host::cleanup::exit_on_signal().context("cannot install the signal handler")?;
+    let qemu = host::qemu::ensure_installed()?;
+    let kernel = host::kernel::build(Profile::Release)?;
+    let options = DemoOptions {
+        mode: args.mode,
+        machine: args.machine,
+        mtu: args.mtu,
+        shm_size: args.shm_size,
+        bytes: args.bytes,
+        count: args.count,
+        timeout: args.timeout,
+        keep: args.keep,
+        append: args.append,
+        qemu,
+        kernel,
+    };
+    let started = std::time::Instant::now();
+    let pass = host::demo::run(&options)?;
+    eprintln!(
+        "eth-ivshmem: demo {} after {:.2} s",
+        if pass { "passed" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    Ok(pass)
+}
+
+fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
+    let mut options = VmOptions {
+        app: args.app,
+        link: args.link,
+        mode: args.mode,
+        id: args.id,
+        shm_size: args.shm_size,
+        machine: args.machine,
+        mtu: args.mtu,
+        append: args.append,
+        timeout: args.timeout,
+        name: args.name,
+        qemu: PathBuf::new(),
+        kernel: PathBuf::new(),
+    };
+    // Bad combinations are reported before anything slow happens.
+    options.check()?;
+    host::cleanup::exit_on_signal().context("cannot install the signal handler")?;
+    options.qemu = match args.qemu {
+        Some(qemu) => qemu,
+        None => host::qemu::ensure_installed()?,
+    };
+    options.kernel = match args.kernel {
+        Some(elf) => elf,
+        None => host::kernel::build(Profile::Release)?,
+    };
+    host::standalone::run(&options)
 }
 
 /// Returns Ok(true) if the guest reported success.

@@ -43,6 +43,25 @@ impl fmt::Display for Machine {
     }
 }
 
+/// How the guest learns about ring and state changes (the kernel's `mode=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// MSI-X doorbells wake the kernel (`ivshmem-doorbell`, ivshmem-v2).
+    #[default]
+    Irq,
+    /// Busy polling (the only choice on `ivshmem-plain`).
+    Poll,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Irq => "irq",
+            Mode::Poll => "poll",
+        })
+    }
+}
+
 /// A shared-memory device attached to a VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShmDevice {
