@@ -101,6 +101,33 @@ pub fn kill_all_children() {
     }
 }
 
+/// Kills every registered child and reaps it (waiting up to `timeout`),
+/// holding the registry's lock throughout and never releasing it: the
+/// process is about to exit, and an owner that reaps a child meanwhile then
+/// blocks in [`unregister_child`] instead of carrying on (e.g. judging a VM
+/// that we killed) and racing our exit status.
+fn kill_and_reap_for_exit(timeout: std::time::Duration) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let children = lock(&CHILDREN);
+    for &pid in children.iter() {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    for &pid in children.iter() {
+        // The pid stays ours until it is reaped (by us here, or by its owner,
+        // in which case waitpid fails with ECHILD).
+        while let Ok(WaitStatus::StillAlive) =
+            waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG))
+        {
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    std::mem::forget(children);
+}
+
 /// Records a file to remove on [`remove_all_paths`].
 pub fn register_path(path: &Path) {
     lock(&PATHS).push(path.to_path_buf());
@@ -139,7 +166,7 @@ pub fn exit_on_signal() -> io::Result<()> {
                     continue;
                 }
                 eprintln!("eth-ivshmem: interrupted (signal {signal}), stopping VMs");
-                kill_all_children();
+                kill_and_reap_for_exit(std::time::Duration::from_secs(2));
                 remove_all_paths();
                 std::process::exit(128 + signal);
             }

@@ -224,6 +224,16 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
     let b_early = b.handle.try_outcome();
     let mut summary = Summary::parse(&a.handle.lines(), a_outcome, &CLIENT_APPS);
     summary.link_up = link_up;
+    summary.setup = Some(format!(
+        "{}, {}, MTU {}, shared memory {}",
+        match options.mode {
+            Mode::Irq => "irq (ivshmem-doorbell on our v1 server)",
+            Mode::Poll => "poll (ivshmem-plain, no server)",
+        },
+        options.machine,
+        options.mtu.unwrap_or(1500),
+        Size(options.shm_size)
+    ));
     if let Some(outcome) = b_early {
         summary
             .notes
@@ -277,7 +287,7 @@ fn start(
     apps: &str,
 ) -> anyhow::Result<DemoVm> {
     let mut config = VmConfig::new(&options.kernel)
-        .name(label)
+        .name(format!("VM {label}"))
         .qemu_binary(&options.qemu)
         .machine(options.machine)
         .cmdline(apps)
@@ -342,7 +352,7 @@ fn wait_verdict(vm: &VmHandle, app: &str, deadline: Instant) -> Option<String> {
 /// Reports a failure before VM A was started; returns `false`.
 fn fail_early(b: &DemoVm, why: &str) -> bool {
     println!("==================== summary ====================");
-    println!("result:    FAIL (VM B: {why})");
+    println!("result:    FAIL ({why})");
     let lines = b.handle.lines();
     let start = lines.len().saturating_sub(8);
     if !lines.is_empty() {

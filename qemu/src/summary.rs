@@ -42,6 +42,8 @@ pub struct Verdict {
 /// Everything the demo reports at the end.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
+    /// How the VMs were set up (mode, machine, MTU…), for the reader.
+    pub setup: Option<String>,
     /// Time from starting the client VM to its `link: up` line (measured by
     /// the host; not part of the serial output).
     pub link_up: Option<Duration>,
@@ -207,6 +209,7 @@ impl Summary {
             failing_lines(&lines)
         };
         Summary {
+            setup: None,
             link_up: None,
             ping,
             echo,
@@ -221,6 +224,9 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let word = if self.verdict.pass { "PASS" } else { "FAIL" };
         writeln!(f, "==================== summary ====================")?;
+        if let Some(setup) = &self.setup {
+            writeln!(f, "setup:     {setup}")?;
+        }
         match self.link_up {
             Some(t) => writeln!(f, "link up:   {:.3} s after VM A started", t.as_secs_f64())?,
             None => writeln!(f, "link up:   never")?,
