@@ -353,9 +353,9 @@ fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
         qemu: PathBuf::new(),
         kernel: PathBuf::new(),
     };
-    // Bad combinations are reported before anything slow happens.
-    options.check()?;
+    // Bad combinations and bad links are reported before anything slow.
     host::cleanup::exit_on_signal().context("cannot install the signal handler")?;
+    let link = host::standalone::open_link(&options)?;
     options.qemu = match args.qemu {
         Some(qemu) => qemu,
         None => host::qemu::ensure_installed()?,
@@ -364,7 +364,7 @@ fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
         Some(elf) => elf,
         None => host::kernel::build(Profile::Release)?,
     };
-    host::standalone::run(&options)
+    host::standalone::run(&options, link)
 }
 
 /// Returns Ok(true) if the guest reported success.

@@ -266,12 +266,20 @@ fn plain_region(path: &std::path::Path, size: Option<u64>) -> anyhow::Result<Pla
     }
 }
 
-/// Runs the VM until it ends, the timeout passes, or a signal arrives (the
-/// caller has installed [`crate::cleanup::exit_on_signal`]). Exit status: 0
-/// if the guest exits with 33, 128 + signal if interrupted, else 1.
-pub fn run(options: &VmOptions) -> anyhow::Result<ExitCode> {
+/// The VM's link, checked and ready: the device to attach and, on a plain
+/// link, the region to play "peer gone" on.
+#[derive(Debug)]
+pub struct OpenLink {
+    device: Option<ShmDevice>,
+    region: Option<PlainRegion>,
+}
+
+/// Checks the options and the link: a server socket must exist; a plain file
+/// is opened (it must carry a valid ivshmem-net descriptor page) or created.
+/// Cheap, so the binary calls it before building the kernel.
+pub fn open_link(options: &VmOptions) -> anyhow::Result<OpenLink> {
     options.check()?;
-    let device = match &options.link {
+    match &options.link {
         LinkSpec::Doorbell(socket) | LinkSpec::V2(socket) => {
             if !socket.exists() {
                 return Err(UsageError(format!(
@@ -287,7 +295,7 @@ pub fn run(options: &VmOptions) -> anyhow::Result<ExitCode> {
                 ))
                 .into());
             }
-            Some(match &options.link {
+            let device = match &options.link {
                 LinkSpec::V2(_) => ShmDevice::V2 {
                     socket: socket.clone(),
                 },
@@ -295,14 +303,32 @@ pub fn run(options: &VmOptions) -> anyhow::Result<ExitCode> {
                     socket: socket.clone(),
                     vectors: 2,
                 },
+            };
+            Ok(OpenLink {
+                device: Some(device),
+                region: None,
             })
         }
-        LinkSpec::Plain(_) | LinkSpec::None => None,
-    };
-    let region = match &options.link {
-        LinkSpec::Plain(path) => Some(plain_region(path, options.shm_size)?),
-        _ => None,
-    };
+        LinkSpec::Plain(path) => {
+            let region = plain_region(path, options.shm_size)?;
+            Ok(OpenLink {
+                device: Some(region.device()),
+                region: Some(region),
+            })
+        }
+        LinkSpec::None => Ok(OpenLink {
+            device: None,
+            region: None,
+        }),
+    }
+}
+
+/// Runs the VM on `link` (from [`open_link`]) until it ends, the timeout
+/// passes, or a signal arrives (the caller has installed
+/// [`crate::cleanup::exit_on_signal`]). Exit status: 0 if the guest exits
+/// with 33, 128 + signal if interrupted, else 1.
+pub fn run(options: &VmOptions, link: OpenLink) -> anyhow::Result<ExitCode> {
+    let OpenLink { device, region } = link;
     let name = options.name.clone().unwrap_or_else(|| "vm".into());
     let mut config = VmConfig::new(&options.kernel)
         .name(&name)
@@ -317,9 +343,6 @@ pub fn run(options: &VmOptions) -> anyhow::Result<ExitCode> {
         );
     if let Some(device) = device {
         config = config.shm(device);
-    }
-    if let Some(region) = &region {
-        config = config.shm(region.device());
     }
     let timeout = options.effective_timeout();
     eprintln!("eth-ivshmem: {}", config.command_line());
