@@ -40,10 +40,34 @@ fn shm_leftovers(pid: u32) -> Vec<String> {
 
 #[test]
 fn help_works_everywhere() {
-    for args in [&["--help"][..], &["boot", "--help"], &["server", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["demo", "--help"],
+        &["vm", "--help"],
+        &["boot", "--help"],
+        &["server", "--help"],
+    ] {
         let out = launcher().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    }
+    let top = launcher().arg("--help").output().unwrap();
+    let top = String::from_utf8_lossy(&top.stdout);
+    for command in ["demo", "vm", "boot", "server"] {
+        assert!(top.contains(command), "{top}");
+    }
+    let vm = launcher().args(["vm", "--help"]).output().unwrap();
+    let vm = String::from_utf8_lossy(&vm.stdout);
+    for option in [
+        "--app",
+        "--link",
+        "--mode",
+        "--id",
+        "--shm-size",
+        "--timeout",
+        "--name",
+    ] {
+        assert!(vm.contains(option), "{vm}");
     }
 }
 
@@ -64,12 +88,112 @@ fn bad_arguments_exit_2() {
         &["server", "--protocol", "v3"],
         &["server", "--net-protocol", "0x10000"],
     ] {
-        let out = launcher().args(args).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("error"), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_usage_error(args, "error");
     }
+}
+
+/// Runs the launcher with `args` and asserts exit status 2 with `needle` in
+/// a one-line-ish message on stderr and no panic or backtrace.
+fn assert_usage_error(args: &[&str], needle: &str) {
+    let out = launcher().args(args).stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains("error"), "{args:?}: {stderr}");
+    assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    assert!(!stderr.contains("backtrace"), "{args:?}: {stderr}");
+}
+
+#[test]
+fn demo_bad_arguments_exit_2() {
+    for (args, needle) in [
+        (
+            &["demo", "--mode", "intr"][..],
+            "possible values: irq, poll",
+        ),
+        (&["demo", "--machine", "isapc"], "possible values: pc, q35"),
+        (&["demo", "--shm-size", "3M"], "power of two"),
+        (&["demo", "--shm-size", "16K"], "at least 32K"),
+        (&["demo", "--bytes", "0"], "out of range"),
+        (&["demo", "--bytes", "5G"], "out of range"),
+        (&["demo", "--bytes", "lots"], "--bytes"),
+        (&["demo", "--count", "0"], "--count"),
+        (&["demo", "--mtu", "67"], "--mtu"),
+        (&["demo", "--mtu", "70000"], "--mtu"),
+        (&["demo", "--timeout", "0"], "positive"),
+        (&["demo", "--keep", "yes"], "unexpected argument"),
+    ] {
+        assert_usage_error(args, needle);
+    }
+}
+
+#[test]
+fn vm_bad_arguments_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, vec![0u8; 1 << 16]).unwrap();
+    let junk_link = format!("plain:{}", junk.display());
+    let odd = dir.path().join("odd");
+    std::fs::write(&odd, vec![0u8; 5000]).unwrap();
+    let odd_link = format!("plain:{}", odd.display());
+    let missing_socket = format!("doorbell:{}", dir.path().join("none.sock").display());
+    let fresh = format!("plain:{}", dir.path().join("fresh").display());
+    for (args, needle) in [
+        (&["vm", "--link", "tcp:1.2.3.4"][..], "unknown link kind"),
+        (&["vm", "--link", "plain:"], "no path"),
+        (&["vm", "--link", "doorbell"], "doorbell:SOCKET"),
+        (&["vm", "--app", "pong"], "unknown app"),
+        (&["vm", "--app", "link,server"], "runs alone"),
+        (&["vm", "--app", "server"], "need a link"),
+        (&["vm", "--mode", "intr"], "possible values: irq, poll"),
+        (&["vm", "--link", &fresh], "needs --id"),
+        (&["vm", "--link", &fresh, "--id", "2"], "--id"),
+        (
+            &["vm", "--link", &fresh, "--id", "0", "--mode", "irq"],
+            "--mode irq",
+        ),
+        (
+            &["vm", "--link", &fresh, "--id", "0", "--shm-size", "3M"],
+            "power of two",
+        ),
+        (
+            &["vm", "--link", &fresh, "--id", "0", "--shm-size", "16K"],
+            "at least 32K",
+        ),
+        (
+            &["vm", "--link", "doorbell:/tmp/s.sock", "--id", "0"],
+            "only for plain",
+        ),
+        (
+            &["vm", "--link", "v2:/tmp/s.sock", "--shm-size", "1M"],
+            "only for plain",
+        ),
+        (&["vm", "--link", &missing_socket], "does not exist"),
+        (
+            &["vm", "--link", &junk_link, "--id", "0"],
+            "no valid descriptor page",
+        ),
+        (
+            &["vm", "--link", &odd_link, "--id", "1"],
+            "not a power of two",
+        ),
+        (&["vm", "--timeout", "soon"], "--timeout"),
+    ] {
+        assert_usage_error(args, needle);
+    }
+    assert!(
+        !dir.path().join("fresh").exists(),
+        "nothing is created for bad arguments"
+    );
+    // An existing region of another size than asked for.
+    let region_path = dir.path().join("region");
+    let mut region = host::shm::create_plain_region(&region_path, 1 << 20, 2, 0, 1, None).unwrap();
+    region.persist();
+    let link = format!("plain:{}", region_path.display());
+    assert_usage_error(
+        &["vm", "--link", &link, "--id", "0", "--shm-size", "2M"],
+        "already exists with 1M",
+    );
 }
 
 #[test]
