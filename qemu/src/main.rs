@@ -102,8 +102,9 @@ struct DemoArgs {
     #[arg(long, value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     count: u32,
-    /// Limit for the whole demo in seconds, from the first VM's start (the
-    /// kernel build is not counted).
+    /// Limit for the whole demo in seconds, from the first VM's start to the
+    /// summary (the kernel build is not counted; with --keep the VMs then run
+    /// on until Ctrl-C).
     #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_seconds)]
     timeout: Duration,
     /// Keep both VMs running after the summary (A then serves echo too) and
