@@ -114,7 +114,7 @@ boot_gdt_ptr:
 
     .section .bss.boot, "aw", @nobits
     .balign 4096
-    .global boot_pml4, boot_pdpt, boot_pd, boot_stack_top
+    .global boot_pml4, boot_pdpt, boot_pd, boot_stack, boot_stack_top
 boot_pml4:  .skip 4096
 boot_pdpt:  .skip 4096
 boot_pd:    .skip 4096 * 4

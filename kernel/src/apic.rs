@@ -1,7 +1,7 @@
 //! The local APIC (enable, EOI, ID) and the legacy PICs (masked).
 //!
-//! MSI-X messages from PCI devices land in the local APIC; nothing else uses it
-//! until a later issue adds its timer.
+//! MSI-X messages from PCI devices land in the local APIC, and its one-shot
+//! timer wakes the kernel from `hlt`.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
@@ -52,20 +52,35 @@ fn write(offset: u64, value: u32) {
     unsafe { core::ptr::write_volatile(address as *mut u32, value) }
 }
 
-/// Masks both legacy PICs: SeaBIOS leaves them mapped to vectors 8–15, where
-/// a timer tick would look like a double fault.
-fn mask_legacy_pics() {
-    // SAFETY: 0x21 and 0xa1 are the PIC data ports; writing 0xff masks every
-    // line, which is all this kernel ever does with the PICs.
-    unsafe {
-        Port::<u8>::new(0x21).write(0xff);
-        Port::<u8>::new(0xa1).write(0xff);
+/// IDT vector base of the legacy PICs after [`quiet_legacy_pics`] (master
+/// 0x20–0x27, slave 0x28–0x2f): away from the CPU exceptions.
+pub const LEGACY_PIC_BASE: u8 = 0x20;
+
+/// Remaps both legacy PICs away from the exception vectors and masks every
+/// line. SeaBIOS leaves them at vectors 8–15, where a timer tick would look
+/// like a double fault, and masking alone does not stop a spurious IRQ 7.
+fn quiet_legacy_pics() {
+    let commands = [
+        (0x20, 0x21, LEGACY_PIC_BASE, 0x04),
+        (0xa0, 0xa1, LEGACY_PIC_BASE + 8, 0x02),
+    ];
+    for (command, data, base, cascade) in commands {
+        // SAFETY: these are the two 8259 PICs' command and data ports; the
+        // ICW1–ICW4 sequence (cascade, vector base, x86 mode) and the mask are
+        // all this kernel ever does with them, once, with interrupts disabled.
+        unsafe {
+            Port::<u8>::new(command).write(0x11);
+            Port::<u8>::new(data).write(base);
+            Port::<u8>::new(data).write(cascade);
+            Port::<u8>::new(data).write(0x01);
+            Port::<u8>::new(data).write(0xff);
+        }
     }
 }
 
 /// Maps the local APIC at `base` uncached, masks the PICs and software-enables the APIC.
 pub fn init(base: u64) -> Result<(), paging::MapError> {
-    mask_legacy_pics();
+    quiet_legacy_pics();
     paging::map(base, 0x1000, Attributes::DEVICE)?;
     BASE.store(base, Ordering::Relaxed);
     write(register::TASK_PRIORITY, 0);

@@ -21,6 +21,8 @@ pub enum SelfTest {
     SharedMemory,
     /// Allocate until the heap is exhausted.
     OutOfMemory,
+    /// Recurse until the stack runs into its guard page.
+    StackOverflow,
 }
 
 /// What the kernel runs after booting; `app=` takes a comma-separated list,
@@ -257,8 +259,7 @@ pub fn parse(line: &str) -> Result<CommandLine, CmdlineError> {
                 parsed.port = number(value, "port", 1, 65_535, "a port from 1 to 65535")? as u16
             }
             "count" => {
-                parsed.count =
-                    number(value, "count", 1, 1_000_000, "a number from 1 to 1000000")? as u32
+                parsed.count = number(value, "count", 1, 65_535, "a number from 1 to 65535")? as u32
             }
             "interval" => {
                 parsed.interval =
@@ -314,7 +315,14 @@ fn parse_selftest(value: &str) -> Result<SelfTest, CmdlineError> {
         "panic" => SelfTest::Panic,
         "shm" => SelfTest::SharedMemory,
         "oom" => SelfTest::OutOfMemory,
-        _ => return Err(bad("selftest", value, "pagefault, panic, shm or oom")),
+        "stack-overflow" => SelfTest::StackOverflow,
+        _ => {
+            return Err(bad(
+                "selftest",
+                value,
+                "pagefault, panic, shm, oom or stack-overflow",
+            ));
+        }
     })
 }
 

@@ -141,6 +141,9 @@ fn map_4k(address: u64, attributes: Attributes) -> Result<(), MapError> {
             PhysAddr::new(table as *mut PageTable as u64),
             Flags::PRESENT | Flags::WRITABLE,
         );
+        // The page size changed: drop the 2 MiB translation before any 4 KiB
+        // page gets other attributes (Intel SDM vol. 3, §4.10.4).
+        flush();
     }
     let table = next_table(entry);
     table[((address >> 12) & 511) as usize]
@@ -166,6 +169,18 @@ pub fn map(start: u64, length: u64, attributes: Attributes) -> Result<(), MapErr
             address += SIZE_4K;
         }
     }
+    flush();
+    Ok(())
+}
+
+/// Removes the 4 KiB page at `address` from the identity map, so that any
+/// access faults (the stack guard page).
+pub fn unmap_page(address: u64) -> Result<(), MapError> {
+    let page = address & !(SIZE_4K - 1);
+    map_4k(page, Attributes::SHARED_READ_ONLY)?;
+    let directory = page_directory(page)?;
+    next_table(&mut directory[((page >> 21) & 511) as usize])[((page >> 12) & 511) as usize]
+        .set_unused();
     flush();
     Ok(())
 }

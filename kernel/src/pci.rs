@@ -255,7 +255,7 @@ pub fn size_bars(config: &dyn ConfigAccess, bdf: Bdf) -> Vec<Bar> {
                     kind: BarKind::Io,
                     prefetchable: false,
                     address: u64::from(low & !0x3),
-                    size: u64::from((!mask).wrapping_add(1)),
+                    size: u64::from(mask & mask.wrapping_neg()),
                 });
             }
             index += 1;
@@ -274,7 +274,7 @@ pub fn size_bars(config: &dyn ConfigAccess, bdf: Bdf) -> Vec<Bar> {
                     kind: BarKind::Memory64,
                     prefetchable,
                     address: (u64::from(high) << 32) | u64::from(low & !0xf),
-                    size: (!mask).wrapping_add(1),
+                    size: mask & mask.wrapping_neg(),
                 });
             }
             index += 2;
@@ -286,7 +286,7 @@ pub fn size_bars(config: &dyn ConfigAccess, bdf: Bdf) -> Vec<Bar> {
                     kind: BarKind::Memory32,
                     prefetchable,
                     address: u64::from(low & !0xf),
-                    size: u64::from((!mask).wrapping_add(1)),
+                    size: u64::from(mask & mask.wrapping_neg()),
                 });
             }
             index += 1;

@@ -21,6 +21,7 @@ pub fn start(start_info: u32) -> ! {
         exit(ExitCode::Failure)
     });
     let heap = init_heap(&info);
+    guard_stack();
     let command_line = cmdline::parse(info.cmdline).unwrap_or_else(|error| {
         kprintln!("cmdline: {error}");
         exit(ExitCode::BadCommandLine)
@@ -94,6 +95,16 @@ pub fn start(start_info: u32) -> ! {
             }
         }
         Some(SelfTest::SharedMemory) => shared_memory_probe(&functions),
+        Some(SelfTest::StackOverflow) => {
+            kprintln!(
+                "self-test: overflowing the stack; guard page at {:#x}",
+                stack_guard_page()
+            );
+            let depth = recurse(0);
+            fail(format_args!(
+                "self-test: recursion returned at depth {depth} instead of faulting"
+            ));
+        }
         None => {}
     }
     if command_line.apps == [App::Inventory] {
@@ -181,6 +192,36 @@ const UNMAPPED: u64 = 0x10_0000_0000;
 pub fn fail(message: core::fmt::Arguments<'_>) -> ! {
     kprintln!("FAILED: {message}");
     exit(ExitCode::Failure)
+}
+
+/// The lowest page of the boot stack.
+fn stack_guard_page() -> u64 {
+    unsafe extern "C" {
+        /// The bottom of the boot stack, from `boot`.
+        static boot_stack: u8;
+    }
+    (&raw const boot_stack) as u64
+}
+
+/// Recurses with 4 KiB frames until the stack runs out (self-test).
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [0u8; 4096];
+    frame[(depth % 4096) as usize] = depth as u8;
+    core::hint::black_box(&mut frame);
+    if depth == u64::MAX {
+        return depth; // unreachable: the guard page stops us long before
+    }
+    recurse(depth + 1) + u64::from(frame[0])
+}
+
+/// Unmaps the lowest page of the boot stack, so that an overflow faults
+/// instead of silently overwriting the page tables below it.
+fn guard_stack() {
+    if let Err(error) = paging::unmap_page(stack_guard_page()) {
+        kprintln!("boot: cannot place the stack guard page: {error}");
+        exit(ExitCode::Failure);
+    }
 }
 
 fn init_heap(info: &pvh::StartInfo) -> heap::HeapRange {

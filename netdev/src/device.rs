@@ -84,6 +84,9 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> phy::Device for Engine<M,
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         self.pending_send = None;
+        // Bounded work per `Engine::poll` (see `receive_budget`); frames left
+        // in the ring wait for the next poll, which `can_receive` asks for.
+        self.receive_budget = self.receive_budget.checked_sub(1)?;
         let length = self.fetch()?;
         let Self {
             link,

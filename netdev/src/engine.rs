@@ -114,6 +114,14 @@ pub struct Engine<M, W, N> {
     /// Allocation and length handed out by `send_buffer`, not yet
     /// committed.
     pub(crate) pending_send: Option<(Allocation, usize)>,
+    /// Frames smoltcp may still take through [`phy::Device::receive`]
+    /// before the next [`poll`](Self::poll): one ring's worth.
+    /// `Interface::poll` calls `receive` until it returns `None`, so without
+    /// this a peer that refills its ring as fast as we drain it could keep
+    /// us there for ever.
+    ///
+    /// [`phy::Device::receive`]: smoltcp::phy::Device::receive
+    pub(crate) receive_budget: u16,
 }
 
 impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
@@ -178,6 +186,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
             receive_buffer: vec![0; layout.data_size()],
             held_frame: None,
             pending_send: None,
+            receive_budget: 0,
         })
     }
 
@@ -187,6 +196,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
     /// Nothing depends on a kick arriving: a lost interrupt only delays
     /// what the next call does.
     pub fn poll(&mut self) -> bool {
+        self.receive_budget = self.link.layout.queue_length();
         self.link.evaluate_state();
         if self.link.own_state == State::Run {
             self.link.reclaim();
@@ -324,6 +334,11 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
     /// exceeds the buffer (which is then discarded).
     pub fn send_advance(&mut self, length: usize) -> Result<(), SendError> {
         let (allocation, reserved) = self.pending_send.take().ok_or(SendError::LinkDown)?;
+        // A receive or reclaim in between may have dropped the link (and
+        // cleared the rings): never publish into rings that were reset.
+        if !self.link.link_up {
+            return Err(SendError::LinkDown);
+        }
         if length == 0 || length > reserved {
             return Err(SendError::InvalidLength {
                 length,

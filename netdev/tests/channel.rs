@@ -227,3 +227,31 @@ fn smoltcp_tokens_do_not_leak() {
     engine.poll();
     assert!(engine.transmit(Instant::ZERO).is_none());
 }
+
+#[test]
+fn a_peer_refilling_its_ring_cannot_hold_smoltcp_receive() {
+    let (_link, mut peer, mut engine) = linked(0x4000, PeerStyle::Linux);
+    let queue_length = usize::from(engine.layout().queue_length());
+    engine.poll();
+    peer.post(&[7; 60]);
+    let mut taken = 0;
+    // The peer completes and re-posts after every frame we take, so the
+    // ring is never empty; smoltcp's loop must still end within one ring.
+    while let Some((rx, _tx)) = Device::receive(&mut engine, Instant::ZERO) {
+        smoltcp::phy::RxToken::consume(rx, |frame| assert_eq!(frame, [7; 60].as_slice()));
+        taken += 1;
+        assert!(
+            taken <= queue_length,
+            "receive() did not stop after one ring"
+        );
+        peer.reclaim();
+        peer.post(&[7; 60]);
+    }
+    assert_eq!(taken, queue_length);
+    assert!(
+        engine.can_receive(),
+        "the frame left over waits for the next poll"
+    );
+    engine.poll();
+    assert!(Device::receive(&mut engine, Instant::ZERO).is_some());
+}

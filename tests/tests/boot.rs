@@ -184,6 +184,28 @@ fn page_fault_selftest_reports_the_exception() {
 }
 
 #[test]
+fn stack_overflow_hits_the_guard_page() {
+    let run = boot(Machine::Pc, "selftest=stack-overflow", None);
+    run.assert_outcome(Outcome::CpuException);
+    let line = run.line("self-test: overflowing the stack; guard page at ");
+    let guard = line
+        .rsplit(' ')
+        .next()
+        .and_then(|hex| u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok())
+        .unwrap_or_else(|| panic!("no guard address in {line:?}\n{}", run.context()));
+    let report = parse_exception(&run.lines).unwrap_or_else(|e| panic!("{e}\n{}", run.context()));
+    assert_eq!(report.vector, 14, "{}", run.context());
+    let (cr2, _) = report
+        .cr2
+        .unwrap_or_else(|| panic!("no CR2 line\n{}", run.context()));
+    assert!(
+        (guard..guard + 0x1000).contains(&cr2),
+        "CR2 {cr2:#x} is not in the guard page at {guard:#x}\n{}",
+        run.context()
+    );
+}
+
+#[test]
 fn panic_selftest_reports_the_panic() {
     let run = boot(Machine::Pc, "selftest=panic", None);
     run.assert_outcome(Outcome::Panic);

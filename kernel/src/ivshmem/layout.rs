@@ -108,7 +108,7 @@ impl Layout {
             .and_then(|outputs| outputs.checked_add(self.state_table_size))
             .and_then(|total| total.checked_add(self.rw_section_size))
             .unwrap_or(u64::MAX);
-        if needed > available {
+        if needed > available || self.base.checked_add(needed).is_none() {
             return Err(LayoutError::TooLarge { needed, available });
         }
         Ok(())

@@ -20,7 +20,7 @@ pub mod memory;
 pub mod v2;
 
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicU32, Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 
 use crate::paging::{self, Attributes};
 use crate::pci::{self, Bdf, ConfigAccess, Function, Msix};
@@ -109,9 +109,12 @@ impl MsixTable {
     /// Sets or clears the mask bit of entry `index`.
     fn set_masked(&self, index: u16, masked: bool) {
         assert!(index < self.entries);
-        let control = self.base + 16 * u64::from(index) + 12;
-        // SAFETY: as in `program`.
-        unsafe { core::ptr::write_volatile(control as *mut u32, u32::from(masked)) };
+        let control = (self.base + 16 * u64::from(index) + 12) as *mut u32;
+        // SAFETY: as in `program`; read-modify-write keeps the reserved bits.
+        unsafe {
+            let value = core::ptr::read_volatile(control);
+            core::ptr::write_volatile(control, (value & !1) | u32::from(masked));
+        }
     }
 }
 
@@ -134,6 +137,8 @@ pub struct Device {
     msix: Option<(Msix, MsixTable)>,
     /// The last state we wrote (emulation rings vector 0 only on a change).
     written_state: AtomicU32,
+    /// Whether [`Device::take_own_section`] handed out our section.
+    own_section_taken: AtomicBool,
 }
 
 /// Assigns BAR0/BAR1 if nobody did (Jailhouse), and returns the re-sized function.
@@ -210,8 +215,9 @@ impl Device {
             };
             map(page, Attributes::SHARED_READ_ONLY)?;
             let mut bytes = [0u8; emulated::DESCRIPTOR_LENGTH];
-            // SAFETY: the first page of BAR2 was just mapped read-only; the host
-            // wrote it before the VM started and nobody changes it afterwards.
+            // SAFETY: the first page of BAR2 was just mapped read-only and lies
+            // inside BAR2. A peer could change it concurrently (v1 devices
+            // protect nothing); we copy it once and validate the copy.
             unsafe {
                 core::ptr::copy_nonoverlapping(
                     page.address as *const u8,
@@ -275,6 +281,7 @@ impl Device {
             registers,
             msix,
             written_state: AtomicU32::new(u32::MAX),
+            own_section_taken: AtomicBool::new(false),
         })))
     }
 
@@ -321,12 +328,22 @@ impl Device {
         unsafe { memory::Window::new(self.layout.state_table()) }
     }
 
-    /// A window over the output section of `peer` (writable only for our own ID).
-    pub fn output_section(&self, peer: u16) -> memory::Window {
+    /// A read-only window over the output section of another peer.
+    pub fn peer_section(&self, peer: u16) -> memory::Window {
         assert!(peer < self.layout.max_peers);
-        // SAFETY: `probe` mapped every output section for the kernel's life,
-        // ours writable and the others read-only.
+        // SAFETY: `probe` mapped every output section for the kernel's life.
         unsafe { memory::Window::new(self.layout.output_section(peer)) }
+    }
+
+    /// The writable window over our own output section: the first call gets
+    /// it, later calls get `None` (two writable views would alias).
+    pub fn take_own_section(&self) -> Option<memory::OwnWindow> {
+        if self.own_section_taken.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        // SAFETY: `probe` mapped our output section writable for the kernel's
+        // life, and the flag above makes this the only `OwnWindow` over it.
+        Some(unsafe { memory::OwnWindow::new(self.layout.output_section(self.id)) })
     }
 
     /// The state of `peer` from the state table.

@@ -9,13 +9,13 @@ use netdev::{Config, Engine, Sections, State};
 
 use crate::cmdline::{CommandLine, Mode};
 use crate::exit::{ExitCode, exit};
-use crate::ivshmem::memory::Window;
+use crate::ivshmem::memory::{OwnWindow, Window};
 use crate::ivshmem::{Device, PeerNotifier};
 use crate::pci::ConfigAccess;
 use crate::{idle, kprintln, time};
 
 /// The engine over a kernel device.
-pub type LinkEngine = Engine<Window, Window, PeerNotifier>;
+pub type LinkEngine = Engine<Window, OwnWindow, PeerNotifier>;
 
 /// How often the rings and the state table are re-checked without a kick
 /// (a lost notification may cost this much latency, never the link).
@@ -43,10 +43,14 @@ pub fn open(
     if let Some(mtu) = command_line.mtu {
         engine_config.mtu = mtu;
     }
+    let Some(own) = device.take_own_section() else {
+        kprintln!("ivshmem-net: our output section is already in use");
+        exit(ExitCode::Failure)
+    };
     let sections = Sections {
         state_table: device.state_table(),
-        own: device.output_section(id),
-        peer: device.output_section(peer),
+        own,
+        peer: device.peer_section(peer),
     };
     let engine = Engine::new(engine_config, sections, PeerNotifier::new(device, peer))
         .unwrap_or_else(|error| {
@@ -82,6 +86,20 @@ pub fn format_mac(mac: [u8; 6]) -> alloc::string::String {
     )
 }
 
+/// Prints a carrier change: `link: up (…)` or `link: down (…)`.
+pub fn report_link(engine: &LinkEngine, up: bool) {
+    let statistics = engine.statistics();
+    if up {
+        kprintln!(
+            "link: up (link-ups {}, resets {})",
+            statistics.link_ups,
+            statistics.resets
+        );
+    } else {
+        kprintln!("link: down (resets {})", statistics.resets);
+    }
+}
+
 /// Watches the link and prints every change of our state, the peer's state
 /// and the carrier, until the VM is stopped.
 pub fn run_link(engine: &mut LinkEngine, device: &'static Device, mode: Mode) -> ! {
@@ -92,17 +110,8 @@ pub fn run_link(engine: &mut LinkEngine, device: &'static Device, mode: Mode) ->
         let now = (engine.state(), engine.peer_state(), up);
         if now != last {
             info!("ivshmem-net: own {:?}, peer {:?}", now.0, now.1);
-            if now.2 != last.2 {
-                let statistics = engine.statistics();
-                if up {
-                    kprintln!(
-                        "link: up (link-ups {}, resets {})",
-                        statistics.link_ups,
-                        statistics.resets
-                    );
-                } else if last.2 {
-                    kprintln!("link: down (resets {})", statistics.resets);
-                }
+            if now.2 != last.2 && (up || last.2) {
+                report_link(engine, up);
             }
             last = now;
         }

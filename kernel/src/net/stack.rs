@@ -12,7 +12,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 use super::{LinkEngine, RECHECK_MICROS};
 use crate::cmdline::{CommandLine, Mode};
 use crate::ivshmem::Device;
-use crate::{idle, kprintln, time};
+use crate::{idle, time};
 
 /// The network stack of this kernel.
 pub struct Stack {
@@ -92,16 +92,7 @@ impl Stack {
         self.device.take_pending();
         let up = self.engine.poll();
         if up != self.link_up {
-            let statistics = self.engine.statistics();
-            if up {
-                kprintln!(
-                    "link: up (link-ups {}, resets {})",
-                    statistics.link_ups,
-                    statistics.resets
-                );
-            } else {
-                kprintln!("link: down (resets {})", statistics.resets);
-            }
+            super::report_link(&self.engine, up);
             self.link_up = up;
         }
         self.interface
@@ -116,7 +107,8 @@ impl Stack {
 
     /// Like [`wait`](Self::wait), but never longer than `limit` microseconds.
     pub fn wait_at_most(&mut self, limit: u64) {
-        if self.device.has_pending() {
+        // Frames left over by the receive budget, or a doorbell: no sleep.
+        if self.device.has_pending() || self.engine.can_receive() {
             return;
         }
         let delay = self
