@@ -98,9 +98,9 @@ struct DemoArgs {
     /// Bytes sent through the TCP echo (e.g. 64K, 16M; up to 4G).
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_echo_bytes)]
     bytes: u64,
-    /// Number of pings (1–1000000).
+    /// Number of pings (1–65535, the ICMP sequence space).
     #[arg(long, value_name = "N", default_value_t = 4,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+          value_parser = clap::value_parser!(u32).range(1..=65_535))]
     count: u32,
     /// Limit for the whole demo in seconds, from the first VM's start to the
     /// summary (the kernel build is not counted; with --keep the VMs then run
