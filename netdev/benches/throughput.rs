@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use netdev::host::HostLink;
 use netdev::{Config, Engine};
+use netdev_host::host::HostLink;
 
 const SECTION_SIZE: usize = 0x7F000; // the Jailhouse NET macro size
 const RUN_TIME: Duration = Duration::from_secs(1);
@@ -21,7 +21,11 @@ const RUN_TIME: Duration = Duration::from_secs(1);
 fn engine(
     link: &HostLink,
     id: u16,
-) -> Engine<netdev::host::HostRegion, netdev::host::HostRegionMut, netdev::host::HostNotifier> {
+) -> Engine<
+    netdev_host::host::HostRegion,
+    netdev_host::host::HostRegionMut,
+    netdev_host::host::HostNotifier,
+> {
     let (sections, notifier) = link.endpoint(id).unwrap();
     let mut config = Config::new(id, 2, [0x02, 0, 0, 0, 0, id as u8]);
     config.mtu = 9000;

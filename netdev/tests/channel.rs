@@ -6,12 +6,12 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::{HostEngine, MAC_B};
-use netdev::host::HostLink;
-use netdev::test_utils::{PeerStyle, ScriptedPeer};
 use netdev::{
     Config, ConfigError, Engine, LayoutError, ReceiveError, SendError, SharedMemoryMut, State,
     locally_administered_mac,
 };
+use netdev_host::host::HostLink;
+use netdev_host::test_utils::{PeerStyle, ScriptedPeer};
 use smoltcp::phy::{Device, TxToken};
 use smoltcp::time::Instant;
 

@@ -4,9 +4,9 @@
 
 use std::sync::atomic::Ordering;
 
-use netdev::host::{HostLink, HostNotifier, HostRegion, HostRegionMut};
-use netdev::test_utils::{PeerStyle, ScriptedPeer};
 use netdev::{Config, Engine, SharedMemory, SharedMemoryMut, State};
+use netdev_host::host::{HostLink, HostNotifier, HostRegion, HostRegionMut};
+use netdev_host::test_utils::{PeerStyle, ScriptedPeer};
 
 type HostEngine = Engine<HostRegion, HostRegionMut, HostNotifier>;
 

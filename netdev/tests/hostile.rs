@@ -10,9 +10,9 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use common::MAC_B;
-use netdev::host::{HostLink, HostNotifier, HostRegion, HostRegionMut};
-use netdev::test_utils::{PeerStyle, ScriptedPeer};
 use netdev::{Config, Engine, Layout, Sections, SharedMemory, SharedMemoryMut, State};
+use netdev_host::host::{HostLink, HostNotifier, HostRegion, HostRegionMut};
+use netdev_host::test_utils::{PeerStyle, ScriptedPeer};
 use proptest::prelude::*;
 
 /// A read-only view that counts accesses (to bound the work per call) and,

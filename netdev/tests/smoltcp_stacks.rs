@@ -4,7 +4,7 @@
 mod common;
 
 use common::{HostEngine, MAC_A, MAC_B, engine, wait_for_link};
-use netdev::host::HostLink;
+use netdev_host::host::HostLink;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{ChecksumCapabilities, Device};
 use smoltcp::socket::{icmp, tcp};

@@ -8,8 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{HostEngine, check_stream_frame, engine, stream_frame, wait_for_link};
-use netdev::host::HostLink;
 use netdev::{SendError, State};
+use netdev_host::host::HostLink;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 

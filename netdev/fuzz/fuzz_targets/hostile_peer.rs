@@ -7,8 +7,8 @@
 use std::sync::atomic::Ordering;
 
 use libfuzzer_sys::fuzz_target;
-use netdev::host::HostLink;
-use netdev::test_utils::{PeerStyle, ScriptedPeer};
+use netdev_host::host::HostLink;
+use netdev_host::test_utils::{PeerStyle, ScriptedPeer};
 use netdev::{Config, Engine, SharedMemoryMut, State};
 
 /// Reads little-endian integers off the input, yielding zeros at the end.

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use netdev::host::{HostLink, HostNotifier, HostRegion, HostRegionMut};
 use netdev::{Config, Engine};
+use netdev_host::host::{HostLink, HostNotifier, HostRegion, HostRegionMut};
 
 pub type HostEngine = Engine<HostRegion, HostRegionMut, HostNotifier>;
 

@@ -38,7 +38,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use std::vec::Vec;
 
-use crate::memory::{Notifier, SharedMemory, SharedMemoryMut};
+use netdev::{Notifier, SharedMemory, SharedMemoryMut};
 
 const PAGE_SIZE: usize = 4096;
 
@@ -491,10 +491,10 @@ impl HostLink {
     pub fn endpoint(
         &self,
         id: u16,
-    ) -> Option<(crate::Sections<HostRegion, HostRegionMut>, HostNotifier)> {
+    ) -> Option<(netdev::Sections<HostRegion, HostRegionMut>, HostNotifier)> {
         let own = self.section_mut(id)?;
         Some((
-            crate::Sections {
+            netdev::Sections {
                 state_table: self.state_table(),
                 own,
                 peer: self.section(1 - id),

@@ -10,9 +10,9 @@ use std::sync::atomic::Ordering;
 use std::vec::Vec;
 
 use crate::host::{HostLink, HostNotifier, HostRegion, HostRegionMut};
-use crate::layout::Layout;
-use crate::memory::{Notifier, SharedMemory, SharedMemoryMut};
-use crate::state::State;
+use netdev::Layout;
+use netdev::State;
+use netdev::{Notifier, SharedMemory, SharedMemoryMut};
 
 /// How the scripted peer asks for kicks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
