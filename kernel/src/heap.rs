@@ -58,6 +58,11 @@ fn out_of_memory(layout: Layout) -> ! {
     exit(ExitCode::OutOfMemory)
 }
 
+/// The kernel heap: the global allocator of the kernel binary (feature
+/// `runtime`); [`init`] gives it memory during boot.
+#[cfg_attr(all(feature = "runtime", not(test)), global_allocator)]
+pub static HEAP: KernelHeap = KernelHeap::empty();
+
 /// Where the heap went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeapRange {

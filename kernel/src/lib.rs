@@ -21,7 +21,7 @@ pub mod net;
 pub mod paging;
 pub mod pci;
 pub mod pvh;
-#[cfg(not(test))]
+#[cfg(all(feature = "runtime", not(test)))]
 mod rt;
 pub mod serial;
 pub mod time;

@@ -5,11 +5,6 @@
 use core::arch::asm;
 
 use crate::exit::{ExitCode, exit};
-use crate::heap::KernelHeap;
-
-/// The kernel heap; [`crate::heap::init`] gives it memory during boot.
-#[global_allocator]
-pub static HEAP: KernelHeap = KernelHeap::empty();
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {

@@ -225,14 +225,7 @@ fn guard_stack() {
 }
 
 fn init_heap(info: &pvh::StartInfo) -> heap::HeapRange {
-    #[cfg(not(test))]
-    let heap = heap::init(&crate::rt::HEAP, info);
-    #[cfg(test)]
-    let heap: Option<heap::HeapRange> = {
-        let _ = info;
-        None
-    };
-    heap.unwrap_or_else(|| {
+    heap::init(&heap::HEAP, info).unwrap_or_else(|| {
         kprintln!("boot: no usable RAM region of 4 MiB or more for the heap");
         exit(ExitCode::OutOfMemory)
     })

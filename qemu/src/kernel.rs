@@ -39,7 +39,7 @@ pub fn elf_path(profile: Profile) -> PathBuf {
         .join("kernel")
 }
 
-/// Builds the kernel (`cargo build -p kernel [--release] --target-dir
+/// Builds the kernel (`cargo build -p kernel --features runtime [--release] --target-dir
 /// target/kernel`, run in the workspace root so its `.cargo/config.toml`
 /// applies) and returns the ELF path.
 ///
@@ -64,7 +64,7 @@ fn build_uncached(profile: Profile) -> anyhow::Result<PathBuf> {
     let mut command = Command::new(cargo);
     command
         .current_dir(crate::workspace_root())
-        .args(["build", "-p", "kernel"])
+        .args(["build", "-p", "kernel", "--features", "runtime"])
         .arg("--target-dir")
         .arg(target_dir());
     if profile == Profile::Release {

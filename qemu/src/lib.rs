@@ -3,7 +3,7 @@
 //! This library is used by the `eth-ivshmem` launcher binary and by the
 //! end-to-end tests in `tests/`. The pieces:
 //!
-//! * [`kernel`]: build the unikernel ELF (`cargo build -p kernel --release`).
+//! * [`kernel`]: build the unikernel ELF (`cargo build -p kernel --features runtime --release`).
 //! * [`qemu`]: make sure `qemu-system-x86_64` is installed.
 //! * [`vm`]: describe a VM ([`VmConfig`]), start it ([`VmHandle`]), watch its
 //!   serial output, judge its exit ([`Outcome`]). QEMU never outlives its handle.
