@@ -258,8 +258,9 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
         self.pending_send = None;
     }
 
-    /// Read-only access to the borrowed memory and notifier (for tests and
-    /// diagnostics).
+    /// Shared references to the borrowed memory and notifier (for tests and
+    /// diagnostics). `SharedMemoryMut` writes through `&self`, so callers must
+    /// not write our section through this: the engine keeps shadows of it.
     pub fn parts(&self) -> (&M, &W, &M, &N) {
         (
             &self.link.state_table,

@@ -50,7 +50,8 @@ impl ProtocolErrors {
     }
 }
 
-/// Counters for one engine. All counters wrap silently at `u64::MAX`.
+/// Counters for one engine (u64: at a billion frames a second they would
+/// last centuries, so they are never expected to overflow).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Statistics {
     /// Frames published to the peer.
