@@ -1,0 +1,736 @@
+//! The kernel command line: space-separated `key=value` words
+//! (`docs/kernel.md`).
+//!
+//! The kernel parses it with [`CommandLine::parse`]; the launcher and the
+//! tests build a [`CommandLine`] value and write it with `Display`, which
+//! prints only what differs from the defaults, so that
+//! `CommandLine::parse(&line.to_string()) == Ok(line)` for every valid
+//! value. Every key is known here: an unknown key, a key given twice, a
+//! word without `=` or a value out of range is an error that names the
+//! culprit.
+
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::Ipv4Addr;
+
+/// The most verbose log level printed on the serial console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    /// Nothing but the report lines.
+    Off,
+    /// Errors.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Progress (the default).
+    Info,
+    /// Details.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    const NAMES: [(&'static str, Self); 6] = [
+        ("off", Self::Off),
+        ("error", Self::Error),
+        ("warn", Self::Warn),
+        ("info", Self::Info),
+        ("debug", Self::Debug),
+        ("trace", Self::Trace),
+    ];
+}
+
+/// A deliberate failure the kernel provokes to prove its fatal paths, or a
+/// probe of the hardware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SelfTest {
+    /// Read from an unmapped address: a page fault with CR2 reported.
+    PageFault,
+    /// Call `panic!`.
+    Panic,
+    /// Map the ivshmem shared memory and print its first and last u64.
+    SharedMemory,
+    /// Allocate until the heap is exhausted.
+    OutOfMemory,
+    /// Recurse until the stack runs into its guard page.
+    StackOverflow,
+}
+
+impl SelfTest {
+    const NAMES: [(&'static str, Self); 5] = [
+        ("pagefault", Self::PageFault),
+        ("panic", Self::Panic),
+        ("shm", Self::SharedMemory),
+        ("oom", Self::OutOfMemory),
+        ("stack-overflow", Self::StackOverflow),
+    ];
+}
+
+/// What the kernel runs after booting; `app=` takes a comma-separated list,
+/// run in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum App {
+    /// Print the PCI inventory and exit.
+    Inventory,
+    /// Bring up the ivshmem-net link and report its state changes until stopped.
+    Link,
+    /// TCP and UDP echo server (and ICMP echo replies) until stopped.
+    Server,
+    /// Ping the peer `count` times; pass if every reply arrives.
+    Ping,
+    /// Send `bytes` through the peer's TCP echo server and verify every byte.
+    TcpEcho,
+    /// Send `count` datagrams through the peer's UDP echo server and verify them.
+    UdpEcho,
+}
+
+impl App {
+    /// Every app with its name on the command line.
+    pub const NAMES: [(&'static str, Self); 6] = [
+        ("inventory", Self::Inventory),
+        ("link", Self::Link),
+        ("server", Self::Server),
+        ("ping", Self::Ping),
+        ("tcp-echo", Self::TcpEcho),
+        ("udp-echo", Self::UdpEcho),
+    ];
+
+    /// The app's name on the command line.
+    pub fn name(self) -> &'static str {
+        name_of(&Self::NAMES, self)
+    }
+
+    /// Whether the app runs until the VM is stopped.
+    pub fn is_endless(self) -> bool {
+        matches!(self, Self::Link | Self::Server)
+    }
+
+    /// Whether the app needs an ivshmem link.
+    pub fn needs_link(self) -> bool {
+        self != Self::Inventory
+    }
+}
+
+impl fmt::Display for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl core::str::FromStr for App {
+    type Err = CmdlineError;
+
+    fn from_str(name: &str) -> Result<Self, CmdlineError> {
+        value_of(&Self::NAMES, name).ok_or_else(|| bad("app", name, APPS_EXPECTED))
+    }
+}
+
+const APPS_EXPECTED: &str =
+    "a comma-separated list of inventory, link, server, ping, tcp-echo, udp-echo";
+
+/// How the kernel learns about doorbells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// MSI-X doorbells wake the kernel from `hlt` (a timer re-checks too).
+    Interrupt,
+    /// Busy polling: no interrupts.
+    Poll,
+}
+
+impl Mode {
+    const NAMES: [(&'static str, Self); 2] = [("irq", Self::Interrupt), ("poll", Self::Poll)];
+}
+
+/// An IPv4 address with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Cidr {
+    /// The address.
+    pub address: Ipv4Addr,
+    /// The prefix length (0–32).
+    pub prefix: u8,
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+/// The parsed command line. [`Default`] is what an empty line means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    /// `log`: the most verbose log level printed (default `info`).
+    pub log: LogLevel,
+    /// `selftest`: a fatal path to exercise or a probe, if any.
+    pub selftest: Option<SelfTest>,
+    /// `app`: what to run, in order (default `inventory`).
+    pub apps: Vec<App>,
+    /// `mode`: interrupts (default) or polling.
+    pub mode: Mode,
+    /// `id`: our peer ID, for `ivshmem-plain` (other devices have an ID register).
+    pub id: Option<u16>,
+    /// `mtu`: the IP MTU of the link (default: the kernel's choice).
+    pub mtu: Option<u16>,
+    /// `ip`: our address (default 10.0.0.(id+1)/24).
+    pub ip: Option<Ipv4Cidr>,
+    /// `peer`: the peer's address (default 10.0.0.(2-id)).
+    pub peer: Option<Ipv4Addr>,
+    /// `port`: TCP/UDP port of the echo service (default 7).
+    pub port: u16,
+    /// `count`: pings or datagrams to send (default 4).
+    pub count: u32,
+    /// `interval`: milliseconds between pings (default 100).
+    pub interval: u32,
+    /// `size`: payload bytes per ping or datagram (default 56).
+    pub size: u32,
+    /// `bytes`: bytes to send through the TCP echo (default 1 MiB).
+    pub bytes: u64,
+    /// `parallel`: concurrent TCP connections (default 1).
+    pub parallel: u32,
+    /// `repeat`: rounds of TCP echo, one after another (default 1).
+    pub repeat: u32,
+    /// `link-timeout`: seconds to wait for the link to come up (default 60).
+    pub link_timeout: u32,
+}
+
+impl Default for CommandLine {
+    fn default() -> Self {
+        Self {
+            log: LogLevel::Info,
+            selftest: None,
+            apps: vec![App::Inventory],
+            mode: Mode::Interrupt,
+            id: None,
+            mtu: None,
+            ip: None,
+            peer: None,
+            port: 7,
+            count: 4,
+            interval: 100,
+            size: 56,
+            bytes: 1 << 20,
+            parallel: 1,
+            repeat: 1,
+            link_timeout: 60,
+        }
+    }
+}
+
+/// What is wrong with a command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CmdlineError {
+    /// A word without `=`.
+    MissingValue {
+        /// The word as given.
+        word: String,
+    },
+    /// A key this kernel does not know.
+    UnknownKey {
+        /// The key as given.
+        key: String,
+    },
+    /// A key given more than once.
+    DuplicateKey {
+        /// The key as given.
+        key: String,
+    },
+    /// A value the key does not accept.
+    BadValue {
+        /// The key.
+        key: &'static str,
+        /// The value as given.
+        value: String,
+        /// What the key accepts.
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for CmdlineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingValue { word } => write!(f, "'{word}' is not of the form key=value"),
+            Self::UnknownKey { key } => {
+                write!(f, "unknown key '{key}' (known keys: {})", KEYS.join(", "))
+            }
+            Self::DuplicateKey { key } => write!(f, "key '{key}' given more than once"),
+            Self::BadValue {
+                key,
+                value,
+                expected,
+            } => write!(f, "bad value '{value}' for '{key}': expected {expected}"),
+        }
+    }
+}
+
+impl core::error::Error for CmdlineError {}
+
+/// Every key the command line accepts, in the order `Display` writes them.
+pub const KEYS: &[&str] = &[
+    "log",
+    "selftest",
+    "app",
+    "mode",
+    "id",
+    "mtu",
+    "ip",
+    "peer",
+    "port",
+    "count",
+    "interval",
+    "size",
+    "bytes",
+    "parallel",
+    "repeat",
+    "link-timeout",
+];
+
+impl CommandLine {
+    /// Parses a whole command line (defaults for every key not given).
+    ///
+    /// # Errors
+    ///
+    /// The first [`CmdlineError`] found, from left to right.
+    pub fn parse(line: &str) -> Result<Self, CmdlineError> {
+        let mut parsed = Self::default();
+        parsed.apply(line)?;
+        Ok(parsed)
+    }
+
+    /// Sets the keys given in `line` on top of `self`, leaving the others
+    /// alone (the launcher's typed options first, then the user's
+    /// `--append` words). A key may appear once in `line`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`parse`](Self::parse); `self` may then be partly updated.
+    pub fn apply(&mut self, line: &str) -> Result<(), CmdlineError> {
+        let mut seen: Vec<&str> = Vec::new();
+        for word in line.split_ascii_whitespace() {
+            let Some((key, value)) = word.split_once('=') else {
+                return Err(CmdlineError::MissingValue {
+                    word: word.to_string(),
+                });
+            };
+            if seen.contains(&key) {
+                return Err(CmdlineError::DuplicateKey {
+                    key: key.to_string(),
+                });
+            }
+            seen.push(key);
+            self.set(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Sets one key.
+    ///
+    /// # Errors
+    ///
+    /// [`CmdlineError::UnknownKey`] or [`CmdlineError::BadValue`].
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), CmdlineError> {
+        match key {
+            "log" => {
+                self.log = value_of(&LogLevel::NAMES, value)
+                    .ok_or_else(|| bad("log", value, "off, error, warn, info, debug or trace"))?;
+            }
+            "selftest" => {
+                self.selftest = Some(value_of(&SelfTest::NAMES, value).ok_or_else(|| {
+                    bad(
+                        "selftest",
+                        value,
+                        "pagefault, panic, shm, oom or stack-overflow",
+                    )
+                })?);
+            }
+            "app" => {
+                self.apps = value
+                    .split(',')
+                    .map(|name| value_of(&App::NAMES, name))
+                    .collect::<Option<Vec<App>>>()
+                    .ok_or_else(|| bad("app", value, APPS_EXPECTED))?;
+            }
+            "mode" => {
+                self.mode = value_of(&Mode::NAMES, value)
+                    .ok_or_else(|| bad("mode", value, "irq or poll"))?;
+            }
+            "id" => self.id = Some(number(value, "id", 0, 1, "0 or 1")? as u16),
+            "mtu" => {
+                self.mtu =
+                    Some(number(value, "mtu", 68, 65_535, "a number from 68 to 65535")? as u16);
+            }
+            "ip" => {
+                self.ip =
+                    Some(parse_cidr(value).ok_or_else(|| {
+                        bad("ip", value, "an IPv4 address/prefix, e.g. 10.0.0.1/24")
+                    })?);
+            }
+            "peer" => {
+                self.peer = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad("peer", value, "an IPv4 address, e.g. 10.0.0.2"))?,
+                );
+            }
+            "port" => {
+                self.port = number(value, "port", 1, 65_535, "a port from 1 to 65535")? as u16
+            }
+            "count" => {
+                self.count = number(value, "count", 1, 65_535, "a number from 1 to 65535")? as u32;
+            }
+            "interval" => {
+                self.interval =
+                    number(value, "interval", 0, 60_000, "milliseconds from 0 to 60000")? as u32;
+            }
+            "size" => self.size = number(value, "size", 0, 65_000, "bytes from 0 to 65000")? as u32,
+            "bytes" => {
+                self.bytes = parse_bytes(value).ok_or_else(|| {
+                    bad(
+                        "bytes",
+                        value,
+                        "a byte count such as 1048576, 64K or 16M (at most 4G)",
+                    )
+                })?;
+            }
+            "parallel" => {
+                self.parallel = number(value, "parallel", 1, 16, "a number from 1 to 16")? as u32;
+            }
+            "repeat" => {
+                self.repeat = number(value, "repeat", 1, 1000, "a number from 1 to 1000")? as u32;
+            }
+            "link-timeout" => {
+                self.link_timeout =
+                    number(value, "link-timeout", 1, 3600, "seconds from 1 to 3600")? as u32;
+            }
+            _ => {
+                return Err(CmdlineError::UnknownKey {
+                    key: key.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every app ends by itself (none of them is `link` or `server`).
+    pub fn ends_by_itself(&self) -> bool {
+        !self.apps.iter().any(|app| app.is_endless())
+    }
+}
+
+impl core::str::FromStr for CommandLine {
+    type Err = CmdlineError;
+
+    fn from_str(line: &str) -> Result<Self, CmdlineError> {
+        Self::parse(line)
+    }
+}
+
+/// Writes `key=value` words for what differs from the defaults, in
+/// [`KEYS`] order, separated by single spaces.
+impl fmt::Display for CommandLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let default = Self::default();
+        let mut separator = "";
+        let mut word = |f: &mut fmt::Formatter<'_>, key: &str, value: &dyn fmt::Display| {
+            let result = write!(f, "{separator}{key}={value}");
+            separator = " ";
+            result
+        };
+        if self.log != default.log {
+            word(f, "log", &name_of(&LogLevel::NAMES, self.log))?;
+        }
+        if let Some(selftest) = self.selftest {
+            word(f, "selftest", &name_of(&SelfTest::NAMES, selftest))?;
+        }
+        if self.apps != default.apps {
+            word(f, "app", &AppList(&self.apps))?;
+        }
+        if self.mode != default.mode {
+            word(f, "mode", &name_of(&Mode::NAMES, self.mode))?;
+        }
+        if let Some(id) = self.id {
+            word(f, "id", &id)?;
+        }
+        if let Some(mtu) = self.mtu {
+            word(f, "mtu", &mtu)?;
+        }
+        if let Some(ip) = self.ip {
+            word(f, "ip", &ip)?;
+        }
+        if let Some(peer) = self.peer {
+            word(f, "peer", &peer)?;
+        }
+        let numbers = [
+            ("port", u64::from(self.port), u64::from(default.port)),
+            ("count", u64::from(self.count), u64::from(default.count)),
+            (
+                "interval",
+                u64::from(self.interval),
+                u64::from(default.interval),
+            ),
+            ("size", u64::from(self.size), u64::from(default.size)),
+        ];
+        for (key, value, default) in numbers {
+            if value != default {
+                word(f, key, &value)?;
+            }
+        }
+        if self.bytes != default.bytes {
+            word(f, "bytes", &ByteCount(self.bytes))?;
+        }
+        let numbers = [
+            ("parallel", self.parallel, default.parallel),
+            ("repeat", self.repeat, default.repeat),
+            ("link-timeout", self.link_timeout, default.link_timeout),
+        ];
+        for (key, value, default) in numbers {
+            if value != default {
+                word(f, key, &value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `ping,tcp-echo`.
+struct AppList<'a>(&'a [App]);
+
+impl fmt::Display for AppList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, app) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(app.name())?;
+        }
+        Ok(())
+    }
+}
+
+/// A byte count with the largest exact unit: `16M`, `64K`, `1000`.
+struct ByteCount(u64);
+
+impl fmt::Display for ByteCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, shift) in [("G", 30), ("M", 20), ("K", 10)] {
+            if self.0 != 0 && self.0.is_multiple_of(1 << shift) {
+                return write!(f, "{}{unit}", self.0 >> shift);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+fn value_of<T: Copy>(names: &[(&str, T)], name: &str) -> Option<T> {
+    names
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, value)| *value)
+}
+
+fn name_of<T: Copy + PartialEq>(names: &[(&'static str, T)], value: T) -> &'static str {
+    names
+        .iter()
+        .find(|(_, known)| *known == value)
+        .map_or("?", |(name, _)| name)
+}
+
+fn parse_cidr(value: &str) -> Option<Ipv4Cidr> {
+    let (address, prefix) = value.split_once('/').unwrap_or((value, "24"));
+    let prefix: u8 = prefix.parse().ok().filter(|prefix| *prefix <= 32)?;
+    Some(Ipv4Cidr {
+        address: address.parse().ok()?,
+        prefix,
+    })
+}
+
+fn parse_bytes(value: &str) -> Option<u64> {
+    let (digits, unit) = match value.as_bytes().last()? {
+        b'K' | b'k' => (&value[..value.len() - 1], 1 << 10),
+        b'M' | b'm' => (&value[..value.len() - 1], 1 << 20),
+        b'G' | b'g' => (&value[..value.len() - 1], 1 << 30),
+        _ => (value, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(unit)
+        .filter(|bytes| (1..=1 << 32).contains(bytes))
+}
+
+/// Parses a decimal number in `min..=max`.
+fn number(
+    value: &str,
+    key: &'static str,
+    min: u64,
+    max: u64,
+    expected: &'static str,
+) -> Result<u64, CmdlineError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|number| (min..=max).contains(number))
+        .ok_or_else(|| bad(key, value, expected))
+}
+
+fn bad(key: &'static str, value: &str, expected: &'static str) -> CmdlineError {
+    CmdlineError::BadValue {
+        key,
+        value: value.to_string(),
+        expected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::format;
+
+    #[test]
+    fn empty_line_gives_defaults() {
+        assert_eq!(CommandLine::parse(""), Ok(CommandLine::default()));
+        assert_eq!(CommandLine::parse("   "), Ok(CommandLine::default()));
+        assert_eq!(CommandLine::default().to_string(), "");
+    }
+
+    #[test]
+    fn keys_are_parsed() {
+        let line = CommandLine::parse(
+            "log=debug  selftest=pagefault app=ping,tcp-echo mode=poll id=1 mtu=9000 \
+             ip=10.1.0.5/16 peer=10.1.0.6 bytes=16M count=3 interval=0",
+        )
+        .unwrap();
+        assert_eq!(line.log, LogLevel::Debug);
+        assert_eq!(line.selftest, Some(SelfTest::PageFault));
+        assert_eq!(line.apps, [App::Ping, App::TcpEcho]);
+        assert_eq!(
+            (line.mode, line.id, line.mtu),
+            (Mode::Poll, Some(1), Some(9000))
+        );
+        assert_eq!(
+            line.ip,
+            Some(Ipv4Cidr {
+                address: Ipv4Addr::new(10, 1, 0, 5),
+                prefix: 16
+            })
+        );
+        assert_eq!(line.peer, Some(Ipv4Addr::new(10, 1, 0, 6)));
+        assert_eq!((line.bytes, line.count, line.interval), (16 << 20, 3, 0));
+        assert_eq!(
+            CommandLine::parse("ip=10.0.0.9")
+                .unwrap()
+                .ip
+                .unwrap()
+                .prefix,
+            24
+        );
+        assert_eq!(App::TcpEcho.name(), "tcp-echo");
+        assert_eq!("udp-echo".parse::<App>(), Ok(App::UdpEcho));
+    }
+
+    #[test]
+    fn display_round_trips() {
+        let mut line = CommandLine {
+            log: LogLevel::Trace,
+            selftest: Some(SelfTest::StackOverflow),
+            apps: vec![App::Ping, App::TcpEcho, App::UdpEcho],
+            mode: Mode::Poll,
+            id: Some(0),
+            mtu: Some(16384),
+            ip: Some(Ipv4Cidr {
+                address: Ipv4Addr::new(192, 168, 19, 2),
+                prefix: 24,
+            }),
+            peer: Some(Ipv4Addr::new(192, 168, 19, 1)),
+            port: 9,
+            count: 200,
+            interval: 0,
+            size: 1473,
+            bytes: 3 << 20,
+            parallel: 3,
+            repeat: 2,
+            link_timeout: 30,
+        };
+        let text = line.to_string();
+        assert_eq!(
+            text,
+            "log=trace selftest=stack-overflow app=ping,tcp-echo,udp-echo mode=poll id=0 \
+             mtu=16384 ip=192.168.19.2/24 peer=192.168.19.1 port=9 count=200 interval=0 \
+             size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30"
+        );
+        assert_eq!(CommandLine::parse(&text), Ok(line.clone()));
+        for bytes in [1, 1000, 1 << 10, 5 << 20, 1 << 32, (1 << 20) + 1] {
+            line.bytes = bytes;
+            assert_eq!(CommandLine::parse(&line.to_string()), Ok(line.clone()));
+        }
+        let only_apps = CommandLine {
+            apps: vec![App::Server],
+            ..CommandLine::default()
+        };
+        assert_eq!(only_apps.to_string(), "app=server");
+    }
+
+    #[test]
+    fn apply_layers_words_over_a_line() {
+        let mut line = CommandLine {
+            apps: vec![App::Server],
+            mtu: Some(1500),
+            ..CommandLine::default()
+        };
+        line.apply("mtu=9000 log=debug").unwrap();
+        assert_eq!(line.mtu, Some(9000));
+        assert_eq!(line.apps, [App::Server]);
+        assert_eq!(line.to_string(), "log=debug app=server mtu=9000");
+        assert!(line.apply("count=1 count=2").is_err());
+        assert!(!line.ends_by_itself());
+        assert!(CommandLine::default().ends_by_itself());
+    }
+
+    #[test]
+    fn errors_name_the_culprit() {
+        let unknown = CommandLine::parse("log=info bogus=1").unwrap_err();
+        assert_eq!(
+            unknown,
+            CmdlineError::UnknownKey {
+                key: "bogus".into()
+            }
+        );
+        assert!(format!("{unknown}").contains("unknown key 'bogus'"));
+        assert_eq!(
+            CommandLine::parse("log"),
+            Err(CmdlineError::MissingValue { word: "log".into() })
+        );
+        let message = CommandLine::parse("log=loud").unwrap_err().to_string();
+        assert!(message.contains("bad value 'loud' for 'log'"), "{message}");
+        let message = CommandLine::parse("id=2").unwrap_err().to_string();
+        assert!(message.contains("expected 0 or 1"), "{message}");
+        for bad in [
+            "mtu=20",
+            "mtu=65536",
+            "mode=fast",
+            "app=ping,dance",
+            "app=",
+            "ip=10.0.0.300",
+            "ip=10.0.0.1/33",
+            "peer=10.0.0",
+            "bytes=0",
+            "bytes=5G",
+            "bytes=12Q",
+            "port=0",
+            "count=0",
+            "size=65001",
+            "parallel=17",
+            "repeat=0",
+            "link-timeout=0",
+            "selftest=fire",
+        ] {
+            assert!(CommandLine::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            CommandLine::parse("log=info log=warn"),
+            Err(CmdlineError::DuplicateKey { key: "log".into() })
+        );
+    }
+}
