@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 static IN_PROCESS: Mutex<()> = Mutex::new(());
 
 /// Holds the VM lock until dropped: a process-wide mutex (for test threads)
-/// plus `flock(LOCK_EX)` on `<workspace>/target/vm.lock` (for separate test
-/// binaries running at the same time).
+/// plus `flock(LOCK_EX)` on [`VmLock::path`] (for separate test binaries
+/// running at the same time).
 #[derive(Debug)]
 pub struct VmLock {
     _file: File,
@@ -21,9 +21,13 @@ pub struct VmLock {
 }
 
 impl VmLock {
-    /// The lock file.
+    /// The lock file: `$ETH_IVSHMEM_VM_LOCK` if set (so that several
+    /// checkouts on one machine share one lock), else
+    /// `<workspace>/target/vm.lock`.
     pub fn path() -> PathBuf {
-        crate::target_dir().join("vm.lock")
+        std::env::var_os("ETH_IVSHMEM_VM_LOCK")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::target_dir().join("vm.lock"))
     }
 
     /// Blocks until the lock is ours. A panic in another holder does not
