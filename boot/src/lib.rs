@@ -1,7 +1,7 @@
 //! PVH entry for the eth-ivshmem kernel.
 //!
 //! QEMU loads the kernel ELF with `-kernel` and, finding the Xen PVH note
-//! (`XEN_ELFNOTE_PHYS32_ENTRY`, type 18), enters [`pvh_start32`] in 32-bit
+//! (`XEN_ELFNOTE_PHYS32_ENTRY`, type 18), enters `pvh_start32` in 32-bit
 //! protected mode with paging off and `EBX` = the physical address of
 //! `struct hvm_start_info` (shared/reference/toolchain.md §3–§4).
 //!
