@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use netdev::{Config, Engine};
 use netdev_host::host::HostLink;
+use netdev_host::now;
 
 const SECTION_SIZE: usize = 0x7F000; // the Jailhouse NET macro size
 const RUN_TIME: Duration = Duration::from_secs(1);
@@ -42,7 +43,7 @@ fn run(frame_size: usize) -> (u64, f64) {
         let total = Arc::clone(&total);
         thread::spawn(move || {
             let mut engine = engine(&link, 1);
-            while !engine.poll() {
+            while !engine.poll(now()) {
                 link.doorbell(1).wait(Duration::from_millis(1));
             }
             let mut buffer = vec![0u8; 16 * 1024];
@@ -60,7 +61,7 @@ fn run(frame_size: usize) -> (u64, f64) {
                     _ => {
                         idle += 1;
                         if idle > 64 {
-                            engine.poll();
+                            engine.poll(now());
                         }
                         std::hint::spin_loop();
                     }
@@ -68,13 +69,13 @@ fn run(frame_size: usize) -> (u64, f64) {
             }
             // Let the sender see the last completions.
             for _ in 0..1000 {
-                engine.poll();
+                engine.poll(now());
             }
             received
         })
     };
     let mut engine = engine(&link, 0);
-    while !engine.poll() {
+    while !engine.poll(now()) {
         link.doorbell(0).wait(Duration::from_millis(1));
     }
     let mut frame = vec![0x5Au8; frame_size];

@@ -15,7 +15,7 @@ use alloc::vec;
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use crate::engine::{Engine, Link};
+use crate::engine::{Engine, Held, Link};
 use crate::error::SendError;
 use crate::memory::{Notifier, SharedMemory, SharedMemoryMut};
 
@@ -23,7 +23,7 @@ use crate::memory::{Notifier, SharedMemory, SharedMemoryMut};
 #[derive(Debug)]
 pub struct RxToken<'a> {
     frame: &'a [u8],
-    held_frame: &'a mut Option<usize>,
+    held_frame: &'a mut Option<Held>,
 }
 
 impl phy::RxToken for RxToken<'_> {
@@ -31,9 +31,14 @@ impl phy::RxToken for RxToken<'_> {
     where
         F: FnOnce(&[u8]) -> R,
     {
-        let result = f(self.frame);
+        f(self.frame)
+    }
+}
+
+/// The frame is handed to smoltcp once, consumed or not.
+impl Drop for RxToken<'_> {
+    fn drop(&mut self) {
         *self.held_frame = None;
-        result
     }
 }
 
@@ -62,7 +67,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> phy::TxToken for TxToken<
                 let drops = &mut self.link.statistics.drops;
                 match error {
                     SendError::RingFull => drops.ring_full += 1,
-                    SendError::LinkDown => drops.link_down += 1,
+                    SendError::LinkDown | SendError::NoReservation => drops.link_down += 1,
                     SendError::InvalidLength { .. } => drops.invalid_length += 1,
                 }
                 let mut scratch = vec![0; length];
@@ -84,9 +89,9 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> phy::Device for Engine<M,
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         self.pending_send = None;
-        // Bounded work per `Engine::poll` (see `receive_budget`); frames left
-        // in the ring wait for the next poll, which `can_receive` asks for.
-        self.receive_budget = self.receive_budget.checked_sub(1)?;
+        // Bounded work per `Engine::poll` (the engine's receive budget);
+        // frames left in the ring wait for the next poll, which
+        // `can_receive` asks for.
         let length = self.fetch()?;
         let Self {
             link,

@@ -6,6 +6,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{Ordering, fence};
 
+use smoltcp::time::{Duration, Instant};
+
 use crate::error::{ConfigError, ReceiveError, SendError};
 use crate::layout::Layout;
 use crate::memory::{Notifier, SharedMemory, SharedMemoryMut};
@@ -22,6 +24,11 @@ pub const ETHERNET_HEADER_LENGTH: usize = 14;
 /// State transitions evaluated per [`Engine::poll`] at most (RESET → INIT →
 /// READY → RUN needs three).
 const MAX_TRANSITIONS_PER_POLL: usize = 4;
+/// The default [`Config::transmit_timeout`]: far above any completion
+/// latency a running peer shows (microseconds to a few milliseconds under
+/// TCG; Linux's own netdev watchdog waits 5 s), short enough that a wedged
+/// peer does not hold the link for long.
+pub const DEFAULT_TRANSMIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Engine configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +43,10 @@ pub struct Config {
     pub mtu: usize,
     /// Our MAC address (not exchanged through shared memory, §4).
     pub mac: [u8; 6],
+    /// How long the peer may stay in RUN without completing any of our
+    /// frames in flight before we reset the link (`None`: wait for ever).
+    /// Checked by [`Engine::poll`].
+    pub transmit_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -46,6 +57,7 @@ impl Config {
             vectors,
             mtu: DEFAULT_MTU,
             mac,
+            transmit_timeout: Some(DEFAULT_TRANSMIT_TIMEOUT),
         }
     }
 
@@ -91,7 +103,12 @@ pub(crate) struct Link<M, W, N> {
     pub own_state: State,
     /// The peer state seen by the last evaluation.
     pub peer_state: State,
+    /// Our state and the peer's were RUN at the last evaluation: the one
+    /// condition every transmit path checks.
     pub link_up: bool,
+    /// Counts ring (re)initialisations: anything held from an older session
+    /// (a received frame, a reserved buffer) is stale.
+    pub session: u32,
     pub transmit: TransmitRing,
     pub receive: ReceiveRing,
     pub statistics: Statistics,
@@ -101,27 +118,89 @@ pub(crate) struct Link<M, W, N> {
 ///
 /// Call [`poll`](Self::poll) on every interrupt (either vector) and on a
 /// timer; send and receive through the frame-channel methods or through the
-/// [`smoltcp::phy::Device`] implementation. All methods do bounded work:
-/// at most `num` ring entries per call.
+/// [`smoltcp::phy::Device`] implementation.
+///
+/// # Bounded work
+///
+/// Whatever the peer writes:
+///
+/// * every call reads at most `num` ring entries (`num` = the queue length
+///   of the section, [`Layout::queue_length`]) and copies at most one frame
+///   of at most [`Layout::max_frame_length`] bytes;
+/// * between two [`poll`](Self::poll)s, all receive paths together (the
+///   frame channel and smoltcp's `receive`) read at most `num` ring entries
+///   and copy at most [`Layout::data_size`] + [`Layout::max_frame_length`]
+///   bytes: a budget a conforming peer, which never has more than one data
+///   area in flight, does not notice. Frames left over wait for the next
+///   poll ([`can_receive`](Self::can_receive) still reports them).
 #[derive(Debug)]
 pub struct Engine<M, W, N> {
     pub(crate) link: Link<M, W, N>,
-    /// Frames are copied here out of the peer's section (sized to the data
-    /// area, so any valid frame fits).
+    /// Frames are copied here out of the peer's section (sized to the
+    /// longest frame we accept).
     pub(crate) receive_buffer: Vec<u8>,
-    /// Length of the frame in `receive_buffer` not yet advanced past.
-    pub(crate) held_frame: Option<usize>,
-    /// Allocation and length handed out by `send_buffer`, not yet
-    /// committed.
-    pub(crate) pending_send: Option<(Allocation, usize)>,
-    /// Frames smoltcp may still take through [`phy::Device::receive`]
-    /// before the next [`poll`](Self::poll): one ring's worth.
-    /// `Interface::poll` calls `receive` until it returns `None`, so without
-    /// this a peer that refills its ring as fast as we drain it could keep
-    /// us there for ever.
-    ///
-    /// [`phy::Device::receive`]: smoltcp::phy::Device::receive
-    pub(crate) receive_budget: u16,
+    /// The frame in `receive_buffer` not yet advanced past.
+    pub(crate) held_frame: Option<Held>,
+    /// The buffer handed out by `send_buffer`, not yet committed.
+    pub(crate) pending_send: Option<Reservation>,
+    /// What the receive paths may still do before the next poll.
+    pub(crate) budget: Budget,
+    /// Transmit progress as of the last poll.
+    watch: TransmitWatch,
+}
+
+/// A received frame held in the receive buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// Its length.
+    pub length: usize,
+    /// The session it was received in.
+    pub session: u32,
+}
+
+/// A transmit buffer reserved by [`Engine::send_buffer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reservation {
+    allocation: Allocation,
+    length: usize,
+    session: u32,
+}
+
+/// The receive work left before the next [`Engine::poll`].
+/// `Interface::poll` calls `receive` until it returns `None`, so without it
+/// a peer that refills its ring as fast as we drain it could keep us there
+/// for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Budget {
+    /// Ring entries we may still consume.
+    pub entries: u16,
+    /// Bytes we may still start copying (a frame that starts within the
+    /// budget is copied whole).
+    pub bytes: usize,
+}
+
+impl Budget {
+    /// A poll's worth: one ring of entries and one data area of bytes.
+    fn full(layout: Layout) -> Self {
+        Self {
+            entries: layout.queue_length(),
+            bytes: layout.data_size(),
+        }
+    }
+
+    /// Whether another entry may be consumed.
+    pub fn allows_more(&self) -> bool {
+        self.entries > 0 && self.bytes > 0
+    }
+}
+
+/// When the peer last completed one of our frames, as far as polls saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct TransmitWatch {
+    /// [`TransmitRing::retired`] at the last poll.
+    retired: u64,
+    /// The poll that last saw progress (or nothing to wait for).
+    progress_at: Option<Instant>,
 }
 
 impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
@@ -133,8 +212,9 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
     ///
     /// [`ConfigError`] for a peer ID other than 0/1, zero vectors, a state
     /// table below 8 bytes, sections of different sizes, a section that
-    /// cannot hold the rings (§3.3), an MTU outside 68..=(data area / 2 − 14)
-    /// or a multicast MAC.
+    /// cannot hold the rings (§3.3), an MTU outside
+    /// 68..=[`Layout::max_mtu`] (Linux's limit for the section, §4) or a
+    /// multicast MAC.
     pub fn new(config: Config, sections: Sections<M, W>, notifier: N) -> Result<Self, ConfigError> {
         if config.own_id > 1 {
             return Err(ConfigError::InvalidPeerId { id: config.own_id });
@@ -156,7 +236,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
             });
         }
         let layout = Layout::new(own_size)?;
-        let maximum = (layout.data_size() / 2).saturating_sub(ETHERNET_HEADER_LENGTH);
+        let maximum = layout.max_mtu();
         if config.mtu < MIN_MTU || config.mtu > maximum {
             return Err(ConfigError::MtuOutOfRange {
                 mtu: config.mtu,
@@ -176,6 +256,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
             own_state: State::Reset,
             peer_state: State::Unknown(u32::MAX),
             link_up: false,
+            session: 0,
             transmit: TransmitRing::new(layout),
             receive: ReceiveRing::new(layout),
             statistics: Statistics::default(),
@@ -183,29 +264,66 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
         link.write_state(State::Reset);
         Ok(Self {
             link,
-            receive_buffer: vec![0; layout.data_size()],
+            receive_buffer: vec![0; layout.max_frame_length()],
             held_frame: None,
             pending_send: None,
-            receive_budget: 0,
+            budget: Budget::full(layout),
+            watch: TransmitWatch::default(),
         })
     }
 
-    /// Runs the state machine and reclaims transmit completions; call on
-    /// every interrupt and periodically. Returns whether the link is up.
+    /// Runs the state machine, reclaims transmit completions, checks that
+    /// the peer makes progress on our frames, and renews the receive budget;
+    /// call on every interrupt and periodically (`now` is any monotonic
+    /// clock). Returns whether the link is up.
     ///
     /// Nothing depends on a kick arriving: a lost interrupt only delays
-    /// what the next call does.
-    pub fn poll(&mut self) -> bool {
-        self.receive_budget = self.link.layout.queue_length();
+    /// what the next call does. A reserved transmit buffer
+    /// ([`send_buffer`](Self::send_buffer)) is discarded.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        self.budget = Budget::full(self.link.layout);
         self.link.evaluate_state();
         if self.link.own_state == State::Run {
             self.link.reclaim();
         }
-        if self.link.own_state != State::Run {
+        self.check_transmit_progress(now);
+        if self
+            .held_frame
+            .is_some_and(|held| !self.link.holds_for(held.session))
+        {
             self.held_frame = None;
         }
         self.pending_send = None;
         self.link.link_up
+    }
+
+    /// Resets the link if the peer, in RUN, completed none of our frames in
+    /// flight for [`Config::transmit_timeout`] (as seen by polls).
+    fn check_transmit_progress(&mut self, now: Instant) {
+        let retired = self.link.transmit.retired();
+        let in_flight = self.link.transmit.in_flight();
+        let progressed = retired != self.watch.retired;
+        self.watch.retired = retired;
+        let progress_at = match self.watch.progress_at {
+            Some(at) if self.link.link_up && in_flight > 0 && !progressed => at,
+            _ => {
+                // Nothing to wait for, or progress: the clock restarts.
+                self.watch.progress_at = Some(now);
+                return;
+            }
+        };
+        let Some(timeout) = self.link.config.transmit_timeout else {
+            return;
+        };
+        if now > progress_at && now - progress_at >= timeout {
+            log::warn!(
+                "ivshmem-net: the peer completed none of our {in_flight} frame(s) in {} ms; resetting the link",
+                (now - progress_at).total_millis()
+            );
+            self.link.statistics.transmit_timeouts += 1;
+            self.link.drop_link();
+            self.watch.progress_at = None;
+        }
     }
 
     /// Whether the link is up: we are in RUN and the peer was in RUN at the
@@ -239,10 +357,10 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
         self.link.statistics
     }
 
-    /// The largest frame the peer can send us and we can receive: the data
-    /// area size.
+    /// The longest frame we accept from the peer
+    /// ([`Layout::max_frame_length`]), whatever our MTU.
     pub fn max_frame_length(&self) -> usize {
-        self.link.layout.data_size()
+        self.link.layout.max_frame_length()
     }
 
     /// The largest frame smoltcp sends: MTU + 14.
@@ -272,8 +390,8 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
 
     // ---- frame channel: transmit -------------------------------------------
 
-    /// Whether a frame of `length` bytes can be sent now (reclaims
-    /// completions first).
+    /// Whether a frame of `length` bytes can be sent now: the link is up and
+    /// a descriptor and space are free (reclaims completions first).
     pub fn can_send(&mut self, length: usize) -> bool {
         self.link.transmit_allocation(length).is_ok()
     }
@@ -295,10 +413,11 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
     ///
     /// # Errors
     ///
-    /// [`SendError::LinkDown`] unless we are in RUN; [`SendError::RingFull`]
-    /// when no descriptor or space is free (we then ask the peer for a
-    /// completion kick); [`SendError::InvalidLength`] for an empty frame or
-    /// one larger than the data area.
+    /// [`SendError::LinkDown`] unless the link is up (we and the peer in
+    /// RUN); [`SendError::RingFull`] when no descriptor or space is free (we
+    /// then ask the peer for a completion kick);
+    /// [`SendError::InvalidLength`] for an empty frame or one longer than
+    /// [`Layout::max_frame_length`]. Nothing is written on an error.
     pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
         self.pending_send = None;
         let allocation = self.link.transmit_allocation(frame.len())?;
@@ -320,7 +439,11 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
     pub fn send_buffer(&mut self, length: usize) -> Result<&mut [u8], SendError> {
         self.pending_send = None;
         let allocation = self.link.transmit_allocation(length)?;
-        self.pending_send = Some((allocation, length));
+        self.pending_send = Some(Reservation {
+            allocation,
+            length,
+            session: self.link.session,
+        });
         let offset = self.link.layout.header_size() + allocation.offset;
         Ok(self.link.own.bytes_mut(offset, length))
     }
@@ -330,32 +453,33 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
     ///
     /// # Errors
     ///
-    /// [`SendError::LinkDown`] if there is no pending buffer (or the link
-    /// dropped since); [`SendError::InvalidLength`] if `length` is 0 or
-    /// exceeds the buffer (which is then discarded).
+    /// [`SendError::NoReservation`] if there is no reserved buffer;
+    /// [`SendError::LinkDown`] if the link went down since it was reserved
+    /// (the rings may have been reset: nothing is published);
+    /// [`SendError::InvalidLength`] if `length` is 0 or exceeds the buffer.
+    /// The reservation is gone after any call.
     pub fn send_advance(&mut self, length: usize) -> Result<(), SendError> {
-        let (allocation, reserved) = self.pending_send.take().ok_or(SendError::LinkDown)?;
-        // A receive or reclaim in between may have dropped the link (and
-        // cleared the rings): never publish into rings that were reset.
-        if !self.link.link_up {
+        let reservation = self.pending_send.take().ok_or(SendError::NoReservation)?;
+        if !self.link.holds_for(reservation.session) {
             return Err(SendError::LinkDown);
         }
-        if length == 0 || length > reserved {
+        if length == 0 || length > reservation.length {
             return Err(SendError::InvalidLength {
                 length,
-                maximum: reserved,
+                maximum: reservation.length,
             });
         }
-        self.link.publish(allocation, length);
+        self.link.publish(reservation.allocation, length);
         Ok(())
     }
 
     // ---- frame channel: receive --------------------------------------------
 
-    /// Whether a frame is waiting (a held frame, or a new entry in the
-    /// peer's avail ring).
+    /// Whether a frame is waiting (a held frame of this session, or a new
+    /// entry in the peer's avail ring), even if the receive budget makes
+    /// the receive paths wait for the next [`poll`](Self::poll).
     pub fn can_receive(&mut self) -> bool {
-        if self.held_frame.is_some() {
+        if self.valid_held_frame().is_some() {
             return true;
         }
         self.link.receive_pending() > 0
@@ -363,8 +487,10 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
 
     /// Zero-copy receive, step 1 ("get next frame"): the next frame, copied
     /// out of the peer's section into our buffer and completed to the peer.
-    /// It stays available until [`receive_advance`](Self::receive_advance).
-    /// Invalid entries on the way are consumed and counted.
+    /// It stays available until [`receive_advance`](Self::receive_advance),
+    /// or until the link goes down. Invalid entries on the way are consumed
+    /// and counted. `None` if nothing is waiting or the receive budget is
+    /// spent until the next [`poll`](Self::poll).
     pub fn receive_frame(&mut self) -> Option<&[u8]> {
         let length = self.fetch()?;
         Some(&self.receive_buffer[..length])
@@ -377,7 +503,8 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
     }
 
     /// Copies the next frame into `buffer` and returns its length, or `None`
-    /// if there is none.
+    /// if there is none (or the receive budget is spent until the next
+    /// poll).
     ///
     /// # Errors
     ///
@@ -395,14 +522,32 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
         Ok(Some(length))
     }
 
-    /// Makes sure a frame is held in `receive_buffer`; returns its length.
+    /// Makes sure a frame of this session is held in `receive_buffer`;
+    /// returns its length.
     pub(crate) fn fetch(&mut self) -> Option<usize> {
-        if let Some(length) = self.held_frame {
+        if let Some(length) = self.valid_held_frame() {
             return Some(length);
         }
-        let length = self.link.receive_into(&mut self.receive_buffer)?;
-        self.held_frame = Some(length);
+        let length = self
+            .link
+            .receive_into(&mut self.receive_buffer, &mut self.budget)?;
+        self.held_frame = Some(Held {
+            length,
+            session: self.link.session,
+        });
         Some(length)
+    }
+
+    /// The held frame's length if it belongs to the current session of a
+    /// link that is up; a stale one is dropped.
+    fn valid_held_frame(&mut self) -> Option<usize> {
+        let held = self.held_frame?;
+        if self.link.holds_for(held.session) {
+            Some(held.length)
+        } else {
+            self.held_frame = None;
+            None
+        }
     }
 }
 
@@ -438,6 +583,10 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
     /// | READY | READY or RUN | → RUN |
     /// | RUN | INIT | drop the link (our addition: the peer re-initialised) |
     ///
+    /// Both ways out of a session (the drop, and INIT → READY, which resets
+    /// the rings) start a new session: nothing held from the old one is
+    /// delivered or published.
+    ///
     /// The last row is not in either reference driver: both ignore a peer in
     /// INIT while they are in RUN. A poll-driven engine can miss the
     /// peer's transient RESET, and a peer back in INIT has forgotten its
@@ -454,6 +603,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
                     self.own.fill_zero(0, self.layout.section_size());
                     self.transmit.clear();
                     self.receive.clear();
+                    self.session = self.session.wrapping_add(1);
                     self.write_state(State::Ready);
                 }
                 (State::Ready | State::Run, State::Reset) => self.drop_link(),
@@ -469,7 +619,8 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
         self.link_up = up;
     }
 
-    /// Goes to RESET and forgets all ring state (§2.5).
+    /// Goes to RESET and forgets all ring state (§2.5); whatever is held
+    /// from the session is stale from now on.
     pub fn drop_link(&mut self) {
         if matches!(self.own_state, State::Ready | State::Run) {
             self.statistics.resets += 1;
@@ -477,7 +628,14 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
         self.write_state(State::Reset);
         self.transmit.clear();
         self.receive.clear();
+        self.session = self.session.wrapping_add(1);
         self.link_up = false;
+    }
+
+    /// Whether something taken in `session` may still be used: the same
+    /// session, and the link up.
+    pub fn holds_for(&self, session: u32) -> bool {
+        self.link_up && session == self.session
     }
 
     /// Reclaims completions; a desynchronised used ring drops the link.
@@ -492,20 +650,22 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
     }
 
     /// Finds room for a frame of `length` bytes, reclaiming first and asking
-    /// for a completion kick when the ring is full.
+    /// for a completion kick when the ring is full. The one gate of every
+    /// transmit path: the link must be up (we and the peer in RUN), and
+    /// stay up through the reclaims.
     pub fn transmit_allocation(&mut self, length: usize) -> Result<Allocation, SendError> {
-        let maximum = self.layout.data_size();
+        let maximum = self.layout.max_frame_length();
         if length == 0 || length > maximum {
             return Err(SendError::InvalidLength { length, maximum });
         }
-        if self.own_state != State::Run {
+        if !self.link_up {
             return Err(SendError::LinkDown);
         }
         if let Some(allocation) = self.transmit.allocate(length) {
             return Ok(allocation);
         }
         self.reclaim();
-        if self.own_state != State::Run {
+        if !self.link_up {
             return Err(SendError::LinkDown);
         }
         if let Some(allocation) = self.transmit.allocate(length) {
@@ -515,7 +675,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
         // case it raced with the request.
         self.transmit.request_completion_notification(&self.own);
         self.reclaim();
-        if self.own_state != State::Run {
+        if !self.link_up {
             return Err(SendError::LinkDown);
         }
         self.transmit.allocate(length).ok_or(SendError::RingFull)
@@ -539,10 +699,11 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
         self.statistics.kicks_sent += 1;
     }
 
-    /// Frames waiting in the peer's avail ring; a desynchronised ring drops
-    /// the link.
+    /// Frames waiting in the peer's avail ring (none unless the link is up:
+    /// we take nothing from a peer that is not in RUN); a desynchronised
+    /// ring drops the link.
     pub fn receive_pending(&mut self) -> u16 {
-        if self.own_state != State::Run {
+        if !self.link_up {
             return 0;
         }
         match self
@@ -557,14 +718,19 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
         }
     }
 
-    /// Copies the next valid frame into `buffer`, consuming and counting at
-    /// most `num` invalid entries on the way; kicks the peer for the
+    /// Copies the next valid frame into `buffer`, consuming and counting
+    /// invalid entries on the way, within `budget` (each entry costs one
+    /// entry, each frame its length in bytes); kicks the peer for the
     /// completions if its `used_event` asks for it.
-    pub fn receive_into(&mut self, buffer: &mut [u8]) -> Option<usize> {
+    pub fn receive_into(&mut self, buffer: &mut [u8], budget: &mut Budget) -> Option<usize> {
+        if !budget.allows_more() {
+            return None;
+        }
         let mut pending = self.receive_pending();
         let mut result = None;
-        while pending > 0 {
+        while pending > 0 && budget.allows_more() {
             pending -= 1;
+            budget.entries -= 1;
             match self.receive.consume(
                 &self.peer,
                 &self.own,
@@ -572,6 +738,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
                 &mut self.statistics.protocol_errors,
             ) {
                 Received::Frame(length) => {
+                    budget.bytes = budget.bytes.saturating_sub(length);
                     self.statistics.received_frames += 1;
                     self.statistics.received_bytes += length as u64;
                     result = Some(length);

@@ -83,8 +83,13 @@ impl From<LayoutError> for ConfigError {
 /// Why a frame could not be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendError {
-    /// The link is not in RUN.
+    /// The link is not up: we or the peer are not in RUN (or the link went
+    /// down since a buffer was reserved). Nothing was written into the ring.
     LinkDown,
+    /// [`Engine::send_advance`](crate::Engine::send_advance) without a
+    /// buffer from [`Engine::send_buffer`](crate::Engine::send_buffer) (or
+    /// after a call that discarded it).
+    NoReservation,
     /// No descriptor or no contiguous data space is free; retry after the
     /// peer completes frames.
     RingFull,
@@ -101,6 +106,7 @@ impl fmt::Display for SendError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::LinkDown => formatter.write_str("link is down"),
+            Self::NoReservation => formatter.write_str("no transmit buffer is reserved"),
             Self::RingFull => formatter.write_str("transmit ring is full"),
             Self::InvalidLength { length, maximum } => {
                 write!(formatter, "frame length {length} is outside 1..={maximum}")

@@ -18,6 +18,9 @@ pub const USED_ELEMENT_SIZE: usize = 8;
 pub const VRING_ALIGN: usize = 64;
 /// The largest queue length the sizing loop tries (§3.3).
 pub const MAX_QUEUE_LENGTH: u16 = 4096;
+/// An Ethernet header with one 802.1Q tag: what a frame may add to the IP
+/// MTU (§4).
+pub const MAX_LINK_HEADER_LENGTH: usize = 18;
 /// The smallest data area both implementations accept: 4 × 68 bytes (§3.3).
 pub const MIN_DATA_SIZE: usize = 4 * 68;
 
@@ -157,6 +160,31 @@ impl Layout {
     /// The size of the data area, `section_size - H`.
     pub const fn data_size(&self) -> usize {
         self.section_size - self.header_size
+    }
+
+    /// The largest IP MTU a Linux peer accepts for this section:
+    /// `min(65535, data area / 4)` (§4). Our own MTU may not exceed it.
+    pub const fn max_mtu(&self) -> usize {
+        let quarter = self.data_size() / 4;
+        if quarter < 65_535 { quarter } else { 65_535 }
+    }
+
+    /// The IP MTU a Linux peer picks by default for this section:
+    /// `min(16384, data area / 16)` (§4).
+    pub const fn default_mtu(&self) -> usize {
+        let sixteenth = self.data_size() / 16;
+        if sixteenth < 16_384 {
+            sixteenth
+        } else {
+            16_384
+        }
+    }
+
+    /// The longest frame a conforming peer sends on this section, and the
+    /// longest we accept: [`max_mtu`](Self::max_mtu) plus an Ethernet header
+    /// with one VLAN tag (18 bytes, §11). Always within the data area.
+    pub const fn max_frame_length(&self) -> usize {
+        self.max_mtu() + MAX_LINK_HEADER_LENGTH
     }
 
     /// `index mod num` as a ring slot.
@@ -313,6 +341,27 @@ mod tests {
             assert_eq!(Layout::new(threshold).unwrap().queue_length(), num);
             assert_eq!(Layout::new(threshold - 1).unwrap().queue_length(), num / 2);
         }
+    }
+
+    #[test]
+    fn mtu_rules() {
+        // The worked examples of §3.3 with Linux's default and maximum MTU.
+        for (size, default, maximum) in [
+            (0x7F000, 16384, 65535),
+            (0x3F000, 14456, 57824),
+            (0x10000, 3672, 14688),
+            (0x4000, 912, 3648),
+            (0x2000, 400, 1600),
+        ] {
+            let layout = Layout::new(size).unwrap();
+            assert_eq!(layout.default_mtu(), default, "{size:#x}");
+            assert_eq!(layout.max_mtu(), maximum, "{size:#x}");
+            assert_eq!(layout.max_frame_length(), maximum + 18);
+            assert!(layout.max_frame_length() <= layout.data_size());
+        }
+        // The smallest section still carries a frame.
+        let smallest = Layout::new(0x700 + 272).unwrap();
+        assert_eq!(smallest.max_frame_length(), 68 + 18);
     }
 
     #[test]

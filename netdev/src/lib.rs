@@ -2,8 +2,8 @@
 //! ivshmem-v2 shared memory, byte-compatible with Linux `ivshmem-net` and
 //! Zephyr `eth_ivshmem`.
 //!
-//! The wire protocol is described in `shared/reference/ivshmem-net.md`
-//! (cited as §n below); the device in `shared/reference/ivshmem-v2.md`.
+//! The wire protocol is described in `docs/ivshmem-net.md` (cited as §n
+//! below); the device in `docs/ivshmem-v2.md`.
 //!
 //! # The seam
 //!
@@ -25,10 +25,11 @@
 //! * [`Engine::new`] validates a [`Config`] (peer ID, vector count, MTU,
 //!   MAC) and the section sizes ([`Layout`], §3.3) and writes State = RESET.
 //! * [`Engine::poll`] runs the RESET → INIT → READY → RUN state machine
-//!   (§2) and reclaims transmit completions; the kernel calls it on every
-//!   interrupt and on a timer. It returns whether the link is up. Every call
-//!   does bounded work (at most `num` ring entries), and nothing depends on
-//!   an interrupt arriving: a lost kick costs latency only.
+//!   (§2), reclaims transmit completions, resets a link whose peer stopped
+//!   completing our frames ([`Config::transmit_timeout`]) and renews the
+//!   receive budget; the kernel calls it on every interrupt and on a timer.
+//!   It returns whether the link is up. Nothing depends on an interrupt
+//!   arriving: a lost kick costs latency only.
 //! * The frame channel, in the spirit of Tegra IVC: [`Engine::send`],
 //!   [`Engine::receive`], [`Engine::can_send`], [`Engine::can_receive`],
 //!   [`Engine::transmit_empty`], and the zero-copy pairs
@@ -37,6 +38,28 @@
 //! * [`smoltcp::phy::Device`] for [`Engine`] (see [`device`]).
 //! * [`Engine::statistics`]: frames and bytes each way, drops by reason,
 //!   protocol errors seen from the peer, resets, kicks.
+//!
+//! # Guarantees against a hostile peer
+//!
+//! * **Bounded work.** Every call reads at most `num` ring entries and
+//!   copies at most one frame of at most [`Layout::max_frame_length`]
+//!   bytes; between two polls all receive paths together read at most
+//!   `num` entries and copy at most [`Layout::data_size`] +
+//!   [`Layout::max_frame_length`] bytes (see [`Engine`]). A frame longer
+//!   than any conforming sender makes (`min(65535, data area / 4) + 18`,
+//!   `docs/ivshmem-net.md` §11) is rejected and counted.
+//! * **One link condition.** Every transmit path ([`Engine::send`],
+//!   [`Engine::send_buffer`]/[`Engine::send_advance`], smoltcp's tokens)
+//!   and every receive path requires the link up: our state and the peer's
+//!   RUN at the last evaluation. Otherwise [`SendError::LinkDown`] and
+//!   nothing is written into the ring.
+//! * **No data across a reset.** A received frame not yet advanced past
+//!   and a reserved transmit buffer belong to a session; when the link drops
+//!   (or drops and comes back within one poll) they are discarded, never
+//!   delivered or published in the next session.
+//! * **Progress.** A peer in RUN that completes none of our frames in
+//!   flight for [`Config::transmit_timeout`] gets the link reset (counted
+//!   in [`Statistics::transmit_timeouts`]); the handshake then restarts.
 //!
 //! # Safety argument
 //!
@@ -75,12 +98,14 @@ mod state;
 mod statistics;
 
 pub use engine::{
-    Config, DEFAULT_MTU, ETHERNET_HEADER_LENGTH, Engine, MIN_MTU, Sections,
-    locally_administered_mac,
+    Config, DEFAULT_MTU, DEFAULT_TRANSMIT_TIMEOUT, ETHERNET_HEADER_LENGTH, Engine, MIN_MTU,
+    Sections, locally_administered_mac,
 };
 pub use error::{ConfigError, ReceiveError, SendError};
 pub use layout::{Layout, LayoutError};
 pub use memory::{Notifier, SharedMemory, SharedMemoryMut};
 pub use ring::need_event;
+/// The time types [`Engine::poll`] and [`Config`] take (smoltcp's).
+pub use smoltcp::time::{Duration, Instant};
 pub use state::State;
 pub use statistics::{Drops, ProtocolErrors, Statistics};

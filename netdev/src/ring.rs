@@ -72,6 +72,9 @@ pub(crate) struct TransmitRing {
     in_use: usize,
     /// Per descriptor: the ring-buffer bytes its frame holds.
     charges: Vec<u32>,
+    /// Frames retired by completions since the ring was created (never
+    /// cleared: the engine compares it between polls to see progress).
+    retired: u64,
 }
 
 impl TransmitRing {
@@ -84,6 +87,7 @@ impl TransmitRing {
             head: 0,
             in_use: 0,
             charges: vec![0; usize::from(layout.queue_length())],
+            retired: 0,
         }
     }
 
@@ -100,6 +104,11 @@ impl TransmitRing {
     /// Frames published and not yet completed.
     pub fn in_flight(&self) -> u16 {
         self.next_avail.wrapping_sub(self.last_used)
+    }
+
+    /// Frames retired by completions so far (a running count).
+    pub fn retired(&self) -> u64 {
+        self.retired
     }
 
     /// Finds space for a frame of `length` bytes (1..=data size), if a
@@ -212,6 +221,7 @@ impl TransmitRing {
             self.charges[slot] = 0;
             self.last_used = self.last_used.wrapping_add(1);
         }
+        self.retired += u64::from(completed);
         if self.in_use == 0 {
             self.head = 0;
         }
@@ -279,9 +289,14 @@ impl ReceiveRing {
 
     /// Consumes the next available entry (the caller saw `pending() > 0`):
     /// reads the ring entry and the descriptor once each, validates them
-    /// (§3.5), copies the frame into `buffer` (which must hold any frame that
-    /// fits the data area), completes the entry in order with len 1 and
-    /// updates our `avail_event` (§5.2, §5.5).
+    /// (§3.5), copies the frame into `buffer` (which must hold
+    /// [`Layout::max_frame_length`] bytes), completes the entry in order with
+    /// len 1 and updates our `avail_event` (§5.2, §5.5).
+    ///
+    /// A frame inside the data area but longer than
+    /// [`Layout::max_frame_length`] is rejected: no conforming sender makes
+    /// one (§11), and accepting it would let a peer make us copy up to a
+    /// whole data area per entry.
     pub fn consume<M: SharedMemory, W: SharedMemoryMut>(
         &mut self,
         peer: &M,
@@ -311,9 +326,11 @@ impl ReceiveRing {
                 || address < layout.header_size() as u64
                 || address >= section_size
                 || length64 > section_size - address
-                || length as usize > buffer.len()
             {
                 errors.descriptor_range += 1;
+                Received::Rejected
+            } else if length as usize > layout.max_frame_length().min(buffer.len()) {
+                errors.frame_too_long += 1;
                 Received::Rejected
             } else {
                 let length = length as usize;
@@ -376,28 +393,102 @@ mod tests {
         assert_eq!(buffer_size(1514), 1536);
     }
 
+    /// Plain memory for single-threaded unit tests of the rings.
+    struct Memory(core::cell::RefCell<Vec<u8>>);
+
+    impl Memory {
+        fn new(length: usize) -> Self {
+            Self(core::cell::RefCell::new(vec![0; length]))
+        }
+    }
+
+    impl SharedMemory for Memory {
+        fn len(&self) -> usize {
+            self.0.borrow().len()
+        }
+        fn load_u16(&self, offset: usize, _: Ordering) -> u16 {
+            let bytes = self.0.borrow();
+            u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
+        }
+        fn load_u32(&self, offset: usize, _: Ordering) -> u32 {
+            let mut value = [0; 4];
+            value.copy_from_slice(&self.0.borrow()[offset..offset + 4]);
+            u32::from_le_bytes(value)
+        }
+        fn read(&self, offset: usize, destination: &mut [u8]) {
+            destination.copy_from_slice(&self.0.borrow()[offset..offset + destination.len()]);
+        }
+    }
+
+    impl SharedMemoryMut for Memory {
+        fn store_u16(&self, offset: usize, value: u16, _: Ordering) {
+            self.write(offset, &value.to_le_bytes());
+        }
+        fn store_u32(&self, offset: usize, value: u32, _: Ordering) {
+            self.write(offset, &value.to_le_bytes());
+        }
+        fn write(&self, offset: usize, source: &[u8]) {
+            self.0.borrow_mut()[offset..offset + source.len()].copy_from_slice(source);
+        }
+        fn fill_zero(&self, offset: usize, length: usize) {
+            self.0.borrow_mut()[offset..offset + length].fill(0);
+        }
+        fn bytes_mut(&mut self, offset: usize, length: usize) -> &mut [u8] {
+            &mut self.0.get_mut()[offset..offset + length]
+        }
+    }
+
+    /// Completes the oldest frame in flight, as a peer would: the next used
+    /// element {id, len 1} in the peer's section, then its `used.idx`.
+    fn complete(peer: &Memory, layout: Layout, used_index: &mut u16, id: u32) {
+        let element = layout.used_ring(layout.slot(*used_index));
+        peer.store_u32(element, id, Ordering::Relaxed);
+        peer.store_u32(element + 4, 1, Ordering::Relaxed);
+        *used_index = used_index.wrapping_add(1);
+        peer.store_u16(layout.used_index(), *used_index, Ordering::Release);
+    }
+
     #[test]
     fn allocation_wraps_and_charges_the_skipped_tail() {
         let layout = Layout::new(0x2000).unwrap(); // data 0x1900 = 6400
+        let own = Memory::new(0x2000);
+        let peer = Memory::new(0x2000);
+        let mut errors = ProtocolErrors::default();
         let mut ring = TransmitRing::new(layout);
         // 4 × 1536 = 6144; 256 bytes left at the end.
-        for _ in 0..4 {
+        for expected in [0, 1536, 3072, 4608] {
             let allocation = ring.allocate(1514).unwrap();
-            ring.next_avail = ring.next_avail.wrapping_add(1);
-            let slot = layout.slot(ring.next_avail.wrapping_sub(1));
-            ring.charges[slot] = allocation.charge as u32;
-            ring.in_use += allocation.charge;
-            ring.head = allocation.offset + allocation.capacity;
+            assert_eq!((allocation.offset, allocation.charge), (expected, 1536));
+            ring.publish(&own, allocation, 1514);
         }
-        assert_eq!(ring.head, 6144);
+        assert_eq!(ring.in_flight(), 4);
         assert!(ring.allocate(1514).is_none(), "no room before a completion");
         assert_eq!(ring.allocate(200).unwrap().offset, 6144);
-        // Retire the oldest frame: 1536 bytes at the front become free.
-        ring.in_use -= ring.charges[0] as usize;
-        ring.last_used = 1;
+        // The peer retires the oldest frame: 1536 bytes at the front are free.
+        let mut used_index = 0;
+        complete(&peer, layout, &mut used_index, 0);
+        assert_eq!(ring.reclaim(&peer, &mut errors), Ok(1));
+        assert_eq!((ring.in_flight(), ring.retired()), (3, 1));
         let wrapped = ring.allocate(1514).unwrap();
         assert_eq!(wrapped.offset, 0);
-        assert_eq!(wrapped.charge, 256 + 1536);
+        assert_eq!(wrapped.charge, 256 + 1536, "the skipped tail is charged");
         assert!(ring.allocate(1537).is_none());
+        ring.publish(&own, wrapped, 1514);
+        // Retiring everything returns all bytes, and the head restarts at 0.
+        for id in 1..5 {
+            complete(&peer, layout, &mut used_index, id);
+        }
+        assert_eq!(ring.reclaim(&peer, &mut errors), Ok(4));
+        assert_eq!(ring.in_flight(), 0);
+        assert_eq!(ring.allocate(6400).unwrap().offset, 0);
+        assert_eq!(errors, ProtocolErrors::default());
+        // The descriptor of the wrapped frame points at the data area's start.
+        let descriptor = layout.descriptor(4);
+        assert_eq!(
+            own.load_u32(descriptor, Ordering::Relaxed) as usize,
+            layout.header_size()
+        );
+        assert_eq!(own.load_u32(descriptor + 8, Ordering::Relaxed), 1514);
+        assert_eq!(own.load_u16(layout.avail_index(), Ordering::Relaxed), 5);
     }
 }

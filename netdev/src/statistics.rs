@@ -26,6 +26,9 @@ pub struct ProtocolErrors {
     pub descriptor_flags: u64,
     /// A descriptor's address/length is empty or outside the data area.
     pub descriptor_range: u64,
+    /// A descriptor inside the data area is longer than any conforming
+    /// sender's frame ([`Layout::max_frame_length`](crate::Layout::max_frame_length)).
+    pub frame_too_long: u64,
     /// The peer's `used.idx` is ahead of what we made available.
     pub used_index_ahead: u64,
     /// A used element returns a descriptor out of FIFO order (or ≥ `num`).
@@ -43,6 +46,7 @@ impl ProtocolErrors {
             + self.descriptor_index
             + self.descriptor_flags
             + self.descriptor_range
+            + self.frame_too_long
             + self.used_index_ahead
             + self.used_id
             + self.used_length
@@ -72,4 +76,8 @@ pub struct Statistics {
     pub link_ups: u64,
     /// Doorbells rung on the data vector.
     pub kicks_sent: u64,
+    /// Times the peer stayed in RUN but completed none of our frames for
+    /// [`Config::transmit_timeout`](crate::Config::transmit_timeout), and
+    /// we reset the link (also counted in `resets`).
+    pub transmit_timeouts: u64,
 }

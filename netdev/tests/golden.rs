@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use netdev::{Config, Engine, SharedMemory, SharedMemoryMut, State};
 use netdev_host::host::{HostLink, HostNotifier, HostRegion, HostRegionMut};
+use netdev_host::now;
 use netdev_host::test_utils::{PeerStyle, ScriptedPeer};
 
 type HostEngine = Engine<HostRegion, HostRegionMut, HostNotifier>;
@@ -50,7 +51,7 @@ fn linux_peer_mid_conversation() {
     let mut peer = ScriptedPeer::new(&link, 0, PeerStyle::Linux).unwrap();
     let mut engine = engine(&link, 1);
     peer.handshake(|| {
-        engine.poll();
+        engine.poll(now());
     });
     assert!(engine.link_up());
     assert_eq!(link.state(1), 3);
@@ -124,7 +125,7 @@ fn zephyr_peer_across_index_wrap() {
     let mut peer = ScriptedPeer::new(&link, 1, PeerStyle::Zephyr).unwrap();
     let mut engine = engine(&link, 0);
     peer.handshake(|| {
-        engine.poll();
+        engine.poll(now());
     });
     assert!(engine.link_up());
     assert_eq!(engine.layout().queue_length(), 32);
@@ -132,6 +133,8 @@ fn zephyr_peer_across_index_wrap() {
     let filler = [0x55u8; 14];
     for _ in 0..0xFFFE_u32 {
         peer.post(&filler);
+        // The receive budget is renewed by each poll.
+        engine.poll(now());
         assert_eq!(engine.receive_frame(), Some(filler.as_slice()));
         engine.receive_advance();
         assert_eq!(peer.reclaim(), 1);
@@ -168,7 +171,7 @@ fn zephyr_peer_across_index_wrap() {
     }
     zephyr.store_u16(0x202, 0x0000, Ordering::Release); // 0xFFFE + 2 wraps to 0
     peer.kick();
-    engine.poll();
+    engine.poll(now());
     for frame in &frames {
         let mut buffer = vec![0; 2000];
         let length = engine.receive(&mut buffer).unwrap().unwrap();
@@ -223,7 +226,7 @@ fn handshake_guards() {
     let mut engine = engine(&link, 1);
     assert_eq!(link.state(1), 0);
     for _ in 0..3 {
-        assert!(!engine.poll());
+        assert!(!engine.poll(now()));
         assert_eq!(
             engine.state(),
             State::Reset,
@@ -231,27 +234,27 @@ fn handshake_guards() {
         );
     }
     peer.set_state(State::Ready);
-    engine.poll();
+    engine.poll(now());
     assert_eq!(engine.state(), State::Reset);
     peer.set_state(State::Reset);
-    engine.poll();
+    engine.poll(now());
     assert_eq!(
         engine.state(),
         State::Init,
         "INIT→READY waits for peer > RESET"
     );
     peer.set_state(State::Init);
-    engine.poll();
+    engine.poll(now());
     assert_eq!(engine.state(), State::Ready);
     peer.set_state(State::Ready);
-    engine.poll();
+    engine.poll(now());
     assert_eq!(engine.state(), State::Run);
     assert!(!engine.link_up(), "carrier waits for the peer's RUN");
     peer.set_state(State::Run);
-    assert!(engine.poll());
+    assert!(engine.poll(now()));
     // The peer resets: we drop to RESET at once and start again.
     peer.set_state(State::Reset);
-    assert!(!engine.poll());
+    assert!(!engine.poll(now()));
     assert_eq!(engine.state(), State::Init);
     assert_eq!(engine.statistics().resets, 1);
 }

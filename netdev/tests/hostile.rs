@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use common::MAC_B;
 use netdev::{Config, Engine, Layout, Sections, SharedMemory, SharedMemoryMut, State};
 use netdev_host::host::{HostLink, HostNotifier, HostRegion, HostRegionMut};
+use netdev_host::now;
 use netdev_host::test_utils::{PeerStyle, ScriptedPeer};
 use proptest::prelude::*;
 
@@ -96,7 +97,7 @@ fn setup(section_size: usize, chaos: Option<u64>) -> Setup {
     };
     let mut engine = Engine::new(Config::new(1, 2, MAC_B), sections, link.notifier(1)).unwrap();
     peer.handshake(|| {
-        engine.poll();
+        engine.poll(now());
     });
     assert!(engine.link_up());
     if let (Some(state), Some(seed)) = (&chaos_state, chaos) {
@@ -181,7 +182,7 @@ fn avail_index_far_ahead_resets_the_link() {
         assert_eq!(engine.state(), State::Reset);
         // The handshake runs again; the peer re-initialises.
         peer.handshake(|| {
-            engine.poll();
+            engine.poll(now());
         });
         assert!(engine.link_up());
     }
@@ -220,7 +221,7 @@ fn used_ring_violations() {
     // A used index beyond what we published drops the link.
     engine.send(&[9; 100]).unwrap();
     section.store_u16(layout.used_index(), 4, Ordering::Release);
-    engine.poll();
+    engine.poll(now());
     assert_eq!(engine.statistics().protocol_errors.used_index_ahead, 1);
     assert_eq!(engine.state(), State::Reset);
     assert_eq!(engine.transmit_in_flight(), 0);
@@ -232,10 +233,10 @@ fn peer_states() {
         peer, mut engine, ..
     } = setup(0x4000, None);
     peer.set_state(State::Unknown(77));
-    engine.poll();
+    engine.poll(now());
     assert_eq!(engine.state(), State::Run, "unknown values are ignored");
     assert!(!engine.link_up());
-    engine.poll();
+    engine.poll(now());
     assert_eq!(
         engine.statistics().protocol_errors.unknown_state,
         1,
@@ -243,7 +244,7 @@ fn peer_states() {
     );
     // A peer back in INIT has forgotten its rings: drop.
     peer.set_state(State::Init);
-    engine.poll();
+    engine.poll(now());
     assert_ne!(engine.state(), State::Run);
     assert_eq!(engine.statistics().resets, 1);
 }
@@ -336,7 +337,7 @@ fn run(setup: &mut Setup, operations: &[Operation]) {
         setup.accesses.set(0);
         match *operation {
             Operation::Poll => {
-                setup.engine.poll();
+                setup.engine.poll(now());
             }
             Operation::Receive => {
                 if let Some(frame) = setup.engine.receive_frame() {
@@ -368,7 +369,7 @@ fn run(setup: &mut Setup, operations: &[Operation]) {
             Operation::Handshake => {
                 let engine = &mut setup.engine;
                 setup.peer.handshake(|| {
-                    engine.poll();
+                    engine.poll(now());
                 });
             }
         }
@@ -385,7 +386,7 @@ fn run(setup: &mut Setup, operations: &[Operation]) {
     setup.engine.reset();
     let engine = &mut setup.engine;
     setup.peer.handshake(|| {
-        engine.poll();
+        engine.poll(now());
     });
     if setup.engine.link_up() {
         setup.peer.post(b"after the storm");
@@ -432,7 +433,7 @@ proptest! {
                     setup.peer.post_raw(entry, Some((index % 64, address, length, flags)));
                 }
                 _ => {
-                    setup.engine.poll();
+                    setup.engine.poll(now());
                 }
             }
             prop_assert!(setup.accesses.get() <= access_bound(layout) * 2);

@@ -5,6 +5,7 @@ mod common;
 
 use common::{HostEngine, MAC_A, MAC_B, engine, wait_for_link};
 use netdev_host::host::HostLink;
+use netdev_host::now;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{ChecksumCapabilities, Device};
 use smoltcp::socket::{icmp, tcp};
@@ -39,7 +40,7 @@ impl Host {
     }
 
     fn poll(&mut self, now: Instant) {
-        self.engine.poll();
+        self.engine.poll(now);
         self.interface
             .poll(now, &mut self.engine, &mut self.sockets);
     }
@@ -51,8 +52,8 @@ fn pair(section_size: usize) -> (Host, Host) {
     let mut a = engine(&link, 0, 1500);
     let mut b = engine(&link, 1, 1500);
     for _ in 0..10 {
-        a.poll();
-        b.poll();
+        a.poll(now());
+        b.poll(now());
     }
     wait_for_link(&mut a, &link, std::time::Duration::from_secs(1));
     wait_for_link(&mut b, &link, std::time::Duration::from_secs(1));

@@ -11,3 +11,12 @@
 
 pub mod host;
 pub mod test_utils;
+
+/// The host's monotonic clock as the engine takes it ([`netdev::Engine::poll`]):
+/// time since this function was first called in the process.
+pub fn now() -> netdev::Instant {
+    use std::sync::OnceLock;
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    let elapsed = EPOCH.get_or_init(std::time::Instant::now).elapsed();
+    netdev::Instant::from_micros(elapsed.as_micros() as i64)
+}

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use netdev::{Config, Engine};
 use netdev_host::host::{HostLink, HostNotifier, HostRegion, HostRegionMut};
+use netdev_host::now;
 
 pub type HostEngine = Engine<HostRegion, HostRegionMut, HostNotifier>;
 
@@ -74,7 +75,7 @@ pub fn engine(link: &HostLink, id: u16, mtu: usize) -> HostEngine {
 pub fn wait_for_link(engine: &mut HostEngine, link: &HostLink, timeout: Duration) {
     let id = engine.config().own_id;
     let deadline = Instant::now() + timeout;
-    while !engine.poll() {
+    while !engine.poll(now()) {
         assert!(Instant::now() < deadline, "link {id} did not come up");
         link.doorbell(id).wait(Duration::from_millis(5));
     }
