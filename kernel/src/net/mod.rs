@@ -106,7 +106,7 @@ pub fn run_link(engine: &mut LinkEngine, device: &'static Device, mode: Mode) ->
     let mut last = (State::Unknown(u32::MAX), State::Unknown(u32::MAX), false);
     loop {
         device.take_pending();
-        let up = engine.poll();
+        let up = engine.poll(time::now());
         let now = (engine.state(), engine.peer_state(), up);
         if now != last {
             info!("ivshmem-net: own {:?}, peer {:?}", now.0, now.1);

@@ -90,7 +90,7 @@ impl Stack {
     /// One round of work: the link state machine and smoltcp. Prints link changes.
     pub fn poll(&mut self) {
         self.device.take_pending();
-        let up = self.engine.poll();
+        let up = self.engine.poll(time::now());
         if up != self.link_up {
             super::report_link(&self.engine, up);
             self.link_up = up;
