@@ -9,6 +9,7 @@
 //!   engine, for tests, the benchmark and the fuzz target.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod host;
 pub mod test_utils;
 

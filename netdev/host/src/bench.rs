@@ -1,0 +1,274 @@
+//! Throughput measurements of the engine on the host, next to the references
+//! they are judged against, shared by `cargo bench -p netdev` and the
+//! launcher's `bench` command so both print the same numbers:
+//!
+//! * [`engine`]: two engines on two threads over [`HostLink`] memory, one
+//!   sending fixed-size frames with [`Engine::send`] (a copy into its
+//!   section), the other taking them with [`Engine::receive`] (a copy out),
+//!   every frame checked for its sequence number;
+//! * [`spsc`]: the same frames, with the same two copies, through a
+//!   well-kept single-producer single-consumer ring (`rtrb`, as a byte
+//!   stream of length-prefixed frames): the cost of moving frames between
+//!   two threads without ivshmem-net's descriptors, used ring and event
+//!   indexes;
+//! * [`memcpy`]: one thread copying frames of the same size from one buffer
+//!   to another within a working set the size of an output section: the
+//!   cost of one copy.
+
+use std::hint::black_box;
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use netdev::{Config, Engine};
+
+use crate::host::HostLink;
+
+/// The output section size the measurements use (the Jailhouse
+/// `JAILHOUSE_SHMEM_NET_REGIONS` size, docs/ivshmem-net.md §3.4).
+pub const SECTION_SIZE: usize = 0x7F000;
+
+/// Frames moved in a measured time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Bytes per frame.
+    pub frame_size: usize,
+    /// Frames moved (and checked).
+    pub frames: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl Sample {
+    /// Frames per second.
+    pub fn frames_per_second(&self) -> f64 {
+        self.frames as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Frame bytes per second, in Gbit/s.
+    pub fn gbits(&self) -> f64 {
+        self.frames_per_second() * self.frame_size as f64 * 8.0 / 1e9
+    }
+}
+
+/// The smallest, middle and largest of several measurements.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// The smallest value.
+    pub min: f64,
+    /// The median (the lower middle value for an even count).
+    pub median: f64,
+    /// The largest value.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values`.
+    ///
+    /// # Panics
+    ///
+    /// If `values` is empty.
+    pub fn of(values: &[f64]) -> Self {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Self {
+            min: sorted[0],
+            median: sorted[(sorted.len() - 1) / 2],
+            max: sorted[sorted.len() - 1],
+        }
+    }
+}
+
+fn engine_for(
+    link: &HostLink,
+    id: u16,
+) -> Engine<crate::host::HostRegion, crate::host::HostRegionMut, crate::host::HostNotifier> {
+    let (sections, notifier) = link.endpoint(id).expect("a fresh link");
+    let mut config = Config::new(id, 2, [0x02, 0, 0, 0, 0, id as u8]);
+    config.mtu = 9000;
+    Engine::new(config, sections, notifier).expect("a valid layout")
+}
+
+/// Moves `frame_size`-byte frames from one engine to another on two threads
+/// for about `duration`; checks that every frame arrives, in order.
+///
+/// # Panics
+///
+/// If a frame is lost, reordered or of the wrong size, or the peer reports
+/// protocol errors (a bug).
+pub fn engine(frame_size: usize, duration: Duration) -> Sample {
+    let link = HostLink::new(SECTION_SIZE);
+    let total = Arc::new(AtomicU64::new(u64::MAX));
+    let receiver = {
+        let link = link.clone();
+        let total = Arc::clone(&total);
+        thread::spawn(move || {
+            let mut engine = engine_for(&link, 1);
+            while !engine.poll(crate::now()) {
+                link.doorbell(1).wait(Duration::from_millis(1));
+            }
+            let mut buffer = vec![0u8; 16 * 1024];
+            let mut received = 0u64;
+            while received < total.load(Ordering::Acquire) {
+                match engine.receive(&mut buffer) {
+                    Ok(Some(length)) => {
+                        assert_eq!(length, frame_size);
+                        let sequence = u64::from_le_bytes(buffer[..8].try_into().expect("8"));
+                        assert_eq!(sequence, received, "in order");
+                        received += 1;
+                    }
+                    // Nothing, or the receive budget is spent: poll.
+                    _ => {
+                        engine.poll(crate::now());
+                    }
+                }
+            }
+            // Let the sender see the last completions.
+            engine.poll(crate::now());
+            received
+        })
+    };
+    let mut engine = engine_for(&link, 0);
+    while !engine.poll(crate::now()) {
+        link.doorbell(0).wait(Duration::from_millis(1));
+    }
+    let mut frame = vec![0x5Au8; frame_size];
+    let mut sent = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        for _ in 0..64 {
+            frame[..8].copy_from_slice(&sent.to_le_bytes());
+            if engine.send(&frame).is_ok() {
+                sent += 1;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    total.store(sent, Ordering::Release);
+    let received = receiver.join().expect("the receiver thread");
+    let elapsed = started.elapsed();
+    assert_eq!(received, sent);
+    assert_eq!(engine.statistics().protocol_errors.total(), 0);
+    Sample {
+        frame_size,
+        frames: sent,
+        elapsed,
+    }
+}
+
+/// Moves the same frames with the same two copies through an `rtrb` byte
+/// ring of one data area (a 2-byte length, then the frame).
+///
+/// # Panics
+///
+/// If a frame is lost, reordered or of the wrong size (a bug).
+pub fn spsc(frame_size: usize, duration: Duration) -> Sample {
+    let capacity = netdev::Layout::new(SECTION_SIZE)
+        .expect("a valid layout")
+        .data_size();
+    let (mut producer, mut consumer) = rtrb::RingBuffer::<u8>::new(capacity);
+    let total = Arc::new(AtomicU64::new(u64::MAX));
+    let receiver = {
+        let total = Arc::clone(&total);
+        thread::spawn(move || {
+            let mut buffer = vec![0u8; 16 * 1024];
+            let mut received = 0u64;
+            while received < total.load(Ordering::Acquire) {
+                let Ok(header) = consumer.read_chunk(2) else {
+                    std::hint::spin_loop();
+                    continue;
+                };
+                let (first, second) = header.as_slices();
+                let mut length = [0u8; 2];
+                length[..first.len()].copy_from_slice(first);
+                length[first.len()..].copy_from_slice(&second[..2 - first.len()]);
+                let length = usize::from(u16::from_le_bytes(length));
+                // The producer commits the length and the frame together.
+                header.commit_all();
+                let chunk = consumer.read_chunk(length).expect("the whole frame");
+                let (first, second) = chunk.as_slices();
+                buffer[..first.len()].copy_from_slice(first);
+                buffer[first.len()..length].copy_from_slice(second);
+                chunk.commit_all();
+                assert_eq!(length, frame_size);
+                let sequence = u64::from_le_bytes(buffer[..8].try_into().expect("8"));
+                assert_eq!(sequence, received, "in order");
+                received += 1;
+            }
+            received
+        })
+    };
+    let mut frame = vec![0x5Au8; frame_size];
+    let length = (frame_size as u16).to_le_bytes();
+    let mut sent = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        for _ in 0..64 {
+            frame[..8].copy_from_slice(&sent.to_le_bytes());
+            // The length and the frame go in as one chunk, as a descriptor
+            // and its buffer would.
+            let Ok(mut chunk) = producer.write_chunk_uninit(frame_size + 2) else {
+                std::hint::spin_loop();
+                continue;
+            };
+            let (first, second) = chunk.as_mut_slices();
+            write_parts([first, second], [&length, &frame]);
+            // SAFETY: `write_parts` wrote all `frame_size + 2` slots, which
+            // is exactly what the two slices cover.
+            unsafe { chunk.commit_all() };
+            sent += 1;
+        }
+    }
+    total.store(sent, Ordering::Release);
+    let received = receiver.join().expect("the receiver thread");
+    let elapsed = started.elapsed();
+    assert_eq!(received, sent);
+    Sample {
+        frame_size,
+        frames: sent,
+        elapsed,
+    }
+}
+
+/// Copies `sources`, one after another, into the two parts of a ring
+/// chunk (which together are exactly as long).
+fn write_parts(destination: [&mut [MaybeUninit<u8>]; 2], sources: [&[u8]; 2]) {
+    let [mut first, mut second] = destination;
+    for source in sources {
+        let head = source.len().min(first.len());
+        first[..head].write_copy_of_slice(&source[..head]);
+        first = &mut first[head..];
+        let rest = source.len() - head;
+        second[..rest].write_copy_of_slice(&source[head..]);
+        second = &mut second[rest..];
+    }
+}
+
+/// One thread copies `frame_size`-byte frames from a source to a
+/// destination, each spread over a working set the size of an output
+/// section.
+pub fn memcpy(frame_size: usize, duration: Duration) -> Sample {
+    let slots = (SECTION_SIZE / frame_size).max(1);
+    let source = vec![0xA5u8; slots * frame_size];
+    let mut destination = vec![0u8; slots * frame_size];
+    destination.copy_from_slice(&source); // fault the pages in
+    let mut frames = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        for _ in 0..64 {
+            let slot = (frames as usize % slots) * frame_size;
+            destination[slot..slot + frame_size]
+                .copy_from_slice(black_box(&source[slot..slot + frame_size]));
+            black_box(&mut destination);
+            frames += 1;
+        }
+    }
+    Sample {
+        frame_size,
+        frames,
+        elapsed: started.elapsed(),
+    }
+}
