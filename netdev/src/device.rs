@@ -5,6 +5,10 @@
 //!   section (zero copy). The engine stays mutably borrowed by the token, so
 //!   the space cannot be taken by anyone else, and a dropped token has
 //!   published nothing: there is no reservation to leak.
+//! * Frames written through the tokens, and completions of received ones,
+//!   are published as one batch by [`Engine::flush`]: call it after
+//!   `Interface::poll` (the next [`Engine::poll`] does it too), so that a
+//!   burst costs one index store and at most one doorbell.
 //! * `receive()` copies the frame out of the peer's section (and completes
 //!   it) before smoltcp sees it. Its transmit token checks for space only
 //!   when consumed; without space the reply is dropped and counted.

@@ -282,6 +282,9 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
     /// ([`send_buffer`](Self::send_buffer)) is discarded.
     pub fn poll(&mut self, now: Instant) -> bool {
         self.budget = Budget::full(self.link.layout);
+        if self.link.link_up {
+            self.link.flush();
+        }
         self.link.evaluate_state();
         if self.link.own_state == State::Run {
             self.link.reclaim();
@@ -425,7 +428,54 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
             .own
             .write(self.link.layout.header_size() + allocation.offset, frame);
         self.link.publish(allocation, frame.len());
+        self.link.flush();
         Ok(())
+    }
+
+    /// Sends `frames` in order as one batch: each is copied and added to the
+    /// ring, then all are published with one index store and at most one
+    /// doorbell. Stops at the first frame that cannot be sent.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send`](Self::send), if not even the first frame could be
+    /// sent; otherwise the number sent.
+    pub fn send_batch<'a>(
+        &mut self,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<usize, SendError> {
+        self.pending_send = None;
+        let mut sent = 0;
+        let mut failure = None;
+        for frame in frames {
+            match self.link.transmit_allocation(frame.len()) {
+                Ok(allocation) => {
+                    self.link
+                        .own
+                        .write(self.link.layout.header_size() + allocation.offset, frame);
+                    self.link.publish(allocation, frame.len());
+                    sent += 1;
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        self.link.flush();
+        match (sent, failure) {
+            (0, Some(error)) => Err(error),
+            _ => Ok(sent),
+        }
+    }
+
+    /// Publishes what was written but not yet made visible (frames sent
+    /// through smoltcp's tokens, completions of received frames) and rings
+    /// the peer's doorbell once if its event indexes ask for it. Call it
+    /// after `smoltcp::iface::Interface::poll`; [`poll`](Self::poll) does
+    /// it too, and the frame channel's own methods flush themselves.
+    pub fn flush(&mut self) {
+        self.link.flush();
     }
 
     /// Zero-copy send, step 1 ("get next frame"): returns a buffer of
@@ -470,6 +520,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
             });
         }
         self.link.publish(reservation.allocation, length);
+        self.link.flush();
         Ok(())
     }
 
@@ -671,8 +722,10 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
         if let Some(allocation) = self.transmit.allocate(length) {
             return Ok(allocation);
         }
-        // Full: ask for a kick on the next completion, then look again in
-        // case it raced with the request.
+        // Full: make sure the peer sees everything we wrote (it cannot
+        // complete what it cannot see), ask for a kick on the next
+        // completion, then look again in case it raced with the request.
+        self.flush();
         self.transmit.request_completion_notification(&self.own);
         self.reclaim();
         if !self.link_up {
@@ -681,22 +734,35 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
         self.transmit.allocate(length).ok_or(SendError::RingFull)
     }
 
-    /// Publishes a written frame and kicks the peer if its `avail_event`
-    /// asks for it.
+    /// Adds a written frame to the transmit ring; the peer sees it at the
+    /// next [`flush`](Self::flush).
     pub fn publish(&mut self, allocation: Allocation, length: usize) {
         self.transmit.publish(&self.own, allocation, length);
         self.statistics.transmitted_frames += 1;
         self.statistics.transmitted_bytes += length as u64;
-        if self.transmit.should_notify(&self.peer) {
-            self.kick();
-        }
     }
 
-    fn kick(&mut self) {
-        // The fence in should_notify already orders our writes before the
-        // doorbell; the doorbell itself is a release on the device side.
-        self.notifier.notify(self.config.data_vector());
-        self.statistics.kicks_sent += 1;
+    /// Publishes the frames and completions written since the last flush
+    /// (one index store each) and rings the peer's doorbell once if its
+    /// event indexes ask for either (§3.6).
+    pub fn flush(&mut self) {
+        let transmitted = self.transmit.flush(&self.own);
+        let completed = self.receive.flush(&self.own);
+        if !transmitted && !completed {
+            return;
+        }
+        // One full barrier for both decisions: our index stores must be
+        // globally visible before we read the peer's event indexes (a
+        // store-load ordering), or both sides could decide not to act.
+        // The engine owns this barrier; the Notifier only writes the
+        // doorbell register, which the device makes a release (§3.7).
+        fence(Ordering::SeqCst);
+        let kick_for_frames = self.transmit.should_notify(&self.peer);
+        let kick_for_completions = self.receive.should_notify(&self.peer);
+        if kick_for_frames || kick_for_completions {
+            self.notifier.notify(self.config.data_vector());
+            self.statistics.kicks_sent += 1;
+        }
     }
 
     /// Frames waiting in the peer's avail ring (none unless the link is up:
@@ -708,7 +774,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
         }
         match self
             .receive
-            .pending(&self.peer, &mut self.statistics.protocol_errors)
+            .pending(&self.peer, &self.own, &mut self.statistics.protocol_errors)
         {
             Ok(pending) => pending,
             Err(Desynchronized) => {
@@ -720,16 +786,12 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
 
     /// Copies the next valid frame into `buffer`, consuming and counting
     /// invalid entries on the way, within `budget` (each entry costs one
-    /// entry, each frame its length in bytes); kicks the peer for the
-    /// completions if its `used_event` asks for it.
+    /// entry, each frame its length in bytes). Completions are published
+    /// (and the peer kicked if its `used_event` asks) once the entries of
+    /// the last `avail.idx` read are consumed or the budget ends the batch.
     pub fn receive_into(&mut self, buffer: &mut [u8], budget: &mut Budget) -> Option<usize> {
-        if !budget.allows_more() {
-            return None;
-        }
-        let mut pending = self.receive_pending();
         let mut result = None;
-        while pending > 0 && budget.allows_more() {
-            pending -= 1;
+        while budget.allows_more() && self.receive_pending() > 0 {
             budget.entries -= 1;
             match self.receive.consume(
                 &self.peer,
@@ -747,8 +809,11 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
                 Received::Rejected => self.statistics.drops.bad_descriptor += 1,
             }
         }
-        if self.receive.should_notify(&self.peer) {
-            self.kick();
+        if !self.receive.has_known_entries() {
+            self.receive.announce_position(&self.own);
+            self.flush();
+        } else if !budget.allows_more() {
+            self.flush();
         }
         result
     }

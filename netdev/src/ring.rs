@@ -56,11 +56,20 @@ pub(crate) struct Allocation {
 
 /// The transmit side: producer of our avail ring, consumer of the used ring
 /// the peer writes into its section.
+///
+/// Publication is batched: [`publish`](Self::publish) writes a descriptor
+/// and its ring entry, [`flush`](Self::flush) makes everything written so
+/// far visible with one `avail.idx` store, and the doorbell is decided once
+/// per flush ([`should_notify`](Self::should_notify), §3.6).
 #[derive(Debug)]
 pub(crate) struct TransmitRing {
     layout: Layout,
-    /// Our `avail.idx` (free running); descriptor index = slot of it.
+    /// The next avail index we will write (free running); descriptor index
+    /// = slot of it. Ahead of `published` by the frames written but not
+    /// yet flushed.
     next_avail: u16,
+    /// The `avail.idx` value last stored for the peer to see.
+    published: u16,
     /// The next completion we expect; `next_avail - last_used` frames are
     /// in flight.
     last_used: u16,
@@ -82,6 +91,7 @@ impl TransmitRing {
         Self {
             layout,
             next_avail: 0,
+            published: 0,
             last_used: 0,
             notified_at: 0,
             head: 0,
@@ -94,6 +104,7 @@ impl TransmitRing {
     /// Forgets all ring state (link reset, INIT→READY, §2.5).
     pub fn clear(&mut self) {
         self.next_avail = 0;
+        self.published = 0;
         self.last_used = 0;
         self.notified_at = 0;
         self.head = 0;
@@ -101,7 +112,8 @@ impl TransmitRing {
         self.charges.fill(0);
     }
 
-    /// Frames published and not yet completed.
+    /// Frames written (published or about to be at the next flush) and not
+    /// yet completed.
     pub fn in_flight(&self) -> u16 {
         self.next_avail.wrapping_sub(self.last_used)
     }
@@ -136,9 +148,10 @@ impl TransmitRing {
         })
     }
 
-    /// Publishes a frame of `length` bytes already written at `allocation`
-    /// (§5.1 steps 5–6, §5.4 step 5): descriptor {addr = H + offset, len,
-    /// flags 0}, avail ring entry, then `Release` store of `avail.idx`.
+    /// Adds a frame of `length` bytes already written at `allocation` to
+    /// the ring (§5.1 steps 5–6, §5.4 step 5): descriptor {addr = H +
+    /// offset, len, flags 0} and avail ring entry. The peer sees it at the
+    /// next [`flush`](Self::flush).
     pub fn publish<W: SharedMemoryMut>(&mut self, own: &W, allocation: Allocation, length: usize) {
         let layout = &self.layout;
         let descriptor_index = layout.slot(self.next_avail);
@@ -156,26 +169,38 @@ impl TransmitRing {
             Ordering::Relaxed,
         );
         self.next_avail = self.next_avail.wrapping_add(1);
-        // Release: the payload, descriptor and ring entry are visible before
-        // the peer can see the new index.
-        own.store_u16(layout.avail_index(), self.next_avail, Ordering::Release);
         self.charges[descriptor_index] = allocation.charge as u32;
         self.in_use += allocation.charge;
         self.head = allocation.offset + allocation.capacity;
     }
 
-    /// Whether to ring the peer's doorbell for what we published since the
-    /// last decision: full barrier, then the peer's `avail_event` (§3.6).
-    pub fn should_notify<M: SharedMemory>(&mut self, peer: &M) -> bool {
-        if self.next_avail == self.notified_at {
+    /// Makes every frame written since the last flush visible: one
+    /// `Release` store of `avail.idx` (the payloads, descriptors and ring
+    /// entries before it). Returns whether anything was published.
+    pub fn flush<W: SharedMemoryMut>(&mut self, own: &W) -> bool {
+        if self.published == self.next_avail {
             return false;
         }
-        // Our avail.idx store must be globally visible before we read the
-        // peer's avail_event, or both sides could decide not to act.
-        fence(Ordering::SeqCst);
+        own.store_u16(
+            self.layout.avail_index(),
+            self.next_avail,
+            Ordering::Release,
+        );
+        self.published = self.next_avail;
+        true
+    }
+
+    /// Whether to ring the peer's doorbell for what we published since the
+    /// last decision, from the peer's `avail_event` (§3.6). The caller
+    /// issues a full barrier between the [`flush`](Self::flush) and this
+    /// (the engine's `Link::flush` does, once for both rings).
+    pub fn should_notify<M: SharedMemory>(&mut self, peer: &M) -> bool {
+        if self.published == self.notified_at {
+            return false;
+        }
         let event = peer.load_u16(self.layout.avail_event(), Ordering::Relaxed);
-        let notify = need_event(event, self.next_avail, self.notified_at);
-        self.notified_at = self.next_avail;
+        let notify = need_event(event, self.published, self.notified_at);
+        self.notified_at = self.published;
         notify
     }
 
@@ -202,7 +227,9 @@ impl TransmitRing {
         // Acquire: the used elements are read after the index.
         let used_index = peer.load_u16(layout.used_index(), Ordering::Acquire);
         let completed = used_index.wrapping_sub(self.last_used);
-        if completed > self.in_flight() {
+        // Only published frames can be completed: a peer that "completes" a
+        // frame we are still writing would have us reuse its buffer.
+        if completed > self.published.wrapping_sub(self.last_used) {
             errors.used_index_ahead += 1;
             return Err(Desynchronized);
         }
@@ -240,14 +267,27 @@ pub(crate) enum Received {
 
 /// The receive side: consumer of the peer's avail ring, producer of the
 /// used ring in our section.
+///
+/// Consumption is batched: the peer's `avail.idx` is read once for all the
+/// entries it makes available ([`pending`](Self::pending) reads it again
+/// only when those are consumed, after telling the peer where to kick us),
+/// completions become visible with one `used.idx` store per
+/// [`flush`](Self::flush), and the completion doorbell is decided once per
+/// flush.
 #[derive(Debug)]
 pub(crate) struct ReceiveRing {
     layout: Layout,
     /// The next peer avail index we will read.
     last_avail: u16,
-    /// Our `used.idx` (free running).
+    /// Entries the last read of the peer's `avail.idx` showed that we have
+    /// not consumed yet.
+    known_available: u16,
+    /// The next used index we will write (free running); ahead of
+    /// `published` by the completions not yet flushed.
     next_used: u16,
-    /// `next_used` when we last decided whether to kick.
+    /// The `used.idx` value last stored for the peer to see.
+    published: u16,
+    /// `published` when we last decided whether to kick.
     notified_at: u16,
 }
 
@@ -256,7 +296,9 @@ impl ReceiveRing {
         Self {
             layout,
             last_avail: 0,
+            known_available: 0,
             next_used: 0,
+            published: 0,
             notified_at: 0,
         }
     }
@@ -264,18 +306,30 @@ impl ReceiveRing {
     /// Forgets all ring state (§2.5).
     pub fn clear(&mut self) {
         self.last_avail = 0;
+        self.known_available = 0;
         self.next_used = 0;
+        self.published = 0;
         self.notified_at = 0;
     }
 
-    /// Frames the peer has made available that we have not consumed.
-    pub fn pending<M: SharedMemory>(
-        &self,
+    /// Frames the peer has made available that we have not consumed. While
+    /// entries from the last read of `avail.idx` remain, that count; once
+    /// they are consumed, the idle handshake of §3.6: store our
+    /// `avail_event` (kick me when you publish the next index), full
+    /// barrier, read `avail.idx` again.
+    pub fn pending<M: SharedMemory, W: SharedMemoryMut>(
+        &mut self,
         peer: &M,
+        own: &W,
         errors: &mut ProtocolErrors,
     ) -> Result<u16, Desynchronized> {
-        // Our avail_event store (and used.idx) must be visible before we look
-        // at the peer's index again (§3.7, "store, fence, re-check").
+        if self.known_available > 0 {
+            return Ok(self.known_available);
+        }
+        self.announce_position(own);
+        // The avail_event store must be visible before we look at the
+        // peer's index again ("store, fence, re-check", §3.7): a store-load
+        // ordering only a full barrier gives.
         fence(Ordering::SeqCst);
         // Acquire: the ring entry, descriptor and payload are read after it.
         let avail_index = peer.load_u16(self.layout.avail_index(), Ordering::Acquire);
@@ -284,14 +338,32 @@ impl ReceiveRing {
             errors.avail_index_ahead += 1;
             return Err(Desynchronized);
         }
+        self.known_available = pending;
         Ok(pending)
+    }
+
+    /// Whether entries from the last read of `avail.idx` remain.
+    pub fn has_known_entries(&self) -> bool {
+        self.known_available > 0
+    }
+
+    /// Tells the peer where we are: `avail_event` = the next index we will
+    /// read ("kick me when you publish it", §3.6). [`pending`](Self::pending)
+    /// does it again, with the barrier, before it looks for more.
+    pub fn announce_position<W: SharedMemoryMut>(&self, own: &W) {
+        own.store_u16(
+            self.layout.avail_event(),
+            self.last_avail,
+            Ordering::Relaxed,
+        );
     }
 
     /// Consumes the next available entry (the caller saw `pending() > 0`):
     /// reads the ring entry and the descriptor once each, validates them
     /// (§3.5), copies the frame into `buffer` (which must hold
-    /// [`Layout::max_frame_length`] bytes), completes the entry in order with
-    /// len 1 and updates our `avail_event` (§5.2, §5.5).
+    /// [`Layout::max_frame_length`] bytes) and completes the entry in order
+    /// with len 1 (§5.2, §5.5); the peer sees the completion at the next
+    /// [`flush`](Self::flush).
     ///
     /// A frame inside the data area but longer than
     /// [`Layout::max_frame_length`] is rejected: no conforming sender makes
@@ -344,25 +416,33 @@ impl ReceiveRing {
         own.store_u32(element, u32::from(descriptor_index), Ordering::Relaxed);
         own.store_u32(element + 4, 1, Ordering::Relaxed);
         self.next_used = self.next_used.wrapping_add(1);
-        // Release: the element is visible before the index.
-        own.store_u16(layout.used_index(), self.next_used, Ordering::Release);
         self.last_avail = self.last_avail.wrapping_add(1);
-        // Keep avail_event current: "kick me when you publish index
-        // last_avail" (a Linux sender relies on it, §3.6).
-        own.store_u16(layout.avail_event(), self.last_avail, Ordering::Relaxed);
+        self.known_available = self.known_available.saturating_sub(1);
         received
     }
 
-    /// Whether to ring the peer's doorbell for the completions since the last
-    /// decision: full barrier, then the peer's `used_event` (§3.6).
-    pub fn should_notify<M: SharedMemory>(&mut self, peer: &M) -> bool {
-        if self.next_used == self.notified_at {
+    /// Makes the completions since the last flush visible: one `Release`
+    /// store of `used.idx` (the used elements before it). Returns whether
+    /// anything was published.
+    pub fn flush<W: SharedMemoryMut>(&mut self, own: &W) -> bool {
+        if self.published == self.next_used {
             return false;
         }
-        fence(Ordering::SeqCst);
+        own.store_u16(self.layout.used_index(), self.next_used, Ordering::Release);
+        self.published = self.next_used;
+        true
+    }
+
+    /// Whether to ring the peer's doorbell for the completions published
+    /// since the last decision, from the peer's `used_event` (§3.6); after a
+    /// full barrier, as for [`TransmitRing::should_notify`].
+    pub fn should_notify<M: SharedMemory>(&mut self, peer: &M) -> bool {
+        if self.published == self.notified_at {
+            return false;
+        }
         let event = peer.load_u16(self.layout.used_event(), Ordering::Relaxed);
-        let notify = need_event(event, self.next_used, self.notified_at);
-        self.notified_at = self.next_used;
+        let notify = need_event(event, self.published, self.notified_at);
+        self.notified_at = self.published;
         notify
     }
 }
@@ -462,6 +542,10 @@ mod tests {
             ring.publish(&own, allocation, 1514);
         }
         assert_eq!(ring.in_flight(), 4);
+        assert_eq!(own.load_u16(layout.avail_index(), Ordering::Relaxed), 0);
+        assert!(ring.flush(&own), "one index store for the batch");
+        assert_eq!(own.load_u16(layout.avail_index(), Ordering::Relaxed), 4);
+        assert!(!ring.flush(&own));
         assert!(ring.allocate(1514).is_none(), "no room before a completion");
         assert_eq!(ring.allocate(200).unwrap().offset, 6144);
         // The peer retires the oldest frame: 1536 bytes at the front are free.
@@ -474,6 +558,14 @@ mod tests {
         assert_eq!(wrapped.charge, 256 + 1536, "the skipped tail is charged");
         assert!(ring.allocate(1537).is_none());
         ring.publish(&own, wrapped, 1514);
+        // Four published, one retired: the peer cannot complete a fifth
+        // frame, which it cannot see yet.
+        peer.store_u16(layout.used_index(), 5, Ordering::Release);
+        assert_eq!(ring.reclaim(&peer, &mut errors), Err(Desynchronized));
+        assert_eq!(errors.used_index_ahead, 1);
+        peer.store_u16(layout.used_index(), used_index, Ordering::Release);
+        errors = ProtocolErrors::default();
+        ring.flush(&own);
         // Retiring everything returns all bytes, and the head restarts at 0.
         for id in 1..5 {
             complete(&peer, layout, &mut used_index, id);

@@ -43,6 +43,7 @@ impl Host {
         self.engine.poll(now);
         self.interface
             .poll(now, &mut self.engine, &mut self.sockets);
+        self.engine.flush();
     }
 }
 

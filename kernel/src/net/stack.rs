@@ -97,6 +97,9 @@ impl Stack {
         }
         self.interface
             .poll(time::now(), &mut self.engine, &mut self.sockets);
+        // Publish what smoltcp sent and the completions of what it took, as
+        // one batch with at most one doorbell.
+        self.engine.flush();
     }
 
     /// Sleeps until a doorbell, smoltcp's next deadline or the re-check timer,
