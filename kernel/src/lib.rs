@@ -10,7 +10,6 @@ extern crate alloc;
 
 pub mod acpi;
 pub mod apic;
-pub mod cmdline;
 pub mod exit;
 pub mod gdt;
 pub mod heap;

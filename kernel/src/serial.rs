@@ -5,6 +5,7 @@
 //! enabled on the command line (`log=`). Each log line carries the time since
 //! boot.
 
+use abi::cmdline::LogLevel;
 use core::fmt::{self, Write};
 use spin::Mutex;
 use uart_16550::Uart16550Tty;
@@ -78,9 +79,21 @@ impl log::Log for SerialLogger {
 
 static LOGGER: SerialLogger = SerialLogger;
 
-/// Installs the logger with the given maximum level.
-pub fn init_logger(level: log::LevelFilter) {
+/// Installs the logger with the command line's maximum level.
+pub fn init_logger(level: LogLevel) {
     // A second call fails harmlessly; the level is updated either way.
     let _ = log::set_logger(&LOGGER);
-    log::set_max_level(level);
+    log::set_max_level(level_filter(level));
+}
+
+/// The `log` filter of a command-line level.
+fn level_filter(level: LogLevel) -> log::LevelFilter {
+    match level {
+        LogLevel::Off => log::LevelFilter::Off,
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    }
 }

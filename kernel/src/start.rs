@@ -4,12 +4,12 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use log::{debug, info, warn};
 
-use crate::cmdline::{self, App, SelfTest};
 use crate::exit::{ExitCode, exit};
 use crate::ivshmem::{Device, Requirements};
 use crate::paging::{self, Attributes};
 use crate::pci::{self, ConfigAccess};
 use crate::{acpi, apic, gdt, heap, interrupts, kprintln, pvh, serial, time};
+use abi::cmdline::{App, CommandLine, SelfTest};
 
 /// Brings the platform up and runs what the command line asks for. Never returns.
 pub fn start(start_info: u32) -> ! {
@@ -22,7 +22,7 @@ pub fn start(start_info: u32) -> ! {
     });
     let heap = init_heap(&info);
     guard_stack();
-    let command_line = cmdline::parse(info.cmdline).unwrap_or_else(|error| {
+    let command_line = CommandLine::parse(info.cmdline).unwrap_or_else(|error| {
         kprintln!("cmdline: {error}");
         exit(ExitCode::BadCommandLine)
     });
@@ -123,7 +123,7 @@ pub fn start(start_info: u32) -> ! {
 }
 
 /// Runs the network apps in order and exits with their verdict.
-fn run_apps(mut stack: crate::net::stack::Stack, command_line: &cmdline::CommandLine) -> ! {
+fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> ! {
     use crate::net::apps;
     if !stack.wait_for_link(command_line.link_timeout) {
         fail(format_args!(
@@ -158,7 +158,7 @@ fn run_apps(mut stack: crate::net::stack::Stack, command_line: &cmdline::Command
 fn probe_device(
     config: &dyn ConfigAccess,
     functions: &[pci::Function],
-    command_line: &cmdline::CommandLine,
+    command_line: &CommandLine,
 ) -> &'static Device {
     let device = Device::probe(config, functions, command_line.id, Requirements::NET)
         .unwrap_or_else(|error| {

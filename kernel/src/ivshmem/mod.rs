@@ -433,7 +433,7 @@ impl Device {
     /// Waits until `vector` fires (true) or `micros` pass (false). In polling
     /// mode, or without interrupts, it spins; either way the caller re-checks
     /// the work the vector signals, since events are not latched.
-    pub fn wait_for_vector(&self, vector: u16, mode: crate::cmdline::Mode, micros: u64) -> bool {
+    pub fn wait_for_vector(&self, vector: u16, mode: abi::cmdline::Mode, micros: u64) -> bool {
         let deadline = crate::time::micros_since_boot() + micros;
         loop {
             if take_vector(vector) {

@@ -10,8 +10,8 @@ use smoltcp::socket::{icmp, tcp, udp};
 use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, IpEndpoint};
 
 use super::stack::Stack;
-use crate::cmdline::CommandLine;
 use crate::{kprintln, time};
+use abi::cmdline::CommandLine;
 
 /// TCP socket buffers (each direction): large enough for window scaling to matter.
 const TCP_BUFFER: usize = 256 * 1024;
@@ -109,7 +109,7 @@ fn first_mismatch(connection: u32, offset: u64, buffer: &[u8]) -> Option<usize> 
 /// request got its reply.
 pub fn ping(stack: &mut Stack, command_line: &CommandLine) -> bool {
     let count = command_line.count as usize;
-    let size = command_line.size.max(8);
+    let size = command_line.size.max(8) as usize;
     let mut socket = icmp::Socket::new(
         icmp::PacketBuffer::new(
             vec![icmp::PacketMetadata::EMPTY; 16],
@@ -406,7 +406,7 @@ pub fn tcp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
 /// Sends `count` datagrams of `size` bytes to the peer's UDP echo server,
 /// one at a time, and verifies each echo.
 pub fn udp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
-    let size = command_line.size.clamp(1, 1472);
+    let size = command_line.size.clamp(1, 1472) as usize;
     let mut socket = udp::Socket::new(
         udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8 * 2048]),
         udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8 * 2048]),

@@ -7,12 +7,12 @@ pub mod stack;
 use log::{info, warn};
 use netdev::{Config, Engine, Sections, State};
 
-use crate::cmdline::{CommandLine, Mode};
 use crate::exit::{ExitCode, exit};
 use crate::ivshmem::memory::{OwnWindow, Window};
 use crate::ivshmem::{Device, PeerNotifier};
 use crate::pci::ConfigAccess;
 use crate::{idle, kprintln, time};
+use abi::cmdline::{CommandLine, Mode};
 
 /// The engine over a kernel device.
 pub type LinkEngine = Engine<Window, OwnWindow, PeerNotifier>;
@@ -41,7 +41,7 @@ pub fn open(
     let peer = 1 - id;
     let mut engine_config = Config::new(id, device.vectors().max(1), mac_address(id));
     if let Some(mtu) = command_line.mtu {
-        engine_config.mtu = mtu;
+        engine_config.mtu = usize::from(mtu);
     }
     let Some(own) = device.take_own_section() else {
         kprintln!("ivshmem-net: our output section is already in use");

@@ -10,9 +10,9 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 
 use super::{LinkEngine, RECHECK_MICROS};
-use crate::cmdline::{CommandLine, Mode};
 use crate::ivshmem::Device;
 use crate::{idle, time};
+use abi::cmdline::{CommandLine, Mode};
 
 /// The network stack of this kernel.
 pub struct Stack {
