@@ -1,13 +1,14 @@
 //! The kernel heap: `linked_list_allocator` over the largest usable RAM region
 //! of the PVH memory map above the kernel image (not a fixed array), with
 //! allocation failure reported and turned into
-//! [`ExitCode::OutOfMemory`](crate::exit::ExitCode::OutOfMemory).
+//! [`ExitCode::OutOfMemory`].
 
 use core::alloc::{GlobalAlloc, Layout};
 use linked_list_allocator::LockedHeap;
 
-use crate::exit::{ExitCode, exit};
+use crate::exit::exit;
 use crate::pvh::{MemoryRegion, StartInfo};
+use abi::exit::ExitCode;
 
 /// The heap must lie inside the boot identity map (the first 4 GiB).
 const IDENTITY_MAPPED_END: u64 = 4 << 30;

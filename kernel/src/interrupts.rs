@@ -4,7 +4,7 @@
 //!
 //! CPU exceptions are fatal: the kernel prints the vector, RIP, error code and
 //! (for page faults) CR2, and exits with
-//! [`ExitCode::CpuException`](crate::exit::ExitCode::CpuException).
+//! [`ExitCode::CpuException`].
 //! Vectors 32–255 dispatch to handlers registered with [`register`]; the local
 //! APIC gets its EOI afterwards. Handlers run with interrupts disabled and must
 //! not allocate (the heap lock may be held by the interrupted code).
@@ -14,8 +14,9 @@ use spin::Once;
 use x86_64::VirtAddr;
 use x86_64::structures::idt::InterruptDescriptorTable;
 
-use crate::exit::{ExitCode, exit};
+use crate::exit::exit;
 use crate::gdt::{IST_DOUBLE_FAULT, IST_GENERAL, IST_NMI};
+use abi::exit::ExitCode;
 
 /// The spurious-interrupt vector programmed into the local APIC; it gets no EOI.
 pub const SPURIOUS_VECTOR: u8 = 0xff;

@@ -4,7 +4,8 @@
 
 use core::arch::asm;
 
-use crate::exit::{ExitCode, exit};
+use crate::exit::exit;
+use abi::exit::ExitCode;
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {

@@ -4,12 +4,13 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use log::{debug, info, warn};
 
-use crate::exit::{ExitCode, exit};
+use crate::exit::exit;
 use crate::ivshmem::{Device, Requirements};
 use crate::paging::{self, Attributes};
 use crate::pci::{self, ConfigAccess};
 use crate::{acpi, apic, gdt, heap, interrupts, kprintln, pvh, serial, time};
 use abi::cmdline::{App, CommandLine, SelfTest};
+use abi::exit::ExitCode;
 
 /// Brings the platform up and runs what the command line asks for. Never returns.
 pub fn start(start_info: u32) -> ! {
