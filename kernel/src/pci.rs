@@ -9,22 +9,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-/// Bus, device and function of a PCI function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Bdf {
-    /// Bus number.
-    pub bus: u8,
-    /// Device number (0–31).
-    pub device: u8,
-    /// Function number (0–7).
-    pub function: u8,
-}
-
-impl fmt::Display for Bdf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:02x}:{:02x}.{}", self.bus, self.device, self.function)
-    }
-}
+pub use abi::report::{Bar, BarKind, Bdf};
 
 /// Access to configuration space: aligned 32-bit reads and writes.
 pub trait ConfigAccess {
@@ -77,52 +62,6 @@ pub mod command {
 
 /// Status register: a capability list exists.
 const STATUS_CAPABILITIES: u32 = 1 << (16 + 4);
-
-/// What a BAR decodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BarKind {
-    /// I/O ports.
-    Io,
-    /// Memory below 4 GiB.
-    Memory32,
-    /// Memory anywhere (occupies two BAR slots).
-    Memory64,
-}
-
-/// A sized base address register.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bar {
-    /// BAR number (0–5).
-    pub index: u8,
-    /// Decoding type.
-    pub kind: BarKind,
-    /// Prefetchable memory.
-    pub prefetchable: bool,
-    /// Assigned address (0 if the firmware assigned none).
-    pub address: u64,
-    /// Size in bytes (a power of two).
-    pub size: u64,
-}
-
-impl fmt::Display for Bar {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            BarKind::Io => "io",
-            BarKind::Memory32 => "mem32",
-            BarKind::Memory64 => "mem64",
-        };
-        let prefetchable = if self.prefetchable {
-            " prefetchable"
-        } else {
-            ""
-        };
-        write!(
-            f,
-            "BAR{} {kind}{prefetchable} {:#x} size {:#x}",
-            self.index, self.address, self.size
-        )
-    }
-}
 
 /// One function found on the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
