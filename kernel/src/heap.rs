@@ -9,6 +9,7 @@ use linked_list_allocator::LockedHeap;
 use crate::exit::exit;
 use crate::pvh::{MemoryRegion, StartInfo};
 use abi::exit::ExitCode;
+use abi::report::{Fatal, FatalKind};
 
 /// The heap must lie inside the boot identity map (the first 4 GiB).
 const IDENTITY_MAPPED_END: u64 = 4 << 30;
@@ -52,9 +53,15 @@ unsafe impl GlobalAlloc for KernelHeap {
 fn out_of_memory(layout: Layout) -> ! {
     crate::serial::force_unlock();
     crate::kprintln!(
-        "OUT OF MEMORY: allocating {} bytes (align {}) failed",
-        layout.size(),
-        layout.align()
+        "{}",
+        Fatal {
+            kind: FatalKind::OutOfMemory,
+            message: format_args!(
+                "allocating {} bytes (align {}) failed",
+                layout.size(),
+                layout.align()
+            ),
+        }
     );
     exit(ExitCode::OutOfMemory)
 }

@@ -17,6 +17,7 @@ use x86_64::structures::idt::InterruptDescriptorTable;
 use crate::exit::exit;
 use crate::gdt::{IST_DOUBLE_FAULT, IST_GENERAL, IST_NMI};
 use abi::exit::ExitCode;
+use abi::report::{ExceptionErrorCode, ExceptionFrame, ExceptionHeadline, PageFaultAddress};
 
 /// The spurious-interrupt vector programmed into the local APIC; it gets no EOI.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
@@ -260,23 +261,33 @@ const EXCEPTION_NAMES: [&str; 32] = [
 
 fn report_exception(frame: &TrapFrame) -> ! {
     crate::serial::force_unlock();
-    let vector = frame.vector as usize;
+    let vector = frame.vector as u8;
     crate::kprintln!(
-        "CPU EXCEPTION {} (vector {vector})",
-        EXCEPTION_NAMES[vector % 32]
+        "{}",
+        ExceptionHeadline {
+            name: EXCEPTION_NAMES[usize::from(vector % 32)],
+            vector,
+        }
     );
     crate::kprintln!(
-        "  RIP {:#018x}  CS {:#06x}  RFLAGS {:#010x}  RSP {:#018x}  SS {:#06x}",
-        frame.rip,
-        frame.cs,
-        frame.rflags,
-        frame.rsp,
-        frame.ss
+        "{}",
+        ExceptionFrame {
+            rip: frame.rip,
+            cs: frame.cs,
+            rflags: frame.rflags,
+            rsp: frame.rsp,
+            ss: frame.ss,
+        }
     );
-    crate::kprintln!("  error code {:#x}", frame.error_code);
+    crate::kprintln!("{}", ExceptionErrorCode(frame.error_code));
     if vector == 14 {
-        let cr2 = x86_64::registers::control::Cr2::read_raw();
-        crate::kprintln!("  CR2 {cr2:#018x} ({})", page_fault_cause(frame.error_code));
+        crate::kprintln!(
+            "{}",
+            PageFaultAddress {
+                cr2: x86_64::registers::control::Cr2::read_raw(),
+                cause: page_fault_cause(frame.error_code),
+            }
+        );
     }
     crate::kprintln!(
         "  RAX {:#x} RBX {:#x} RCX {:#x} RDX {:#x} RSI {:#x} RDI {:#x} RBP {:#x}",

@@ -7,8 +7,8 @@
 //! Jailhouse) emulates.
 
 use alloc::vec::Vec;
-use core::fmt;
 
+use abi::report::PciFunction;
 pub use abi::report::{Bar, BarKind, Bdf};
 
 /// Access to configuration space: aligned 32-bit reads and writes.
@@ -93,19 +93,16 @@ impl Function {
     }
 }
 
-impl fmt::Display for Function {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {:04x}:{:04x} class {:02x}.{:02x}.{:02x} rev {:02x}",
-            self.bdf,
-            self.vendor,
-            self.device,
-            self.class,
-            self.subclass,
-            self.prog_if,
-            self.revision
-        )
+impl Function {
+    /// The function's inventory line.
+    pub fn report(&self) -> PciFunction {
+        PciFunction {
+            bdf: self.bdf,
+            vendor: self.vendor,
+            device: self.device,
+            class: [self.class, self.subclass, self.prog_if],
+            revision: self.revision,
+        }
     }
 }
 
@@ -599,8 +596,8 @@ mod tests {
         assert_eq!(functions.len(), 2);
         let ivshmem = &functions[1];
         assert_eq!(
-            ivshmem.to_string(),
-            "00:03.0 1af4:1110 class 05.00.00 rev 01"
+            ivshmem.report().to_string(),
+            "pci 00:03.0 1af4:1110 class 05.00.00 rev 01"
         );
         assert_eq!(
             ivshmem.bars,

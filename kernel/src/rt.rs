@@ -6,12 +6,19 @@ use core::arch::asm;
 
 use crate::exit::exit;
 use abi::exit::ExitCode;
+use abi::report::{Fatal, FatalKind};
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     x86_64::instructions::interrupts::disable();
     crate::serial::force_unlock();
-    crate::kprintln!("KERNEL PANIC: {info}");
+    crate::kprintln!(
+        "{}",
+        Fatal {
+            kind: FatalKind::Panic,
+            message: info
+        }
+    );
     exit(ExitCode::Panic)
 }
 

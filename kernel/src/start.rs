@@ -11,22 +11,22 @@ use crate::pci::{self, ConfigAccess};
 use crate::{acpi, apic, gdt, heap, interrupts, kprintln, pvh, serial, time};
 use abi::cmdline::{App, CommandLine, SelfTest};
 use abi::exit::ExitCode;
+use abi::report::{
+    AppVerdict, AppsVerdict, BootOk, DEVICE_PREFIX, DeviceFound, Fatal, FatalKind, InventoryHeader,
+    PciBar, SharedMemoryProbe, StackGuard,
+};
 
 /// Brings the platform up and runs what the command line asks for. Never returns.
 pub fn start(start_info: u32) -> ! {
     serial::init();
     gdt::init();
     interrupts::init();
-    let info = pvh::StartInfo::read(start_info).unwrap_or_else(|error| {
-        kprintln!("boot: {error}");
-        exit(ExitCode::Failure)
-    });
+    let info = pvh::StartInfo::read(start_info)
+        .unwrap_or_else(|error| fatal(FatalKind::Boot, error, ExitCode::Failure));
     let heap = init_heap(&info);
     guard_stack();
-    let command_line = CommandLine::parse(info.cmdline).unwrap_or_else(|error| {
-        kprintln!("cmdline: {error}");
-        exit(ExitCode::BadCommandLine)
-    });
+    let command_line = CommandLine::parse(info.cmdline)
+        .unwrap_or_else(|error| fatal(FatalKind::CommandLine, error, ExitCode::BadCommandLine));
     serial::init_logger(command_line.log);
     let tsc_khz = time::init();
     info!(
@@ -70,11 +70,22 @@ pub fn start(start_info: u32) -> ! {
 
     let config = config_access(&platform);
     let functions = pci::enumerate(&*config);
-    kprintln!("PCI inventory ({} functions):", functions.len());
+    kprintln!(
+        "{}",
+        InventoryHeader {
+            functions: functions.len()
+        }
+    );
     for function in &functions {
-        kprintln!("pci {function}");
+        kprintln!("{}", function.report());
         for bar in &function.bars {
-            kprintln!("pci {}   {bar}", function.bdf);
+            kprintln!(
+                "{}",
+                PciBar {
+                    bdf: function.bdf,
+                    bar: *bar
+                }
+            );
         }
     }
 
@@ -98,8 +109,10 @@ pub fn start(start_info: u32) -> ! {
         Some(SelfTest::SharedMemory) => shared_memory_probe(&functions),
         Some(SelfTest::StackOverflow) => {
             kprintln!(
-                "self-test: overflowing the stack; guard page at {:#x}",
-                stack_guard_page()
+                "{}",
+                StackGuard {
+                    guard_page: stack_guard_page()
+                }
             );
             let depth = recurse(0);
             fail(format_args!(
@@ -109,7 +122,7 @@ pub fn start(start_info: u32) -> ! {
         None => {}
     }
     if command_line.apps == [App::Inventory] {
-        kprintln!("boot: ok");
+        kprintln!("{BootOk}");
         exit(ExitCode::Success)
     }
     let device = probe_device(&*config, &functions, &command_line);
@@ -142,17 +155,23 @@ fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> 
             App::TcpEcho => apps::tcp_echo(&mut stack, command_line),
             App::UdpEcho => apps::udp_echo(&mut stack, command_line),
         };
-        kprintln!("{}: {}", app.name(), if ok { "PASS" } else { "FAIL" });
+        kprintln!(
+            "{}",
+            AppVerdict {
+                app: *app,
+                pass: ok
+            }
+        );
         passed &= ok;
     }
     let statistics = stack.engine.statistics();
     info!("ivshmem-net statistics: {statistics:?}");
-    if passed {
-        kprintln!("apps: PASS");
-        exit(ExitCode::Success)
-    }
-    kprintln!("apps: FAIL");
-    exit(ExitCode::Failure)
+    kprintln!("{}", AppsVerdict { pass: passed });
+    exit(if passed {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    })
 }
 
 /// Finds and maps the ivshmem device for ivshmem-net, or exits with the reason.
@@ -163,18 +182,20 @@ fn probe_device(
 ) -> &'static Device {
     let device = Device::probe(config, functions, command_line.id, Requirements::NET)
         .unwrap_or_else(|error| {
-            kprintln!("ivshmem: {error}");
+            kprintln!("{DEVICE_PREFIX}{error}");
             exit(ExitCode::Failure)
         });
     let layout = device.layout();
     kprintln!(
-        "ivshmem: {} at {}, id {} of {}, protocol {:#06x}, {} vector(s)",
-        device.kind(),
-        device.bdf(),
-        device.id(),
-        device.max_peers(),
-        device.protocol(),
-        device.vectors()
+        "{}",
+        DeviceFound {
+            kind: device.kind(),
+            bdf: device.bdf(),
+            id: device.id(),
+            max_peers: device.max_peers(),
+            protocol: device.protocol(),
+            vectors: device.vectors(),
+        }
     );
     info!(
         "ivshmem: state table {}, R/W section {}, output sections {} and {}",
@@ -191,8 +212,13 @@ const UNMAPPED: u64 = 0x10_0000_0000;
 
 /// Reports a fatal condition and exits with [`ExitCode::Failure`].
 pub fn fail(message: core::fmt::Arguments<'_>) -> ! {
-    kprintln!("FAILED: {message}");
-    exit(ExitCode::Failure)
+    fatal(FatalKind::Failed, message, ExitCode::Failure)
+}
+
+/// Prints the fatal report `kind: message` and exits with `code`.
+fn fatal(kind: FatalKind, message: impl core::fmt::Display, code: ExitCode) -> ! {
+    kprintln!("{}", Fatal { kind, message });
+    exit(code)
 }
 
 /// The lowest page of the boot stack.
@@ -220,15 +246,21 @@ fn recurse(depth: u64) -> u64 {
 /// instead of silently overwriting the page tables below it.
 fn guard_stack() {
     if let Err(error) = paging::unmap_page(stack_guard_page()) {
-        kprintln!("boot: cannot place the stack guard page: {error}");
-        exit(ExitCode::Failure);
+        fatal(
+            FatalKind::Boot,
+            format_args!("cannot place the stack guard page: {error}"),
+            ExitCode::Failure,
+        );
     }
 }
 
 fn init_heap(info: &pvh::StartInfo) -> heap::HeapRange {
     heap::init(&heap::HEAP, info).unwrap_or_else(|| {
-        kprintln!("boot: no usable RAM region of 4 MiB or more for the heap");
-        exit(ExitCode::OutOfMemory)
+        fatal(
+            FatalKind::Boot,
+            "no usable RAM region of 4 MiB or more for the heap",
+            ExitCode::OutOfMemory,
+        )
     })
 }
 
@@ -274,5 +306,12 @@ fn shared_memory_probe(functions: &[pci::Function]) {
             core::ptr::read_volatile(last as *const u64),
         )
     };
-    kprintln!("shm: {bar} first {first_value:#018x} last {last_value:#018x}");
+    kprintln!(
+        "{}",
+        SharedMemoryProbe {
+            bar: *bar,
+            first: first_value,
+            last: last_value,
+        }
+    );
 }

@@ -38,25 +38,7 @@ const UNASSIGNED_BAR0: u32 = 0xff00_0000;
 const UNASSIGNED_BAR1: u32 = 0xff00_1000;
 
 /// Which kind of device carries the link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A real ivshmem-v2 device (Jailhouse, the Siemens QEMU fork).
-    V2,
-    /// ivshmem-v2 emulated on QEMU's `ivshmem-doorbell` with our server.
-    Doorbell,
-    /// ivshmem-v2 emulated on QEMU's `ivshmem-plain`: no interrupts.
-    Plain,
-}
-
-impl core::fmt::Display for Kind {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            Self::V2 => "ivshmem-v2",
-            Self::Doorbell => "ivshmem-v2 emulated on ivshmem-doorbell",
-            Self::Plain => "ivshmem-v2 emulated on ivshmem-plain",
-        })
-    }
-}
+pub use abi::report::DeviceKind as Kind;
 
 /// BAR0, mapped uncached.
 #[derive(Debug)]

@@ -12,6 +12,11 @@ use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, IpEndpoint};
 use super::stack::Stack;
 use crate::{kprintln, time};
 use abi::cmdline::CommandLine;
+use abi::report::{
+    Mbits, Millis, PingReply, PingRtt, PingStart, PingSummary, ServerReady, TcpEchoProgress,
+    TcpEchoResult, TcpEchoRound, UdpEchoResult,
+};
+use core::net::{IpAddr, SocketAddr};
 
 /// TCP socket buffers (each direction): large enough for window scaling to matter.
 const TCP_BUFFER: usize = 256 * 1024;
@@ -26,28 +31,6 @@ const PING_IDENT: u16 = 0x4e49;
 
 fn peer_address(stack: &Stack) -> IpAddress {
     IpAddress::Ipv4(stack.peer)
-}
-
-/// `µs` as `m.mmm` milliseconds.
-struct Millis(u64);
-
-impl core::fmt::Display for Millis {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}.{:03}", self.0 / 1000, self.0 % 1000)
-    }
-}
-
-/// Throughput of `bytes` in `micros` as `Mbit/s` with one decimal.
-struct Mbits {
-    bytes: u64,
-    micros: u64,
-}
-
-impl core::fmt::Display for Mbits {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let tenths = self.bytes.saturating_mul(80) / self.micros.max(1);
-        write!(f, "{}.{} Mbit/s", tenths / 10, tenths % 10)
-    }
 }
 
 /// The 8 stream bytes at offset `8 * word` of connection `connection`: cheap,
@@ -132,9 +115,13 @@ pub fn ping(stack: &mut Stack, command_line: &CommandLine) -> bool {
     let mut next_at = time::micros_since_boot();
     let mut payload = vec![0u8; size];
     kprintln!(
-        "ping: {} -> {}, {count} requests of {size} bytes",
-        stack.local,
-        stack.peer
+        "{}",
+        PingStart {
+            local: IpAddr::V4(stack.local),
+            peer: IpAddr::V4(stack.peer),
+            count: command_line.count,
+            size: size as u32,
+        }
     );
     loop {
         stack.poll();
@@ -189,9 +176,13 @@ pub fn ping(stack: &mut Stack, command_line: &CommandLine) -> bool {
             let rtt = time::micros_since_boot() - sent;
             rtts.push(rtt);
             kprintln!(
-                "ping: {} bytes from {from}: icmp_seq={seq_no} time={} ms",
-                data.len(),
-                Millis(rtt)
+                "{}",
+                PingReply {
+                    bytes: data.len() as u32,
+                    from: from.into(),
+                    sequence: seq_no,
+                    rtt: Millis(rtt),
+                }
             );
         }
         let outstanding = sent_at
@@ -205,15 +196,16 @@ pub fn ping(stack: &mut Stack, command_line: &CommandLine) -> bool {
     }
     stack.sockets.remove(handle);
     let received = rtts.len();
-    let loss = (count - received) * 100 / count;
-    kprintln!("ping: {count} transmitted, {received} received, {loss}% loss");
-    if let (Some(min), Some(max)) = (rtts.iter().min(), rtts.iter().max()) {
+    kprintln!("{}", PingSummary::new(count as u32, received as u32));
+    if let (Some(&min), Some(&max)) = (rtts.iter().min(), rtts.iter().max()) {
         let average = rtts.iter().sum::<u64>() / received as u64;
         kprintln!(
-            "ping: rtt min/avg/max = {}/{}/{} ms",
-            Millis(*min),
-            Millis(average),
-            Millis(*max)
+            "{}",
+            PingRtt {
+                min: Millis(min),
+                avg: Millis(average),
+                max: Millis(max),
+            }
         );
     }
     received == count
@@ -343,9 +335,12 @@ pub fn tcp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
             }
             let verified: u64 = connections.iter().map(|c| c.verified).sum();
             if verified >= next_report && verified < command_line.bytes {
-                info!(
-                    "tcp-echo: {}% ({verified} bytes)",
-                    verified * 100 / command_line.bytes
+                kprintln!(
+                    "{}",
+                    TcpEchoProgress {
+                        percent: (verified * 100 / command_line.bytes) as u32,
+                        bytes: verified,
+                    }
                 );
                 next_report += command_line.bytes / 4;
             }
@@ -381,23 +376,22 @@ pub fn tcp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
         let micros = time::micros_since_boot() - started;
         total_micros += micros;
         kprintln!(
-            "tcp-echo: round {}: {} bytes over {} connection(s) echoed and verified in {} ms ({})",
-            round + 1,
-            command_line.bytes,
-            command_line.parallel,
-            Millis(micros),
-            Mbits {
+            "{}",
+            TcpEchoRound {
+                round: round + 1,
                 bytes: command_line.bytes,
-                micros
+                connections: command_line.parallel,
+                time: Millis(micros),
+                throughput: Mbits::of_transfer(command_line.bytes, micros),
             }
         );
     }
     let bytes = command_line.bytes * u64::from(command_line.repeat);
     kprintln!(
-        "tcp-echo: {bytes} bytes verified, throughput {}",
-        Mbits {
+        "{}",
+        TcpEchoResult {
             bytes,
-            micros: total_micros
+            throughput: Mbits::of_transfer(bytes, total_micros),
         }
     );
     true
@@ -442,8 +436,12 @@ pub fn udp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
     }
     stack.sockets.remove(handle);
     kprintln!(
-        "udp-echo: {echoed} of {} datagrams of {size} bytes echoed intact",
-        command_line.count
+        "{}",
+        UdpEchoResult {
+            echoed,
+            count: command_line.count,
+            size: size as u32,
+        }
     );
     echoed == command_line.count
 }
@@ -465,7 +463,12 @@ pub fn serve(stack: &mut Stack, command_line: &CommandLine) -> ! {
     );
     udp_socket.bind(port).expect("a fresh socket binds");
     let udp_handle = stack.sockets.add(udp_socket);
-    kprintln!("server: TCP and UDP echo on {}:{port}", stack.local);
+    kprintln!(
+        "{}",
+        ServerReady {
+            address: SocketAddr::new(IpAddr::V4(stack.local), port),
+        }
+    );
     let mut buffer = vec![0u8; 64 * 1024];
     let mut connected = [false; SERVER_CONNECTIONS];
     let mut link_up = stack.link_up();

@@ -4,6 +4,7 @@
 pub mod apps;
 pub mod stack;
 
+use abi::report::{LinkDown, LinkUp};
 use log::{info, warn};
 use netdev::{Config, Engine, Sections, State};
 
@@ -92,12 +93,19 @@ pub fn report_link(engine: &LinkEngine, up: bool) {
     let statistics = engine.statistics();
     if up {
         kprintln!(
-            "link: up (link-ups {}, resets {})",
-            statistics.link_ups,
-            statistics.resets
+            "{}",
+            LinkUp {
+                link_ups: statistics.link_ups,
+                resets: statistics.resets,
+            }
         );
     } else {
-        kprintln!("link: down (resets {})", statistics.resets);
+        kprintln!(
+            "{}",
+            LinkDown {
+                resets: statistics.resets
+            }
+        );
     }
 }
 
