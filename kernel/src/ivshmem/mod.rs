@@ -23,7 +23,7 @@ use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 
 use crate::paging::{self, Attributes};
-use crate::pci::{self, Bdf, ConfigAccess, Function, Msix};
+use crate::pci::{self, Bdf, ConfigAccess, Function, Msix, MsixTable};
 use layout::{Layout, Region};
 use v2::RegisterBlock;
 pub use v2::{ProbeError, Requirements};
@@ -60,43 +60,6 @@ impl RegisterBlock for Mmio {
         assert!(u64::from(offset) + 4 <= self.size && offset.is_multiple_of(4));
         // SAFETY: as in `read32`.
         unsafe { core::ptr::write_volatile((self.base + u64::from(offset)) as *mut u32, value) }
-    }
-}
-
-/// The MSI-X table, mapped uncached.
-#[derive(Debug)]
-struct MsixTable {
-    base: u64,
-    entries: u16,
-}
-
-impl MsixTable {
-    /// Writes entry `index` (PCI Local Bus Specification 3.0, §6.8.2.6).
-    fn program(&self, index: u16, address: u64, data: u32, masked: bool) {
-        assert!(index < self.entries);
-        let entry = self.base + 16 * u64::from(index);
-        let words = [
-            address as u32,
-            (address >> 32) as u32,
-            data,
-            u32::from(masked),
-        ];
-        for (word, value) in words.iter().enumerate() {
-            // SAFETY: the table is mapped uncached for `entries` entries of 16 bytes
-            // (see `probe`), and `index` is checked; aligned dword accesses only.
-            unsafe { core::ptr::write_volatile((entry + 4 * word as u64) as *mut u32, *value) };
-        }
-    }
-
-    /// Sets or clears the mask bit of entry `index`.
-    fn set_masked(&self, index: u16, masked: bool) {
-        assert!(index < self.entries);
-        let control = (self.base + 16 * u64::from(index) + 12) as *mut u32;
-        // SAFETY: as in `program`; read-modify-write keeps the reserved bits.
-        unsafe {
-            let value = core::ptr::read_volatile(control);
-            core::ptr::write_volatile(control, (value & !1) | u32::from(masked));
-        }
     }
 }
 
@@ -244,13 +207,10 @@ impl Device {
                     size: 16 * u64::from(msix.table_size),
                 };
                 map(table, Attributes::DEVICE)?;
-                Some((
-                    msix,
-                    MsixTable {
-                        base: table.address,
-                        entries: msix.table_size,
-                    },
-                ))
+                // SAFETY: the table region was just mapped uncached for the
+                // kernel's life, and this device is probed once.
+                let table = unsafe { MsixTable::new(table.address, msix.table_size) };
+                Some((msix, table))
             }
             None => None,
         };
