@@ -185,7 +185,7 @@ fn probe_device(
             kprintln!("{DEVICE_PREFIX}{error}");
             exit(ExitCode::Failure)
         });
-    let layout = device.layout();
+    let sections = device.sections();
     kprintln!(
         "{}",
         DeviceFound {
@@ -198,11 +198,9 @@ fn probe_device(
         }
     );
     info!(
-        "ivshmem: state table {}, R/W section {}, output sections {} and {}",
-        layout.state_table(),
-        layout.rw_section(),
-        layout.output_section(0),
-        layout.output_section(1)
+        "ivshmem: shared memory at {:#x}: {}",
+        sections.base(),
+        sections.layout()
     );
     device
 }

@@ -24,7 +24,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 
 use crate::paging::{self, Attributes};
 use crate::pci::{self, Bdf, ConfigAccess, Function, Msix, MsixTable};
-use layout::{Layout, Region};
+use layout::{Region, Sections};
 use v2::RegisterBlock;
 pub use v2::{ProbeError, Requirements};
 
@@ -77,7 +77,7 @@ pub struct Device {
     bdf: Bdf,
     id: u16,
     protocol: u16,
-    layout: Layout,
+    sections: Sections,
     registers: Mmio,
     msix: Option<(Msix, MsixTable)>,
     /// The last state we wrote (emulation rings vector 0 only on a change).
@@ -148,18 +148,24 @@ impl Device {
             size: bar0.size,
         };
 
-        let (kind, id, protocol, layout, msix) = if function.vendor == v2::VENDOR {
+        let (kind, id, protocol, sections, msix) = if function.vendor == v2::VENDOR {
             let found = v2::discover(config, &function, &registers, requirements)?;
-            map(found.layout.state_table(), Attributes::SHARED_READ_ONLY)?;
-            (Kind::V2, found.id, found.protocol, found.layout, found.msix)
+            map(found.sections.state_table(), Attributes::SHARED_READ_ONLY)?;
+            (
+                Kind::V2,
+                found.id,
+                found.protocol,
+                found.sections,
+                found.msix,
+            )
         } else {
             let bar2 = function.bar(2).ok_or(ProbeError::NoSharedMemory)?;
             let page = Region {
                 address: bar2.address,
-                size: emulated::PAGE_SIZE,
+                size: abi::layout::PAGE_SIZE,
             };
             map(page, Attributes::SHARED_READ_ONLY)?;
-            let mut bytes = [0u8; emulated::DESCRIPTOR_LENGTH];
+            let mut bytes = [0u8; abi::descriptor::LENGTH];
             // SAFETY: the first page of BAR2 was just mapped read-only and lies
             // inside BAR2. A peer could change it concurrently (v1 devices
             // protect nothing); we copy it once and validate the copy.
@@ -173,22 +179,23 @@ impl Device {
             let found =
                 emulated::discover(config, &function, &bytes, &registers, id, requirements)?;
             // In emulation we write our own state-table entry ourselves.
-            map(found.layout.state_table(), Attributes::SHARED_WRITABLE)?;
+            map(found.sections.state_table(), Attributes::SHARED_WRITABLE)?;
             let kind = if found.msix.is_some() {
                 Kind::Doorbell
             } else {
                 Kind::Plain
             };
-            (kind, found.id, found.protocol, found.layout, found.msix)
+            (kind, found.id, found.protocol, found.sections, found.msix)
         };
-        map(layout.rw_section(), Attributes::SHARED_WRITABLE)?;
-        for peer in 0..layout.max_peers {
+        map(sections.rw_section(), Attributes::SHARED_WRITABLE)?;
+        for peer in 0..sections.max_peers() {
             let attributes = if peer == id {
                 Attributes::SHARED_WRITABLE
             } else {
                 Attributes::SHARED_READ_ONLY
             };
-            map(layout.output_section(peer), attributes)?;
+            let section = sections.output_section(peer).expect("one of the peers");
+            map(section, attributes)?;
         }
         let msix = match msix {
             Some(msix) => {
@@ -219,7 +226,7 @@ impl Device {
             bdf: function.bdf,
             id,
             protocol,
-            layout,
+            sections,
             registers,
             msix,
             written_state: AtomicU32::new(u32::MAX),
@@ -244,7 +251,7 @@ impl Device {
 
     /// Peers on the link, including us.
     pub fn max_peers(&self) -> u16 {
-        self.layout.max_peers
+        self.sections.max_peers()
     }
 
     /// The protocol ID.
@@ -259,22 +266,25 @@ impl Device {
             .map_or(0, |(msix, _)| msix.table_size.min(MAX_VECTORS))
     }
 
-    /// The shared-memory layout.
-    pub fn layout(&self) -> Layout {
-        self.layout
+    /// Where the sections are.
+    pub fn sections(&self) -> Sections {
+        self.sections
     }
 
     /// A window over the state table (read-only use).
     pub fn state_table(&self) -> memory::Window {
         // SAFETY: `probe` mapped the state table for the kernel's life.
-        unsafe { memory::Window::new(self.layout.state_table()) }
+        unsafe { memory::Window::new(self.sections.state_table()) }
     }
 
     /// A read-only window over the output section of another peer.
     pub fn peer_section(&self, peer: u16) -> memory::Window {
-        assert!(peer < self.layout.max_peers);
+        let section = self
+            .sections
+            .output_section(peer)
+            .expect("one of the peers");
         // SAFETY: `probe` mapped every output section for the kernel's life.
-        unsafe { memory::Window::new(self.layout.output_section(peer)) }
+        unsafe { memory::Window::new(section) }
     }
 
     /// The writable window over our own output section: the first call gets
@@ -283,9 +293,10 @@ impl Device {
         if self.own_section_taken.swap(true, Ordering::SeqCst) {
             return None;
         }
+        let section = self.sections.output_section(self.id)?;
         // SAFETY: `probe` mapped our output section writable for the kernel's
         // life, and the flag above makes this the only `OwnWindow` over it.
-        Some(unsafe { memory::OwnWindow::new(self.layout.output_section(self.id)) })
+        Some(unsafe { memory::OwnWindow::new(section) })
     }
 
     /// The state of `peer` from the state table.
@@ -302,14 +313,14 @@ impl Device {
         match self.kind {
             Kind::V2 => self.registers.write32(v2::register::STATE, state),
             Kind::Doorbell | Kind::Plain => {
-                let entry = self.layout.state_table().address + 4 * u64::from(self.id);
+                let entry = self.sections.state_table().address + 4 * u64::from(self.id);
                 // SAFETY: the state table is mapped writable in emulation (see
                 // `probe`); our entry is an aligned u32 inside it, which only we write.
                 unsafe { AtomicU32::from_ptr(entry as *mut u32) }.store(state, Ordering::Release);
                 fence(Ordering::SeqCst);
                 let previous = self.written_state.swap(state, Ordering::Relaxed);
                 if previous != state && self.kind == Kind::Doorbell {
-                    for peer in (0..self.layout.max_peers).filter(|&peer| peer != self.id) {
+                    for peer in (0..self.max_peers()).filter(|&peer| peer != self.id) {
                         self.notify(peer, 0);
                     }
                 }

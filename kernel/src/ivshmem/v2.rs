@@ -7,7 +7,7 @@
 
 use core::fmt;
 
-use super::layout::{Layout, LayoutError};
+use super::layout::{Layout, LayoutError, Sections};
 use crate::pci::{self, ConfigAccess, Function, Msix};
 
 /// Vendor ID: Siemens (ivshmem-v2.md §2).
@@ -128,7 +128,7 @@ pub enum ProbeError {
         max_peers: u32,
     },
     /// The emulated device's descriptor page is missing or bad.
-    BadDescriptor(super::emulated::DescriptorError),
+    BadDescriptor(abi::descriptor::DescriptorError),
     /// `ivshmem-plain` has no ID register: the command line must give `id=`.
     NoId,
     /// The sections are unusable.
@@ -193,7 +193,7 @@ pub struct Discovered {
     /// The protocol advertised in the class code.
     pub protocol: u16,
     /// The shared memory.
-    pub layout: Layout,
+    pub sections: Sections,
     /// Offset of the vendor capability.
     pub vendor_capability: u16,
     /// The MSI-X capability, if any (vectors = its table size).
@@ -279,17 +279,16 @@ pub fn discover(
         return Err(ProbeError::BadId { id, max_peers });
     }
     let layout = Layout {
-        base,
+        state_table_offset: 0,
         state_table_size,
         rw_section_size,
         output_section_size,
         max_peers: requirements.max_peers,
     };
-    layout.validate(available)?;
     Ok(Discovered {
         id: id as u16,
         protocol,
-        layout,
+        sections: Sections::new(base, available, layout)?,
         vendor_capability: capability,
         msix: Msix::find(config, function.bdf),
     })
@@ -403,10 +402,11 @@ mod tests {
         let found = probe(&config, &registers).unwrap();
         assert_eq!(found.id, 1);
         assert_eq!(found.vendor_capability, 0x40);
+        assert_eq!(found.sections.base(), 0x3f10_0000);
         assert_eq!(
-            found.layout,
+            found.sections.layout(),
             Layout {
-                base: 0x3f10_0000,
+                state_table_offset: 0,
                 state_table_size: 0x1000,
                 rw_section_size: 0,
                 output_section_size: 0x7f000,
@@ -432,9 +432,9 @@ mod tests {
         let found = probe(&config, &FakeRegisters::new(0, 2)).unwrap();
         assert_eq!(found.id, 0);
         assert_eq!(found.vendor_capability, 0x4c);
-        assert_eq!(found.layout.base, 0xfe00_0000);
+        assert_eq!(found.sections.base(), 0xfe00_0000);
         assert_eq!(
-            found.layout.output_section(1).address,
+            found.sections.output_section(1).unwrap().address,
             0xfe00_0000 + 0x2000 + 0x7f000
         );
         assert_eq!(found.msix.unwrap().offset, 0x40);
