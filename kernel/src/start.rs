@@ -5,6 +5,8 @@ use alloc::vec::Vec;
 use log::{debug, info, warn};
 
 use crate::exit::exit;
+use crate::ivshmem::layout::Region;
+use crate::ivshmem::memory::Window;
 use crate::ivshmem::{Device, Requirements};
 use crate::paging::{self, Attributes};
 use crate::pci::{self, ConfigAccess};
@@ -15,6 +17,7 @@ use abi::report::{
     AppVerdict, AppsVerdict, BootOk, DEVICE_PREFIX, DeviceFound, Fatal, FatalKind, InventoryHeader,
     PciBar, SharedMemoryProbe, StackGuard,
 };
+use core::sync::atomic::Ordering;
 
 /// Brings the platform up and runs what the command line asks for. Never returns.
 pub fn start(start_info: u32) -> ! {
@@ -295,15 +298,15 @@ fn shared_memory_probe(functions: &[pci::Function]) {
     if let Err(error) = paging::map(bar.address, bar.size, Attributes::SHARED_READ_ONLY) {
         fail(format_args!("self-test shm: cannot map BAR2: {error}"));
     }
-    let last = bar.address + bar.size - 8;
-    // SAFETY: BAR2 was just mapped read-only for its whole size; both addresses
-    // are aligned u64s inside it.
-    let (first_value, last_value) = unsafe {
-        (
-            core::ptr::read_volatile(bar.address as *const u64),
-            core::ptr::read_volatile(last as *const u64),
-        )
+    let region = Region {
+        address: bar.address,
+        size: bar.size,
     };
+    // SAFETY: BAR2 was just mapped read-only for the kernel's life, and no
+    // device was probed, so no `OwnWindow` covers any of it.
+    let memory = unsafe { Window::new(region) };
+    let first_value = memory.load_u64(0, Ordering::Relaxed);
+    let last_value = memory.load_u64(memory.len() - 8, Ordering::Relaxed);
     kprintln!(
         "{}",
         SharedMemoryProbe {

@@ -166,16 +166,11 @@ impl Device {
             };
             map(page, Attributes::SHARED_READ_ONLY)?;
             let mut bytes = [0u8; abi::descriptor::LENGTH];
-            // SAFETY: the first page of BAR2 was just mapped read-only and lies
-            // inside BAR2. A peer could change it concurrently (v1 devices
-            // protect nothing); we copy it once and validate the copy.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    page.address as *const u8,
-                    bytes.as_mut_ptr(),
-                    bytes.len(),
-                )
-            };
+            // SAFETY: the first page of BAR2 was just mapped read-only for the
+            // kernel's life; it is not an output section, so no `OwnWindow`
+            // covers it. A peer could change it concurrently (v1 devices
+            // protect nothing): we copy it once and validate the copy.
+            unsafe { memory::Window::new(page) }.read(0, &mut bytes);
             let found =
                 emulated::discover(config, &function, &bytes, &registers, id, requirements)?;
             // In emulation we write our own state-table entry ourselves.
@@ -301,7 +296,6 @@ impl Device {
 
     /// The state of `peer` from the state table.
     pub fn state(&self, peer: u16) -> u32 {
-        use netdev::SharedMemory;
         self.state_table()
             .load_u32(4 * usize::from(peer), Ordering::Acquire)
     }
@@ -313,10 +307,11 @@ impl Device {
         match self.kind {
             Kind::V2 => self.registers.write32(v2::register::STATE, state),
             Kind::Doorbell | Kind::Plain => {
-                let entry = self.sections.state_table().address + 4 * u64::from(self.id);
-                // SAFETY: the state table is mapped writable in emulation (see
-                // `probe`); our entry is an aligned u32 inside it, which only we write.
-                unsafe { AtomicU32::from_ptr(entry as *mut u32) }.store(state, Ordering::Release);
+                // SAFETY: in emulation `probe` mapped the state table writable
+                // for the kernel's life; it is not an output section.
+                let table = unsafe { memory::Window::new_writable(self.sections.state_table()) };
+                // Only we write our own entry.
+                table.store_u32(4 * usize::from(self.id), state, Ordering::Release);
                 fence(Ordering::SeqCst);
                 let previous = self.written_state.swap(state, Ordering::Relaxed);
                 if previous != state && self.kind == Kind::Doorbell {

@@ -1,6 +1,7 @@
 //! The ivshmem-net link on top of the ivshmem device: the netdev engine, its
 //! poll loop and the `link` app.
 
+pub mod adapter;
 pub mod apps;
 pub mod stack;
 
