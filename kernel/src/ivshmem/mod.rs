@@ -300,8 +300,15 @@ impl Device {
             .load_u32(4 * usize::from(peer), Ordering::Acquire)
     }
 
-    /// Writes our state, with the v2 semantics: the state table entry changes,
-    /// and if the value changed every other peer gets vector 0.
+    /// Writes our state with the v2 semantics (docs/ivshmem-v2.md §5): our
+    /// state-table entry changes, and if the value changed every other peer
+    /// gets vector 0.
+    ///
+    /// A release: every memory access before the call is visible to the
+    /// peers before they can see the new state (`fence(SeqCst)` first). In
+    /// emulation we store the entry ourselves and ring vector 0 with
+    /// [`notify`](Self::notify), whose own fence orders the store before the
+    /// doorbell.
     pub fn set_state(&self, state: u32) {
         fence(Ordering::SeqCst);
         match self.kind {
@@ -311,8 +318,7 @@ impl Device {
                 // for the kernel's life; it is not an output section.
                 let table = unsafe { memory::Window::new_writable(self.sections.state_table()) };
                 // Only we write our own entry.
-                table.store_u32(4 * usize::from(self.id), state, Ordering::Release);
-                fence(Ordering::SeqCst);
+                table.store_u32(4 * usize::from(self.id), state, Ordering::Relaxed);
                 let previous = self.written_state.swap(state, Ordering::Relaxed);
                 if previous != state && self.kind == Kind::Doorbell {
                     for peer in (0..self.max_peers()).filter(|&peer| peer != self.id) {
@@ -324,6 +330,11 @@ impl Device {
     }
 
     /// Rings `peer`'s doorbell on `vector` (no effect on `ivshmem-plain`).
+    ///
+    /// A release, as the spec makes the doorbell (docs/ivshmem-v2.md §5):
+    /// every memory access before the call is visible to the peer before
+    /// its interrupt arrives. The `fence(SeqCst)` before the register write
+    /// is this layer's, whoever calls; callers need no barrier of their own.
     pub fn notify(&self, peer: u16, vector: u16) {
         if self.kind != Kind::Plain {
             fence(Ordering::SeqCst);
@@ -407,31 +418,6 @@ impl Device {
 /// Takes one vector's bit from [`PENDING`].
 fn take_vector(vector: u16) -> bool {
     vector < MAX_VECTORS && PENDING.fetch_and(!(1 << vector), Ordering::SeqCst) & (1 << vector) != 0
-}
-
-/// The notifier the netdev engine uses: doorbells to and state writes for the
-/// one peer of a two-peer link.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerNotifier {
-    device: &'static Device,
-    peer: u16,
-}
-
-impl PeerNotifier {
-    /// A notifier for `peer` on `device`.
-    pub fn new(device: &'static Device, peer: u16) -> Self {
-        Self { device, peer }
-    }
-}
-
-impl netdev::Notifier for PeerNotifier {
-    fn notify(&self, vector: u16) {
-        self.device.notify(self.peer, vector);
-    }
-
-    fn set_state(&self, state: u32) {
-        self.device.set_state(state);
-    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,43 @@
-//! The seam between the netdev engine and the ivshmem device layer: netdev's
-//! shared-memory traits over the device's [`Window`]s.
+//! The seam between the netdev engine and the ivshmem device layer:
+//! netdev's shared-memory traits over the device's [`Window`]s, and its
+//! [`Notifier`](netdev::Notifier) over the device's doorbell and state.
 
 use core::sync::atomic::Ordering;
 
+use crate::ivshmem::Device;
 use crate::ivshmem::memory::{Access, OwnWindow, Window};
+
+/// The notifier the netdev engine uses: doorbells to, and state writes for,
+/// the one peer of a two-peer link.
+///
+/// The barrier before each register write: netdev's engine issues
+/// `fence(SeqCst)` before it calls either method, which is all its rings
+/// need (the `netdev::Notifier` contract). [`Device::notify`] and
+/// [`Device::set_state`] are releases by themselves anyway, because other
+/// users of the device API rely on that; for the engine that second fence
+/// is redundant and costs one `mfence` per kick.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerNotifier {
+    device: &'static Device,
+    peer: u16,
+}
+
+impl PeerNotifier {
+    /// A notifier for `peer` on `device`.
+    pub fn new(device: &'static Device, peer: u16) -> Self {
+        Self { device, peer }
+    }
+}
+
+impl netdev::Notifier for PeerNotifier {
+    fn notify(&self, vector: u16) {
+        self.device.notify(self.peer, vector);
+    }
+
+    fn set_state(&self, state: u32) {
+        self.device.set_state(state);
+    }
+}
 
 impl<A: Access> netdev::SharedMemory for Window<A> {
     fn len(&self) -> usize {

@@ -10,12 +10,13 @@ use log::{info, warn};
 use netdev::{Config, Engine, Sections, State};
 
 use crate::exit::exit;
+use crate::ivshmem::Device;
 use crate::ivshmem::memory::{OwnWindow, Window};
-use crate::ivshmem::{Device, PeerNotifier};
 use crate::pci::ConfigAccess;
 use crate::{idle, kprintln, time};
 use abi::cmdline::{CommandLine, Mode};
 use abi::exit::ExitCode;
+use adapter::PeerNotifier;
 
 /// The engine over a kernel device.
 pub type LinkEngine = Engine<Window, OwnWindow, PeerNotifier>;
