@@ -89,7 +89,7 @@ pub fn init(base: u64) -> Result<(), paging::MapError> {
         SOFTWARE_ENABLE | u32::from(SPURIOUS_VECTOR),
     );
     calibrate_timer();
-    crate::interrupts::register(TIMER_VECTOR, |_| {});
+    crate::interrupts::register(TIMER_VECTOR, crate::interrupts::Handler::Wake);
     Ok(())
 }
 

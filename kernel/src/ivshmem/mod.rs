@@ -17,6 +17,7 @@
 pub mod emulated;
 pub mod layout;
 pub mod memory;
+pub mod pending;
 pub mod v2;
 
 use alloc::boxed::Box;
@@ -25,13 +26,12 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 use crate::paging::{self, Attributes};
 use crate::pci::{self, Bdf, ConfigAccess, Function, Msix, MsixTable};
 use layout::{Region, Sections};
+use pending::Pending;
 use v2::RegisterBlock;
 pub use v2::{ProbeError, Requirements};
 
-/// IDT vector of device vector 0; device vector `i` arrives on `IRQ_BASE + i`.
-pub const IRQ_BASE: u8 = 0x40;
-/// Device vectors this driver handles at most (one bit each in the pending mask).
-pub const MAX_VECTORS: u16 = 32;
+/// Device vectors this driver handles at most (one bit each in its pending word).
+pub const MAX_VECTORS: u16 = Pending::VECTORS;
 /// Where BAR0 and BAR1 go when nobody assigned them (Jailhouse resets them to
 /// 0; these are the addresses its demo inmate uses, ivshmem-v2.md §4).
 const UNASSIGNED_BAR0: u32 = 0xff00_0000;
@@ -63,13 +63,6 @@ impl RegisterBlock for Mmio {
     }
 }
 
-/// Device vectors that fired since the last [`Device::take_pending`], one bit each.
-static PENDING: AtomicU32 = AtomicU32::new(0);
-
-fn on_interrupt(vector: u8) {
-    PENDING.fetch_or(1 << (vector - IRQ_BASE), Ordering::SeqCst);
-}
-
 /// An ivshmem device, ready for a protocol on top.
 #[derive(Debug)]
 pub struct Device {
@@ -84,6 +77,8 @@ pub struct Device {
     written_state: AtomicU32,
     /// Whether [`Device::take_own_section`] handed out our section.
     own_section_taken: AtomicBool,
+    /// The vectors that fired and were not yet taken.
+    pending: Pending,
 }
 
 /// Assigns BAR0/BAR1 if nobody did (Jailhouse), and returns the re-sized function.
@@ -226,6 +221,7 @@ impl Device {
             msix,
             written_state: AtomicU32::new(u32::MAX),
             own_section_taken: AtomicBool::new(false),
+            pending: Pending::new(),
         })))
     }
 
@@ -343,18 +339,23 @@ impl Device {
         }
     }
 
-    /// Programs MSI-X (device vector `i` → IDT vector `IRQ_BASE + i` on this
-    /// CPU) and enables interrupt generation. Returns false if the device has
-    /// no interrupts (`ivshmem-plain`). Events are not latched while disabled
-    /// (ivshmem-v2.md §7.3): re-check state and rings after this call.
-    pub fn enable_interrupts(&self, config: &dyn ConfigAccess) -> bool {
+    /// Programs MSI-X (each device vector on an IDT vector of its own,
+    /// delivered to this CPU and latched in this device's pending word) and
+    /// enables interrupt generation. Returns false if the device has no
+    /// interrupts (`ivshmem-plain`) or no IDT vectors are left. Events are
+    /// not latched while disabled (ivshmem-v2.md §7.3): re-check state and
+    /// rings after this call.
+    pub fn enable_interrupts(&'static self, config: &dyn ConfigAccess) -> bool {
         let Some((msix, table)) = &self.msix else {
+            return false;
+        };
+        let Some(first) = crate::interrupts::allocate(self.vectors() as u8) else {
             return false;
         };
         msix.set_control(config, self.bdf, true, true);
         for vector in 0..self.vectors() {
-            let idt_vector = IRQ_BASE + vector as u8;
-            crate::interrupts::register(idt_vector, on_interrupt);
+            let idt_vector = first + vector as u8;
+            crate::interrupts::register(idt_vector, self.pending.handler(vector));
             let (address, data) = pci::msi_message(crate::apic::id(), idt_vector);
             table.program(vector, address, data, false);
         }
@@ -376,17 +377,17 @@ impl Device {
 
     /// The device vectors that fired since the last call, one bit each.
     pub fn take_pending(&self) -> u32 {
-        PENDING.swap(0, Ordering::SeqCst)
+        self.pending.take_all()
     }
 
     /// Whether a vector fired and was not yet taken.
     pub fn has_pending(&self) -> bool {
-        PENDING.load(Ordering::SeqCst) != 0
+        self.pending.any()
     }
 
     /// Takes `vector`'s pending bit: whether it fired since it was last taken.
     pub fn poll_vector(&self, vector: u16) -> bool {
-        take_vector(vector)
+        self.pending.take(vector)
     }
 
     /// Waits until `vector` fires (true) or `micros` pass (false). In polling
@@ -395,7 +396,7 @@ impl Device {
     pub fn wait_for_vector(&self, vector: u16, mode: abi::cmdline::Mode, micros: u64) -> bool {
         let deadline = crate::time::micros_since_boot() + micros;
         loop {
-            if take_vector(vector) {
+            if self.pending.take(vector) {
                 return true;
             }
             let now = crate::time::micros_since_boot();
@@ -411,27 +412,6 @@ impl Device {
     /// now (QEMU), so the caller must re-check its work in any case.
     pub fn unmask(&self, vector: u16) -> bool {
         self.set_masked(vector, false);
-        take_vector(vector)
-    }
-}
-
-/// Takes one vector's bit from [`PENDING`].
-fn take_vector(vector: u16) -> bool {
-    vector < MAX_VECTORS && PENDING.fetch_and(!(1 << vector), Ordering::SeqCst) & (1 << vector) != 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vectors_are_taken_one_at_a_time() {
-        on_interrupt(IRQ_BASE + 1);
-        on_interrupt(IRQ_BASE);
-        assert!(take_vector(1));
-        assert!(!take_vector(1), "taken once");
-        assert!(take_vector(0));
-        assert!(!take_vector(MAX_VECTORS), "out of range is never pending");
-        assert_eq!(PENDING.load(Ordering::SeqCst), 0);
+        self.pending.take(vector)
     }
 }
