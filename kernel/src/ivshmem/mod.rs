@@ -268,14 +268,19 @@ impl Device {
         unsafe { memory::Window::new(self.sections.state_table()) }
     }
 
-    /// A read-only window over the output section of another peer.
-    pub fn peer_section(&self, peer: u16) -> memory::Window {
-        let section = self
-            .sections
-            .output_section(peer)
-            .expect("one of the peers");
-        // SAFETY: `probe` mapped every output section for the kernel's life.
-        unsafe { memory::Window::new(section) }
+    /// A read-only window over the output section of another peer, or
+    /// `None` if `peer` is not one of the link's peers or is us: a window
+    /// over our own section would alias the `&mut [u8]` that
+    /// [`OwnWindow::bytes_mut`](memory::OwnWindow::bytes_mut) lends out
+    /// (take that section with [`take_own_section`](Self::take_own_section)).
+    pub fn peer_section(&self, peer: u16) -> Option<memory::Window> {
+        if peer == self.id {
+            return None;
+        }
+        let section = self.sections.output_section(peer)?;
+        // SAFETY: `probe` mapped every output section for the kernel's life,
+        // and this one is not ours, so no `OwnWindow` covers it.
+        Some(unsafe { memory::Window::new(section) })
     }
 
     /// The writable window over our own output section: the first call gets

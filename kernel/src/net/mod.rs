@@ -54,7 +54,9 @@ pub fn open(
     let sections = Sections {
         state_table: device.state_table(),
         own,
-        peer: device.peer_section(peer),
+        peer: device
+            .peer_section(peer)
+            .expect("the other peer of a two-peer link"),
     };
     let engine = Engine::new(engine_config, sections, PeerNotifier::new(device, peer))
         .unwrap_or_else(|error| {
