@@ -10,7 +10,7 @@ use crate::ivshmem::memory::Window;
 use crate::ivshmem::{Device, Requirements};
 use crate::paging::{self, Attributes};
 use crate::pci::{self, ConfigAccess};
-use crate::{acpi, apic, gdt, heap, interrupts, kprintln, pvh, serial, time};
+use crate::{acpi, apic, gdt, heap, interrupts, kprintln, net, pvh, serial, time};
 use abi::cmdline::{App, CommandLine, SelfTest};
 use abi::exit::ExitCode;
 use abi::report::{
@@ -128,7 +128,7 @@ pub fn start(start_info: u32) -> ! {
         kprintln!("{BootOk}");
         exit(ExitCode::Success)
     }
-    let device = probe_device(&*config, &functions, &command_line);
+    let device = probe_device(&*config, &functions, &command_line, net::REQUIREMENTS);
     let mut engine = crate::net::open(device, &*config, &command_line);
     if command_line.apps == [App::Link] {
         crate::net::run_link(&mut engine, device, command_line.mode)
@@ -177,14 +177,16 @@ fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> 
     })
 }
 
-/// Finds and maps the ivshmem device for ivshmem-net, or exits with the reason.
+/// Finds and maps the ivshmem device for a protocol with `requirements`,
+/// or exits with the reason.
 fn probe_device(
     config: &dyn ConfigAccess,
     functions: &[pci::Function],
     command_line: &CommandLine,
+    requirements: Requirements,
 ) -> &'static Device {
-    let device = Device::probe(config, functions, command_line.id, Requirements::NET)
-        .unwrap_or_else(|error| {
+    let device =
+        Device::probe(config, functions, command_line.id, requirements).unwrap_or_else(|error| {
             kprintln!("{DEVICE_PREFIX}{error}");
             exit(ExitCode::Failure)
         });

@@ -8,8 +8,9 @@
 
 use abi::descriptor::DescriptorPage;
 
+use super::error::{ProbeError, Requirements};
 use super::layout::Sections;
-use super::v2::{ProbeError, RegisterBlock, Requirements};
+use super::registers::RegisterBlock;
 use crate::pci::{ConfigAccess, Function, Msix};
 
 /// Vendor ID of QEMU's ivshmem (Red Hat, Inc.).
@@ -58,19 +59,8 @@ pub fn discover(
         None => return Err(ProbeError::NoSharedMemory),
     };
     let descriptor = DescriptorPage::parse(page).map_err(ProbeError::BadDescriptor)?;
-    if descriptor.protocol != requirements.protocol {
-        return Err(ProbeError::WrongProtocol {
-            found: descriptor.protocol,
-            expected: requirements.protocol,
-        });
-    }
-    let max_peers = descriptor.layout.max_peers;
-    if max_peers != requirements.max_peers {
-        return Err(ProbeError::BadMaxPeers {
-            found: u32::from(max_peers),
-            expected: requirements.max_peers,
-        });
-    }
+    requirements.check_protocol(descriptor.protocol)?;
+    let max_peers = requirements.check_max_peers(u32::from(descriptor.layout.max_peers))?;
     let msix = Msix::find(config, function.bdf);
     let id = match (msix, id) {
         (Some(_), _) => registers.read32(register::IVPOSITION),
@@ -93,7 +83,7 @@ pub fn discover(
 
 #[cfg(test)]
 mod tests {
-    use super::super::v2::fake::FakeRegisters;
+    use super::super::registers::fake::FakeRegisters;
     use super::*;
     use crate::pci::fake::{FakeConfigSpace, FakeFunction};
     use crate::pci::{Bdf, enumerate};
@@ -104,6 +94,13 @@ mod tests {
         bus: 0,
         device: 3,
         function: 0,
+    };
+
+    /// What ivshmem-net asks for.
+    const NET: Requirements = Requirements {
+        protocol: Some(1),
+        min_peers: 2,
+        max_peers: 2,
     };
 
     /// The page our server writes for a 1 MiB region, two peers, two
@@ -145,14 +142,7 @@ mod tests {
         let functions = enumerate(config);
         let mut registers = FakeRegisters::new(0, 0);
         registers.values.get_mut()[2] = 1; // IVPOSITION
-        discover(
-            config,
-            &functions[0],
-            page,
-            &registers,
-            id,
-            Requirements::NET,
-        )
+        discover(config, &functions[0], page, &registers, id, NET)
     }
 
     #[test]

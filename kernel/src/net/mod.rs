@@ -10,13 +10,21 @@ use log::{info, warn};
 use netdev::{Config, Engine, Sections, State};
 
 use crate::exit::exit;
-use crate::ivshmem::Device;
 use crate::ivshmem::memory::{OwnWindow, Window};
+use crate::ivshmem::{Device, Requirements};
 use crate::pci::ConfigAccess;
 use crate::{idle, kprintln, time};
 use abi::cmdline::{CommandLine, Mode};
 use abi::exit::ExitCode;
 use adapter::PeerNotifier;
+
+/// What ivshmem-net asks of the device: protocol 0x0001 and exactly two
+/// peers (docs/ivshmem-net.md §1).
+pub const REQUIREMENTS: Requirements = Requirements {
+    protocol: Some(0x0001),
+    min_peers: 2,
+    max_peers: 2,
+};
 
 /// The engine over a kernel device.
 pub type LinkEngine = Engine<Window, OwnWindow, PeerNotifier>;

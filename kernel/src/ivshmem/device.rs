@@ -1,0 +1,389 @@
+//! The ivshmem device: probe and mapping, then the device API (facts,
+//! memory, state, doorbells, events) over whichever kind was found.
+
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+
+use abi::cmdline::Mode;
+
+use super::error::{ProbeError, Requirements};
+use super::layout::{Region, Sections};
+use super::memory::{OwnWindow, Window};
+use super::pending::Pending;
+use super::registers::{Mmio, RegisterBlock, doorbell};
+use super::{emulated, v2};
+use crate::paging::{self, Attributes};
+use crate::pci::{self, Bdf, ConfigAccess, Function, Msix, MsixTable};
+use crate::{idle, time};
+
+/// Device vectors this driver handles at most (one bit each in its pending word).
+pub const MAX_VECTORS: u16 = Pending::VECTORS;
+/// Where BAR0 and BAR1 go when nobody assigned them (Jailhouse resets them to
+/// 0; these are the addresses its demo inmate uses, ivshmem-v2.md §4).
+const UNASSIGNED_BAR0: u32 = 0xff00_0000;
+const UNASSIGNED_BAR1: u32 = 0xff00_1000;
+
+/// Which kind of device it is.
+pub use abi::report::DeviceKind as Kind;
+
+/// An ivshmem device, ready for a protocol on top.
+#[derive(Debug)]
+pub struct Device {
+    kind: Kind,
+    bdf: Bdf,
+    id: u16,
+    protocol: u16,
+    sections: Sections,
+    registers: Mmio,
+    msix: Option<(Msix, MsixTable)>,
+    /// The last state we wrote (emulation rings vector 0 only on a change).
+    written_state: AtomicU32,
+    /// Whether [`Device::take_own_section`] handed out our section.
+    own_section_taken: AtomicBool,
+    /// The vectors that fired and were not yet taken.
+    pending: Pending,
+}
+
+/// Assigns BAR0/BAR1 if nobody did (Jailhouse), and returns the re-sized function.
+fn assign_bars(config: &dyn ConfigAccess, function: &Function) -> Function {
+    let mut function = function.clone();
+    if function.bar(0).is_some_and(|bar| bar.address == 0) {
+        config.write32(function.bdf, pci::offset::BAR0, UNASSIGNED_BAR0);
+        if function.bar(1).is_some_and(|bar| bar.address == 0) {
+            config.write32(function.bdf, pci::offset::BAR0 + 4, UNASSIGNED_BAR1);
+        }
+        function.bars = pci::size_bars(config, function.bdf);
+    }
+    function
+}
+
+fn map(region: Region, attributes: Attributes) -> Result<(), ProbeError> {
+    paging::map(region.address, region.size, attributes).map_err(ProbeError::Map)
+}
+
+impl Device {
+    /// Finds the first ivshmem device (a real v2 device first, else an emulated
+    /// one), checks it against `requirements`, maps it and returns it, leaked:
+    /// the device lives as long as the kernel. `id` is the command line's `id=`
+    /// (needed for `ivshmem-plain` only).
+    pub fn probe(
+        config: &dyn ConfigAccess,
+        functions: &[Function],
+        id: Option<u16>,
+        requirements: Requirements,
+    ) -> Result<&'static Self, ProbeError> {
+        let is = |vendor, device| move |f: &&Function| (f.vendor, f.device) == (vendor, device);
+        let function = functions
+            .iter()
+            .find(is(v2::VENDOR, v2::DEVICE))
+            .or_else(|| {
+                functions
+                    .iter()
+                    .find(is(emulated::VENDOR, emulated::DEVICE))
+            })
+            .ok_or(ProbeError::NoDevice)?;
+        let function = assign_bars(config, function);
+        pci::enable(
+            config,
+            function.bdf,
+            pci::command::MEMORY_SPACE | pci::command::BUS_MASTER,
+        );
+        let bar0 = function
+            .bar(0)
+            .ok_or(ProbeError::BarUnassigned { index: 0 })?;
+        if bar0.address == 0 {
+            return Err(ProbeError::BarUnassigned { index: 0 });
+        }
+        map(
+            Region {
+                address: bar0.address,
+                size: bar0.size,
+            },
+            Attributes::DEVICE,
+        )?;
+        // SAFETY: BAR0 of this ivshmem device was just mapped uncached for
+        // the kernel's life.
+        let registers = unsafe { Mmio::new(bar0.address, bar0.size) };
+
+        let (kind, id, protocol, sections, msix) = if function.vendor == v2::VENDOR {
+            let found = v2::discover(config, &function, &registers, requirements)?;
+            map(found.sections.state_table(), Attributes::SHARED_READ_ONLY)?;
+            (
+                Kind::V2,
+                found.id,
+                found.protocol,
+                found.sections,
+                found.msix,
+            )
+        } else {
+            let bar2 = function.bar(2).ok_or(ProbeError::NoSharedMemory)?;
+            if bar2.address == 0 {
+                return Err(ProbeError::BarUnassigned { index: 2 });
+            }
+            let page = Region {
+                address: bar2.address,
+                size: abi::layout::PAGE_SIZE,
+            };
+            map(page, Attributes::SHARED_READ_ONLY)?;
+            let mut bytes = [0u8; abi::descriptor::LENGTH];
+            // SAFETY: the first page of BAR2 was just mapped read-only for the
+            // kernel's life; it is not an output section, so no `OwnWindow`
+            // covers it. A peer could change it concurrently (v1 devices
+            // protect nothing): we copy it once and validate the copy.
+            unsafe { Window::new(page) }.read(0, &mut bytes);
+            let found =
+                emulated::discover(config, &function, &bytes, &registers, id, requirements)?;
+            // In emulation we write our own state-table entry ourselves.
+            map(found.sections.state_table(), Attributes::SHARED_WRITABLE)?;
+            let kind = if found.msix.is_some() {
+                Kind::Doorbell
+            } else {
+                Kind::Plain
+            };
+            (kind, found.id, found.protocol, found.sections, found.msix)
+        };
+        map(sections.rw_section(), Attributes::SHARED_WRITABLE)?;
+        for peer in 0..sections.max_peers() {
+            let attributes = if peer == id {
+                Attributes::SHARED_WRITABLE
+            } else {
+                Attributes::SHARED_READ_ONLY
+            };
+            let section = sections.output_section(peer).expect("one of the peers");
+            map(section, attributes)?;
+        }
+        let msix = match msix {
+            Some(msix) => {
+                let bar = function
+                    .bar(msix.table_bar)
+                    .ok_or(ProbeError::BarUnassigned {
+                        index: msix.table_bar,
+                    })?;
+                if bar.address == 0 {
+                    return Err(ProbeError::BarUnassigned {
+                        index: msix.table_bar,
+                    });
+                }
+                let table = Region {
+                    address: bar.address + u64::from(msix.table_offset),
+                    size: 16 * u64::from(msix.table_size),
+                };
+                map(table, Attributes::DEVICE)?;
+                // SAFETY: the table region was just mapped uncached for the
+                // kernel's life, and this device is probed once.
+                let table = unsafe { MsixTable::new(table.address, msix.table_size) };
+                Some((msix, table))
+            }
+            None => None,
+        };
+        Ok(Box::leak(Box::new(Self {
+            kind,
+            bdf: function.bdf,
+            id,
+            protocol,
+            sections,
+            registers,
+            msix,
+            written_state: AtomicU32::new(u32::MAX),
+            own_section_taken: AtomicBool::new(false),
+            pending: Pending::new(),
+        })))
+    }
+
+    /// The kind of device.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Where it sits on PCI.
+    pub fn bdf(&self) -> Bdf {
+        self.bdf
+    }
+
+    /// Our peer ID.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// Peers on the link, including us.
+    pub fn max_peers(&self) -> u16 {
+        self.sections.max_peers()
+    }
+
+    /// The protocol ID.
+    pub fn protocol(&self) -> u16 {
+        self.protocol
+    }
+
+    /// Interrupt vectors (0 for `ivshmem-plain`).
+    pub fn vectors(&self) -> u16 {
+        self.msix
+            .as_ref()
+            .map_or(0, |(msix, _)| msix.table_size.min(MAX_VECTORS))
+    }
+
+    /// Where the sections are.
+    pub fn sections(&self) -> Sections {
+        self.sections
+    }
+
+    /// A read-only window over the state table: one little-endian `u32`
+    /// per peer (docs/ivshmem-v2.md §6.1).
+    pub fn state_table(&self) -> Window {
+        // SAFETY: `probe` mapped the state table for the kernel's life; it is
+        // not an output section, so no `OwnWindow` covers it.
+        unsafe { Window::new(self.sections.state_table()) }
+    }
+
+    /// A read-only window over the output section of another peer, or
+    /// `None` if `peer` is not one of the link's peers or is us: a window
+    /// over our own section would alias the `&mut [u8]` that
+    /// [`OwnWindow::bytes_mut`] lends out
+    /// (take that section with [`take_own_section`](Self::take_own_section)).
+    pub fn peer_section(&self, peer: u16) -> Option<Window> {
+        if peer == self.id {
+            return None;
+        }
+        let section = self.sections.output_section(peer)?;
+        // SAFETY: `probe` mapped every output section for the kernel's life,
+        // and this one is not ours, so no `OwnWindow` covers it.
+        Some(unsafe { Window::new(section) })
+    }
+
+    /// The writable window over our own output section: the first call gets
+    /// it, later calls get `None` (two writable views would alias).
+    pub fn take_own_section(&self) -> Option<OwnWindow> {
+        if self.own_section_taken.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        let section = self.sections.output_section(self.id)?;
+        // SAFETY: `probe` mapped our output section writable for the kernel's
+        // life, and the flag above makes this the only `OwnWindow` over it.
+        Some(unsafe { OwnWindow::new(section) })
+    }
+
+    /// The state of `peer` from the state table.
+    pub fn state(&self, peer: u16) -> u32 {
+        self.state_table()
+            .load_u32(4 * usize::from(peer), Ordering::Acquire)
+    }
+
+    /// Writes our state with the v2 semantics (docs/ivshmem-v2.md §5): our
+    /// state-table entry changes, and if the value changed every other peer
+    /// gets vector 0.
+    ///
+    /// A release: every memory access before the call is visible to the
+    /// peers before they can see the new state (`fence(SeqCst)` first). In
+    /// emulation we store the entry ourselves and ring vector 0 with
+    /// [`notify`](Self::notify), whose own fence orders the store before the
+    /// doorbell.
+    pub fn set_state(&self, state: u32) {
+        fence(Ordering::SeqCst);
+        match self.kind {
+            Kind::V2 => self.registers.write32(v2::register::STATE, state),
+            Kind::Doorbell | Kind::Plain => {
+                // SAFETY: in emulation `probe` mapped the state table writable
+                // for the kernel's life; it is not an output section.
+                let table = unsafe { Window::new_writable(self.sections.state_table()) };
+                // Only we write our own entry.
+                table.store_u32(4 * usize::from(self.id), state, Ordering::Relaxed);
+                let previous = self.written_state.swap(state, Ordering::Relaxed);
+                if previous != state && self.kind == Kind::Doorbell {
+                    for peer in (0..self.max_peers()).filter(|&peer| peer != self.id) {
+                        self.notify(peer, 0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rings `peer`'s doorbell on `vector` (no effect on `ivshmem-plain`).
+    ///
+    /// A release, as the spec makes the doorbell (docs/ivshmem-v2.md §5):
+    /// every memory access before the call is visible to the peer before
+    /// its interrupt arrives. The `fence(SeqCst)` before the register write
+    /// is this layer's, whoever calls; callers need no barrier of their own.
+    pub fn notify(&self, peer: u16, vector: u16) {
+        if self.kind != Kind::Plain {
+            fence(Ordering::SeqCst);
+            self.registers
+                .write32(v2::register::DOORBELL, doorbell(peer, vector));
+        }
+    }
+
+    /// Programs MSI-X (each device vector on an IDT vector of its own,
+    /// delivered to this CPU and latched in this device's pending word) and
+    /// enables interrupt generation. Returns false if the device has no
+    /// interrupts (`ivshmem-plain`) or no IDT vectors are left. Events are
+    /// not latched while disabled (ivshmem-v2.md §7.3): re-check state and
+    /// rings after this call.
+    pub fn enable_interrupts(&'static self, config: &dyn ConfigAccess) -> bool {
+        let Some((msix, table)) = &self.msix else {
+            return false;
+        };
+        let Some(first) = crate::interrupts::allocate(self.vectors() as u8) else {
+            return false;
+        };
+        msix.set_control(config, self.bdf, true, true);
+        for vector in 0..self.vectors() {
+            let idt_vector = first + vector as u8;
+            crate::interrupts::register(idt_vector, self.pending.handler(vector));
+            let (address, data) = pci::msi_message(crate::apic::id(), idt_vector);
+            table.program(vector, address, data, false);
+        }
+        msix.set_control(config, self.bdf, true, false);
+        if self.kind == Kind::V2 {
+            self.registers.write32(v2::register::INT_CONTROL, 1);
+        }
+        true
+    }
+
+    /// Masks or unmasks one vector. After unmasking, re-check the work the
+    /// vector signals: an event while masked may be lost (Jailhouse) or
+    /// delivered late (QEMU).
+    pub fn set_masked(&self, vector: u16, masked: bool) {
+        if let Some((_, table)) = &self.msix {
+            table.set_masked(vector, masked);
+        }
+    }
+
+    /// The device vectors that fired since the last call, one bit each.
+    pub fn take_pending(&self) -> u32 {
+        self.pending.take_all()
+    }
+
+    /// Whether a vector fired and was not yet taken.
+    pub fn has_pending(&self) -> bool {
+        self.pending.any()
+    }
+
+    /// Takes `vector`'s pending bit: whether it fired since it was last taken.
+    pub fn poll_vector(&self, vector: u16) -> bool {
+        self.pending.take(vector)
+    }
+
+    /// Waits until `vector` fires (true) or `micros` pass (false). In polling
+    /// mode, or without interrupts, it spins; either way the caller re-checks
+    /// the work the vector signals, since events are not latched.
+    pub fn wait_for_vector(&self, vector: u16, mode: Mode, micros: u64) -> bool {
+        let deadline = time::micros_since_boot() + micros;
+        loop {
+            if self.pending.take(vector) {
+                return true;
+            }
+            let now = time::micros_since_boot();
+            if now >= deadline {
+                return false;
+            }
+            idle::wait(mode, deadline - now);
+        }
+    }
+
+    /// Unmasks `vector` and reports whether it fired meanwhile. An event that
+    /// arrived while masked may have been dropped (Jailhouse) or may arrive
+    /// now (QEMU), so the caller must re-check its work in any case.
+    pub fn unmask(&self, vector: u16) -> bool {
+        self.set_masked(vector, false);
+        self.pending.take(vector)
+    }
+}
