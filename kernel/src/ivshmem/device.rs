@@ -8,7 +8,7 @@ use abi::cmdline::Mode;
 
 use super::error::{ProbeError, Requirements};
 use super::layout::{Region, Sections};
-use super::memory::{OwnWindow, Window};
+use super::memory::{OwnWindow, ReadWrite, Window};
 use super::pending::Pending;
 use super::registers::{Mmio, RegisterBlock, doorbell};
 use super::{emulated, v2};
@@ -26,7 +26,30 @@ const UNASSIGNED_BAR1: u32 = 0xff00_1000;
 /// Which kind of device it is.
 pub use abi::report::DeviceKind as Kind;
 
-/// An ivshmem device, ready for a protocol on top.
+/// An ivshmem device, mapped and ready for a protocol on top.
+///
+/// The API, grouped as in Zephyr's ivshmem driver API and Xen's event
+/// channels (which it follows):
+///
+/// * facts: [`id`](Self::id), [`max_peers`](Self::max_peers),
+///   [`protocol`](Self::protocol), [`vectors`](Self::vectors),
+///   [`kind`](Self::kind), [`bdf`](Self::bdf), [`sections`](Self::sections);
+/// * memory: [`state_table`](Self::state_table),
+///   [`rw_section`](Self::rw_section), [`peer_section`](Self::peer_section),
+///   [`take_own_section`](Self::take_own_section);
+/// * state: [`state`](Self::state), [`set_state`](Self::set_state);
+/// * doorbells (Zephyr's `int_peer`, Xen's `notify`): [`notify`](Self::notify);
+/// * events: [`enable_interrupts`](Self::enable_interrupts) once, then
+///   [`take_vector`](Self::take_vector) and
+///   [`wait_for_vector`](Self::wait_for_vector) for one vector (Zephyr's
+///   registered signal and its wait), [`take_pending`](Self::take_pending)
+///   and [`has_pending`](Self::has_pending) for all of them.
+///
+/// Events are latched per vector from the moment interrupts are enabled
+/// until taken, like Xen's pending bits; but a device drops what fires
+/// while its interrupts are disabled (docs/ivshmem-v2.md §7.3), and an
+/// event says only that something happened: whoever takes one re-checks the
+/// state or memory it stands for.
 #[derive(Debug)]
 pub struct Device {
     kind: Kind,
@@ -42,6 +65,8 @@ pub struct Device {
     own_section_taken: AtomicBool,
     /// The vectors that fired and were not yet taken.
     pending: Pending,
+    /// Whether [`Device::enable_interrupts`] succeeded.
+    interrupts_enabled: AtomicBool,
 }
 
 /// Assigns BAR0/BAR1 if nobody did (Jailhouse), and returns the re-sized function.
@@ -187,6 +212,7 @@ impl Device {
             written_state: AtomicU32::new(u32::MAX),
             own_section_taken: AtomicBool::new(false),
             pending: Pending::new(),
+            interrupts_enabled: AtomicBool::new(false),
         })))
     }
 
@@ -235,6 +261,14 @@ impl Device {
         unsafe { Window::new(self.sections.state_table()) }
     }
 
+    /// A window over the R/W section, which every peer may write (empty if
+    /// the link has none). What lives there is the protocol's business.
+    pub fn rw_section(&self) -> Window<ReadWrite> {
+        // SAFETY: `probe` mapped the R/W section writable for the kernel's
+        // life; it is not an output section, so no `OwnWindow` covers it.
+        unsafe { Window::new_writable(self.sections.rw_section()) }
+    }
+
     /// A read-only window over the output section of another peer, or
     /// `None` if `peer` is not one of the link's peers or is us: a window
     /// over our own section would alias the `&mut [u8]` that
@@ -262,10 +296,14 @@ impl Device {
         Some(unsafe { OwnWindow::new(section) })
     }
 
-    /// The state of `peer` from the state table.
-    pub fn state(&self, peer: u16) -> u32 {
-        self.state_table()
-            .load_u32(4 * usize::from(peer), Ordering::Acquire)
+    /// The state of `peer` from the state table (an Acquire load: what the
+    /// peer wrote before its state is visible after it), or `None` if `peer`
+    /// is not one of the link's peers. 0 means reset or gone.
+    pub fn state(&self, peer: u16) -> Option<u32> {
+        (peer < self.max_peers()).then(|| {
+            self.state_table()
+                .load_u32(4 * usize::from(peer), Ordering::Acquire)
+        })
     }
 
     /// Writes our state with the v2 semantics (docs/ivshmem-v2.md §5): our
@@ -298,6 +336,8 @@ impl Device {
     }
 
     /// Rings `peer`'s doorbell on `vector` (no effect on `ivshmem-plain`).
+    /// Devices ignore a peer or vector that does not exist, and QEMU honours
+    /// only the low 8 bits of the vector (docs/ivshmem-v2.md §5).
     ///
     /// A release, as the spec makes the doorbell (docs/ivshmem-v2.md §5):
     /// every memory access before the call is visible to the peer before
@@ -312,15 +352,21 @@ impl Device {
     }
 
     /// Programs MSI-X (each device vector on an IDT vector of its own,
-    /// delivered to this CPU and latched in this device's pending word) and
-    /// enables interrupt generation. Returns false if the device has no
-    /// interrupts (`ivshmem-plain`) or no IDT vectors are left. Events are
-    /// not latched while disabled (ivshmem-v2.md §7.3): re-check state and
-    /// rings after this call.
+    /// delivered to this CPU and latched in this device's pending bits) and
+    /// enables interrupt generation (Zephyr's `enable_interrupts`). Returns
+    /// false if the device has no interrupts (`ivshmem-plain`) or no IDT
+    /// vectors are left.
+    ///
+    /// Events that fire while interrupts are disabled are lost, not latched
+    /// (docs/ivshmem-v2.md §7.3): enable them before telling peers we are
+    /// ready, and re-check state and memory after this call.
     pub fn enable_interrupts(&'static self, config: &dyn ConfigAccess) -> bool {
         let Some((msix, table)) = &self.msix else {
             return false;
         };
+        if self.interrupts_enabled.load(Ordering::Relaxed) {
+            return true;
+        }
         let Some(first) = crate::interrupts::allocate(self.vectors() as u8) else {
             return false;
         };
@@ -335,19 +381,17 @@ impl Device {
         if self.kind == Kind::V2 {
             self.registers.write32(v2::register::INT_CONTROL, 1);
         }
+        self.interrupts_enabled.store(true, Ordering::Relaxed);
         true
     }
 
-    /// Masks or unmasks one vector. After unmasking, re-check the work the
-    /// vector signals: an event while masked may be lost (Jailhouse) or
-    /// delivered late (QEMU).
-    pub fn set_masked(&self, vector: u16, masked: bool) {
-        if let Some((_, table)) = &self.msix {
-            table.set_masked(vector, masked);
-        }
+    /// Whether [`enable_interrupts`](Self::enable_interrupts) succeeded.
+    pub fn interrupts_enabled(&self) -> bool {
+        self.interrupts_enabled.load(Ordering::Relaxed)
     }
 
-    /// The device vectors that fired since the last call, one bit each.
+    /// Takes every vector's pending bit at once: bit `i` is set if vector
+    /// `i` fired since it was last taken.
     pub fn take_pending(&self) -> u32 {
         self.pending.take_all()
     }
@@ -358,15 +402,19 @@ impl Device {
     }
 
     /// Takes `vector`'s pending bit: whether it fired since it was last taken.
-    pub fn poll_vector(&self, vector: u16) -> bool {
+    pub fn take_vector(&self, vector: u16) -> bool {
         self.pending.take(vector)
     }
 
-    /// Waits until `vector` fires (true) or `micros` pass (false). In polling
-    /// mode, or without interrupts, it spins; either way the caller re-checks
-    /// the work the vector signals, since events are not latched.
+    /// Waits until `vector` fires (true, its bit taken) or `micros` pass
+    /// (false): in `hlt` in interrupt mode, spinning in polling mode. Returns
+    /// false at once if interrupts are not enabled, since then no vector can
+    /// fire. Either way, re-check the work the vector stands for.
     pub fn wait_for_vector(&self, vector: u16, mode: Mode, micros: u64) -> bool {
-        let deadline = time::micros_since_boot() + micros;
+        if !self.interrupts_enabled() {
+            return false;
+        }
+        let deadline = time::micros_since_boot().saturating_add(micros);
         loop {
             if self.pending.take(vector) {
                 return true;
@@ -377,13 +425,5 @@ impl Device {
             }
             idle::wait(mode, deadline - now);
         }
-    }
-
-    /// Unmasks `vector` and reports whether it fired meanwhile. An event that
-    /// arrived while masked may have been dropped (Jailhouse) or may arrive
-    /// now (QEMU), so the caller must re-check its work in any case.
-    pub fn unmask(&self, vector: u16) -> bool {
-        self.set_masked(vector, false);
-        self.pending.take(vector)
     }
 }

@@ -113,21 +113,6 @@ impl MsixTable {
             unsafe { core::ptr::write_volatile((entry + 4 * word as u64) as *mut u32, *value) };
         }
     }
-
-    /// Sets or clears the mask bit of entry `index`.
-    ///
-    /// # Panics
-    ///
-    /// If `index` is not below the table size.
-    pub fn set_masked(&self, index: u16, masked: bool) {
-        assert!(index < self.entries);
-        let control = (self.base + 16 * u64::from(index) + 12) as *mut u32;
-        // SAFETY: as in `program`; read-modify-write keeps the reserved bits.
-        unsafe {
-            let value = core::ptr::read_volatile(control);
-            core::ptr::write_volatile(control, (value & !1) | u32::from(masked));
-        }
-    }
 }
 
 #[cfg(test)]
