@@ -131,7 +131,7 @@ pub fn start(start_info: u32) -> ! {
     let device = probe_device(&*config, &functions, &command_line, net::REQUIREMENTS);
     let mut engine = crate::net::open(device, &*config, &command_line);
     if command_line.apps == [App::Link] {
-        crate::net::run_link(&mut engine, device, command_line.mode)
+        crate::net::apps::run_link(&mut engine, device, command_line.mode)
     }
     run_apps(
         crate::net::stack::Stack::new(engine, device, &command_line),
