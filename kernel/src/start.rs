@@ -153,6 +153,7 @@ fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> 
         let ok = match app {
             App::Inventory => true,
             App::Link => fail(format_args!("app=link runs alone")),
+            App::Ivshmem => fail(format_args!("app=ivshmem runs alone")),
             App::Server => apps::serve(&mut stack, command_line),
             App::Ping => apps::ping(&mut stack, command_line),
             App::TcpEcho => apps::tcp_echo(&mut stack, command_line),
