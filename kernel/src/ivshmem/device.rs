@@ -2,15 +2,16 @@
 //! memory, state, doorbells, events) over whichever kind was found.
 
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use abi::cmdline::Mode;
 
+use super::control::Control;
 use super::error::{ProbeError, Requirements};
 use super::layout::{Region, Sections};
 use super::memory::{OwnWindow, ReadWrite, Window};
 use super::pending::Pending;
-use super::registers::{Mmio, RegisterBlock, doorbell};
+use super::registers::Mmio;
 use super::{emulated, v2};
 use crate::paging::{self, Attributes};
 use crate::pci::{self, Bdf, ConfigAccess, Function, Msix, MsixTable};
@@ -57,10 +58,8 @@ pub struct Device {
     id: u16,
     protocol: u16,
     sections: Sections,
-    registers: Mmio,
+    control: Control<Mmio>,
     msix: Option<(Msix, MsixTable)>,
-    /// The last state we wrote (emulation rings vector 0 only on a change).
-    written_state: AtomicU32,
     /// Whether [`Device::take_own_section`] handed out our section.
     own_section_taken: AtomicBool,
     /// The vectors that fired and were not yet taken.
@@ -201,15 +200,20 @@ impl Device {
             }
             None => None,
         };
+        let state_table = (kind != Kind::V2).then(|| {
+            // SAFETY: in emulation the state table was mapped writable above
+            // for the kernel's life; it is not an output section.
+            unsafe { Window::new_writable(sections.state_table()) }
+        });
+        let control = Control::new(kind, id, sections.max_peers(), registers, state_table);
         Ok(Box::leak(Box::new(Self {
             kind,
             bdf: function.bdf,
             id,
             protocol,
             sections,
-            registers,
+            control,
             msix,
-            written_state: AtomicU32::new(u32::MAX),
             own_section_taken: AtomicBool::new(false),
             pending: Pending::new(),
             interrupts_enabled: AtomicBool::new(false),
@@ -316,23 +320,7 @@ impl Device {
     /// [`notify`](Self::notify), whose own fence orders the store before the
     /// doorbell.
     pub fn set_state(&self, state: u32) {
-        fence(Ordering::SeqCst);
-        match self.kind {
-            Kind::V2 => self.registers.write32(v2::register::STATE, state),
-            Kind::Doorbell | Kind::Plain => {
-                // SAFETY: in emulation `probe` mapped the state table writable
-                // for the kernel's life; it is not an output section.
-                let table = unsafe { Window::new_writable(self.sections.state_table()) };
-                // Only we write our own entry.
-                table.store_u32(4 * usize::from(self.id), state, Ordering::Relaxed);
-                let previous = self.written_state.swap(state, Ordering::Relaxed);
-                if previous != state && self.kind == Kind::Doorbell {
-                    for peer in (0..self.max_peers()).filter(|&peer| peer != self.id) {
-                        self.notify(peer, 0);
-                    }
-                }
-            }
-        }
+        self.control.set_state(state);
     }
 
     /// Rings `peer`'s doorbell on `vector` (no effect on `ivshmem-plain`).
@@ -344,11 +332,7 @@ impl Device {
     /// its interrupt arrives. The `fence(SeqCst)` before the register write
     /// is this layer's, whoever calls; callers need no barrier of their own.
     pub fn notify(&self, peer: u16, vector: u16) {
-        if self.kind != Kind::Plain {
-            fence(Ordering::SeqCst);
-            self.registers
-                .write32(v2::register::DOORBELL, doorbell(peer, vector));
-        }
+        self.control.notify(peer, vector);
     }
 
     /// Programs MSI-X (each device vector on an IDT vector of its own,
@@ -378,9 +362,7 @@ impl Device {
             table.program(vector, address, data, false);
         }
         msix.set_control(config, self.bdf, true, false);
-        if self.kind == Kind::V2 {
-            self.registers.write32(v2::register::INT_CONTROL, 1);
-        }
+        self.control.enable_interrupts();
         self.interrupts_enabled.store(true, Ordering::Relaxed);
         true
     }

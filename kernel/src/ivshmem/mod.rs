@@ -21,6 +21,7 @@
 //! each device's own [`pending`] bits. Nothing here knows the protocol on
 //! top: ivshmem-net's adapter lives in `crate::net`.
 
+pub mod control;
 pub mod device;
 pub mod emulated;
 pub mod error;
