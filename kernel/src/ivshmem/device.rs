@@ -60,6 +60,8 @@ pub struct Device {
     sections: Sections,
     control: Control<Mmio>,
     msix: Option<(Msix, MsixTable)>,
+    /// Vectors that work, at most [`MAX_VECTORS`].
+    vectors: u16,
     /// Whether [`Device::take_own_section`] handed out our section.
     own_section_taken: AtomicBool,
     /// The vectors that fired and were not yet taken.
@@ -129,7 +131,7 @@ impl Device {
         // the kernel's life.
         let registers = unsafe { Mmio::new(bar0.address, bar0.size) };
 
-        let (kind, id, protocol, sections, msix) = if function.vendor == v2::VENDOR {
+        let (kind, id, protocol, sections, msix, vectors) = if function.vendor == v2::VENDOR {
             let found = v2::discover(config, &function, &registers, requirements)?;
             map(found.sections.state_table(), Attributes::SHARED_READ_ONLY)?;
             (
@@ -138,6 +140,7 @@ impl Device {
                 found.protocol,
                 found.sections,
                 found.msix,
+                found.msix.map_or(0, |msix| msix.table_size),
             )
         } else {
             let bar2 = function.bar(2).ok_or(ProbeError::NoSharedMemory)?;
@@ -164,7 +167,14 @@ impl Device {
             } else {
                 Kind::Plain
             };
-            (kind, found.id, found.protocol, found.sections, found.msix)
+            (
+                kind,
+                found.id,
+                found.protocol,
+                found.sections,
+                found.msix,
+                found.vectors,
+            )
         };
         map(sections.rw_section(), Attributes::SHARED_WRITABLE)?;
         for peer in 0..sections.max_peers() {
@@ -214,6 +224,7 @@ impl Device {
             sections,
             control,
             msix,
+            vectors: vectors.min(MAX_VECTORS),
             own_section_taken: AtomicBool::new(false),
             pending: Pending::new(),
             interrupts_enabled: AtomicBool::new(false),
@@ -245,11 +256,11 @@ impl Device {
         self.protocol
     }
 
-    /// Interrupt vectors (0 for `ivshmem-plain`).
+    /// Interrupt vectors per peer (0 for `ivshmem-plain`): the MSI-X
+    /// table's (on an emulated device, no more than the descriptor page
+    /// names), at most [`MAX_VECTORS`].
     pub fn vectors(&self) -> u16 {
-        self.msix
-            .as_ref()
-            .map_or(0, |(msix, _)| msix.table_size.min(MAX_VECTORS))
+        self.vectors
     }
 
     /// Where the sections are.

@@ -37,6 +37,10 @@ pub struct Discovered {
     pub sections: Sections,
     /// MSI-X (present on `ivshmem-doorbell` only).
     pub msix: Option<Msix>,
+    /// The vectors that work: the MSI-X table's, but no more than the
+    /// descriptor page names (our server connects an eventfd for those
+    /// only, whatever QEMU's `vectors=` says); 0 without MSI-X.
+    pub vectors: u16,
 }
 
 /// Reads the identity of a 1af4:1110 function and the descriptor page
@@ -78,6 +82,10 @@ pub fn discover(
         protocol: descriptor.protocol,
         sections: Sections::new(bar.address, bar.size, descriptor.layout)?,
         msix,
+        vectors: msix.map_or(0, |msix| {
+            msix.table_size
+                .min(u16::try_from(descriptor.vectors).unwrap_or(u16::MAX))
+        }),
     })
 }
 
@@ -150,6 +158,7 @@ mod tests {
         let found = probe(&device(true), &page(1), None).unwrap();
         assert_eq!(found.id, 1);
         assert!(found.msix.is_some());
+        assert_eq!(found.vectors, 2);
         assert_eq!(found.sections.base(), 0xfea0_0000);
         assert_eq!(found.sections.state_table().address, 0xfea0_1000);
         assert_eq!(
@@ -160,6 +169,18 @@ mod tests {
             found.sections.output_section(1).unwrap().address,
             0xfea8_1000
         );
+    }
+
+    #[test]
+    fn vectors_are_those_the_descriptor_page_names() {
+        // QEMU offers two vectors, the server connected one.
+        let mut one = page(1);
+        one[0x10] = 1;
+        assert_eq!(probe(&device(true), &one, None).unwrap().vectors, 1);
+        let mut many = page(1);
+        many[0x10] = 64;
+        assert_eq!(probe(&device(true), &many, None).unwrap().vectors, 2);
+        assert_eq!(probe(&device(false), &page(1), Some(0)).unwrap().vectors, 0);
     }
 
     #[test]
