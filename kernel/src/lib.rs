@@ -10,6 +10,7 @@ extern crate alloc;
 
 pub mod acpi;
 pub mod apic;
+pub mod apps;
 pub mod exit;
 pub mod gdt;
 pub mod heap;

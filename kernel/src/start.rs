@@ -10,7 +10,7 @@ use crate::ivshmem::memory::Window;
 use crate::ivshmem::{Device, Requirements};
 use crate::paging::{self, Attributes};
 use crate::pci::{self, ConfigAccess};
-use crate::{acpi, apic, gdt, heap, interrupts, kprintln, net, pvh, serial, time};
+use crate::{acpi, apic, apps, gdt, heap, interrupts, kprintln, net, pvh, serial, time};
 use abi::cmdline::{App, CommandLine, SelfTest};
 use abi::exit::ExitCode;
 use abi::report::{
@@ -128,6 +128,15 @@ pub fn start(start_info: u32) -> ! {
         kprintln!("{BootOk}");
         exit(ExitCode::Success)
     }
+    if command_line.apps.contains(&App::Ivshmem) {
+        if command_line.apps.len() > 1 {
+            fail(format_args!("app=ivshmem runs alone"));
+        }
+        let device = probe_device(&*config, &functions, &command_line, Requirements::ANY);
+        let pass = apps::ivshmem::run(device, &*config, &command_line);
+        report_verdict(App::Ivshmem, pass);
+        finish(pass)
+    }
     let device = probe_device(&*config, &functions, &command_line, net::REQUIREMENTS);
     let mut engine = crate::net::open(device, &*config, &command_line);
     if command_line.apps == [App::Link] {
@@ -159,19 +168,23 @@ fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> 
             App::TcpEcho => apps::tcp_echo(&mut stack, command_line),
             App::UdpEcho => apps::udp_echo(&mut stack, command_line),
         };
-        kprintln!(
-            "{}",
-            AppVerdict {
-                app: *app,
-                pass: ok
-            }
-        );
+        report_verdict(*app, ok);
         passed &= ok;
     }
     let statistics = stack.engine.statistics();
     info!("ivshmem-net statistics: {statistics:?}");
-    kprintln!("{}", AppsVerdict { pass: passed });
-    exit(if passed {
+    finish(passed)
+}
+
+/// Prints one app's verdict.
+fn report_verdict(app: App, pass: bool) {
+    kprintln!("{}", AppVerdict { app, pass });
+}
+
+/// Prints the verdict over all apps and exits with it.
+fn finish(pass: bool) -> ! {
+    kprintln!("{}", AppsVerdict { pass });
+    exit(if pass {
         ExitCode::Success
     } else {
         ExitCode::Failure
