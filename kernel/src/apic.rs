@@ -79,9 +79,15 @@ fn quiet_legacy_pics() {
 }
 
 /// Maps the local APIC at `base` uncached, masks the PICs and software-enables the APIC.
-pub fn init(base: u64) -> Result<(), paging::MapError> {
+///
+/// # Safety
+///
+/// `base` must be the local APIC's physical address (from the MADT, or the
+/// architectural default): its page is mapped uncached and written.
+pub unsafe fn init(base: u64) -> Result<(), paging::MapError> {
     quiet_legacy_pics();
-    paging::map(base, 0x1000, Attributes::DEVICE)?;
+    // SAFETY: the local APIC's register page (the caller's contract).
+    unsafe { paging::map(base, 0x1000, Attributes::DEVICE)? };
     BASE.store(base, Ordering::Relaxed);
     write(register::TASK_PRIORITY, 0);
     write(

@@ -329,7 +329,9 @@ const EXCEPTION_NAMES: [&str; 32] = [
 ];
 
 fn report_exception(frame: &TrapFrame) -> ! {
-    crate::serial::force_unlock();
+    // SAFETY: a CPU exception ends the VM; the interrupted code (which may
+    // hold the console) never runs again.
+    unsafe { crate::serial::force_unlock() };
     let vector = frame.vector as u8;
     crate::kprintln!(
         "{}",

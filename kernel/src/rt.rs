@@ -11,7 +11,9 @@ use abi::report::{Fatal, FatalKind};
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     x86_64::instructions::interrupts::disable();
-    crate::serial::force_unlock();
+    // SAFETY: the panic handler ends the VM; the code that panicked (which
+    // may hold the console) never runs again.
+    unsafe { crate::serial::force_unlock() };
     crate::kprintln!(
         "{}",
         Fatal {

@@ -35,12 +35,17 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
     });
 }
 
-/// Takes the console away from whoever holds it, for fatal paths only (panic,
-/// CPU exception) where the holder will never run again.
-pub fn force_unlock() {
+/// Takes the console away from whoever holds it, so that a fatal path
+/// (panic, CPU exception, heap exhaustion) can print although the code it
+/// interrupted held the lock.
+///
+/// # Safety
+///
+/// The caller must never return to the code it interrupted: that code may
+/// hold the lock, and must not touch the port again once we write to it.
+pub unsafe fn force_unlock() {
     if PORT.is_locked() {
-        // SAFETY: only called on fatal paths: the lock holder was interrupted
-        // for good and will never touch the port again.
+        // SAFETY: the caller never returns to the lock holder (contract).
         unsafe { PORT.force_unlock() };
     }
 }

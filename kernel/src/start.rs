@@ -20,11 +20,17 @@ use abi::report::{
 use core::sync::atomic::Ordering;
 
 /// Brings the platform up and runs what the command line asks for. Never returns.
-pub fn start(start_info: u32) -> ! {
+///
+/// # Safety
+///
+/// Call once, from the boot code: `start_info` must be the physical address
+/// of the PVH start info the loader passed.
+pub unsafe fn start(start_info: u32) -> ! {
     serial::init();
     gdt::init();
     interrupts::init();
-    let info = pvh::StartInfo::read(start_info)
+    // SAFETY: `kmain`'s argument, the start info the PVH loader passed.
+    let info = unsafe { pvh::StartInfo::read(start_info) }
         .unwrap_or_else(|error| fatal(FatalKind::Boot, error, ExitCode::Failure));
     let heap = init_heap(&info);
     guard_stack();
@@ -53,7 +59,8 @@ pub fn start(start_info: u32) -> ! {
         tsc_khz / 1000
     );
 
-    let platform = acpi::probe(info.rsdp).unwrap_or_else(|error| {
+    // SAFETY: the RSDP address the loader passed, if any.
+    let platform = unsafe { acpi::probe(info.rsdp) }.unwrap_or_else(|error| {
         warn!("{error}; assuming a local APIC at the default address and no ECAM");
         acpi::Platform {
             local_apic: apic::DEFAULT_BASE,
@@ -67,7 +74,8 @@ pub fn start(start_info: u32) -> ! {
         platform.local_apic,
         platform.ecam.len()
     );
-    if let Err(error) = apic::init(platform.local_apic) {
+    // SAFETY: the address comes from the MADT, or is the architectural default.
+    if let Err(error) = unsafe { apic::init(platform.local_apic) } {
         fail(format_args!("local APIC: {error}"));
     }
 
@@ -262,7 +270,9 @@ fn recurse(depth: u64) -> u64 {
 /// Unmaps the lowest page of the boot stack, so that an overflow faults
 /// instead of silently overwriting the page tables below it.
 fn guard_stack() {
-    if let Err(error) = paging::unmap_page(stack_guard_page()) {
+    // SAFETY: the boot stack (1 MiB) grows down from its top, and the kernel
+    // never comes near its lowest page; faulting there is the point.
+    if let Err(error) = unsafe { paging::unmap_page(stack_guard_page()) } {
         fatal(
             FatalKind::Boot,
             format_args!("cannot place the stack guard page: {error}"),
@@ -272,7 +282,9 @@ fn guard_stack() {
 }
 
 fn init_heap(info: &pvh::StartInfo) -> heap::HeapRange {
-    heap::init(&heap::HEAP, info).unwrap_or_else(|| {
+    // SAFETY: boot calls this once, before anything allocates, with the
+    // start info the loader gave.
+    unsafe { heap::init(&heap::HEAP, info) }.unwrap_or_else(|| {
         fatal(
             FatalKind::Boot,
             "no usable RAM region of 4 MiB or more for the heap",
@@ -283,7 +295,8 @@ fn init_heap(info: &pvh::StartInfo) -> heap::HeapRange {
 
 fn config_access(platform: &acpi::Platform) -> Box<dyn ConfigAccess> {
     if let Some(window) = platform.ecam.iter().find(|window| window.segment == 0) {
-        match pci::Ecam::new(window.base, window.bus_start, window.bus_end) {
+        // SAFETY: the window comes from the firmware's MCFG table.
+        match unsafe { pci::Ecam::new(window.base, window.bus_start, window.bus_end) } {
             Ok(ecam) => {
                 info!(
                     "PCI: ECAM at {:#x}, buses {}-{}",
@@ -311,7 +324,10 @@ fn shared_memory_probe(functions: &[pci::Function]) {
     if bar.address == 0 || bar.size < 8 {
         fail(format_args!("self-test shm: BAR2 is unassigned ({bar})"));
     }
-    if let Err(error) = paging::map(bar.address, bar.size, Attributes::SHARED_READ_ONLY) {
+    // SAFETY: BAR2 of an ivshmem device, as configuration space reports it:
+    // shared memory, which we only read.
+    if let Err(error) = unsafe { paging::map(bar.address, bar.size, Attributes::SHARED_READ_ONLY) }
+    {
         fail(format_args!("self-test shm: cannot map BAR2: {error}"));
     }
     let region = Region {

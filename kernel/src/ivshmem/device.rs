@@ -83,8 +83,14 @@ fn assign_bars(config: &dyn ConfigAccess, function: &Function) -> Function {
     function
 }
 
+/// Maps a region of the device being probed: its registers, its MSI-X table
+/// or its shared memory, at the addresses configuration space reports
+/// (which [`ConfigAccess`] implementations vouch for).
 fn map(region: Region, attributes: Attributes) -> Result<(), ProbeError> {
-    paging::map(region.address, region.size, attributes).map_err(ProbeError::Map)
+    // SAFETY: `probe` maps only the BARs of the ivshmem function it found
+    // and the sections inside its shared memory, with the attributes the
+    // spec asks for (docs/ivshmem-v2.md §6.3); none of it is kernel memory.
+    unsafe { paging::map(region.address, region.size, attributes) }.map_err(ProbeError::Map)
 }
 
 impl Device {

@@ -9,7 +9,14 @@ use super::Bdf;
 use crate::paging::{self, Attributes, MapError};
 
 /// Access to configuration space: aligned 32-bit reads and writes.
-pub trait ConfigAccess {
+///
+/// # Safety
+///
+/// For implementers: reads return what the platform's configuration space
+/// holds and writes reach it. The kernel maps and accesses the memory that
+/// BARs and capabilities report (device registers, MSI-X tables, shared
+/// memory), trusting that it is device memory and not its own.
+pub unsafe trait ConfigAccess {
     /// Reads the dword at `offset` (a multiple of 4) of `bdf`.
     fn read32(&self, bdf: Bdf, offset: u16) -> u32;
     /// Writes the dword at `offset` (a multiple of 4) of `bdf`.
@@ -79,7 +86,9 @@ impl PortIo {
     }
 }
 
-impl ConfigAccess for PortIo {
+// SAFETY: configuration mechanism #1 reaches the platform's configuration
+// space; `read32`/`write32` make each address/data pair atomic.
+unsafe impl ConfigAccess for PortIo {
     fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
         let _guard = self.lock.lock();
         x86_64::instructions::interrupts::without_interrupts(|| {
@@ -116,13 +125,22 @@ pub struct Ecam {
 
 impl Ecam {
     /// Maps the window (uncached) for buses `bus_start..=bus_end` at `base`.
-    pub fn new(base: u64, bus_start: u8, bus_end: u8) -> Result<Self, MapError> {
+    ///
+    /// # Safety
+    ///
+    /// The window must be the platform's ECAM window for those buses (from
+    /// the MCFG table): it is mapped uncached, and the functions' registers
+    /// are read and written through it.
+    pub unsafe fn new(base: u64, bus_start: u8, bus_end: u8) -> Result<Self, MapError> {
         let buses = u64::from(bus_end.saturating_sub(bus_start)) + 1;
-        paging::map(
-            base + (u64::from(bus_start) << 20),
-            buses << 20,
-            Attributes::DEVICE,
-        )?;
+        // SAFETY: the ECAM window (the caller's contract).
+        unsafe {
+            paging::map(
+                base + (u64::from(bus_start) << 20),
+                buses << 20,
+                Attributes::DEVICE,
+            )?
+        };
         Ok(Self {
             base,
             bus_start,
@@ -141,7 +159,8 @@ impl Ecam {
     }
 }
 
-impl ConfigAccess for Ecam {
+// SAFETY: the window is the platform's ECAM window (`new`'s contract).
+unsafe impl ConfigAccess for Ecam {
     fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
         match self.address(bdf, offset) {
             // SAFETY: `new` mapped the window uncached for exactly these buses;

@@ -97,7 +97,9 @@ impl FakeConfigSpace {
     }
 }
 
-impl ConfigAccess for FakeConfigSpace {
+// SAFETY: tests only enumerate and discover through a fake; nothing maps or
+// accesses the addresses it reports.
+unsafe impl ConfigAccess for FakeConfigSpace {
     fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
         assert_eq!(offset % 4, 0, "unaligned config read at {offset:#x}");
         self.functions
