@@ -52,7 +52,7 @@ fn write(offset: u64, value: u32) {
     unsafe { core::ptr::write_volatile(address as *mut u32, value) }
 }
 
-/// IDT vector base of the legacy PICs after [`quiet_legacy_pics`] (master
+/// IDT vector base of the legacy PICs once [`init`] has remapped them (master
 /// 0x20–0x27, slave 0x28–0x2f): away from the CPU exceptions.
 pub const LEGACY_PIC_BASE: u8 = 0x20;
 

@@ -1,6 +1,6 @@
 //! The IDT: every vector, exception or interrupt, enters through a small stub
 //! on an IST stack, saves all general registers and the SSE state (the
-//! precompiled `core` uses SSE, toolchain.md §7), and calls [`trap_handler`].
+//! precompiled `core` uses SSE, docs/toolchain.md §7), and calls `trap_handler`.
 //!
 //! CPU exceptions are fatal: the kernel prints the vector, RIP, error code and
 //! (for page faults) CR2, and exits with
@@ -153,7 +153,7 @@ fn stub(vector: u8) -> VirtAddr {
 }
 
 /// Builds and loads the IDT. Call after [`crate::gdt::init`] (the entries take
-/// the current CS, toolchain.md P11).
+/// the current CS, docs/toolchain.md §2, P11).
 pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();

@@ -1,5 +1,5 @@
 //! The PVH start info QEMU hands to the entry point (`struct hvm_start_info`,
-//! shared/reference/toolchain.md §3).
+//! docs/toolchain.md §3).
 
 /// `hvm_start_info.magic`.
 const START_INFO_MAGIC: u32 = 0x336e_c578;

@@ -1,6 +1,6 @@
 //! What the freestanding binary needs from a runtime: the global allocator,
 //! the panic handler, the C memory functions and the unwinding stubs
-//! (shared/reference/toolchain.md P1, P2).
+//! (docs/toolchain.md §2, P1 and P2).
 
 use core::arch::asm;
 

@@ -20,7 +20,7 @@ use crate::{idle, time};
 /// Device vectors this driver handles at most (one bit each in its pending word).
 pub const MAX_VECTORS: u16 = Pending::VECTORS;
 /// Where BAR0 and BAR1 go when nobody assigned them (Jailhouse resets them to
-/// 0; these are the addresses its demo inmate uses, ivshmem-v2.md §4).
+/// 0; these are the addresses its demo inmate uses, docs/ivshmem-v2.md §4).
 const UNASSIGNED_BAR0: u32 = 0xff00_0000;
 const UNASSIGNED_BAR1: u32 = 0xff00_1000;
 

@@ -18,7 +18,7 @@ pub const VENDOR: u16 = 0x1af4;
 /// Device ID of `ivshmem-plain` and `ivshmem-doorbell`.
 pub const DEVICE: u16 = 0x1110;
 
-/// v1 BAR0 registers (ivshmem-v2.md §14.2).
+/// v1 BAR0 registers (docs/ivshmem-v2.md §14.2).
 pub mod register {
     /// Own ID, as given by the server (RO; 0 for `ivshmem-plain`).
     pub const IVPOSITION: u32 = 0x08;

@@ -3,21 +3,21 @@
 //!
 //! Pure: it talks to hardware only through [`ConfigAccess`] and
 //! [`RegisterBlock`], so the tests below run it against fake devices with both
-//! capability layouts (ivshmem-v2.md §3.3).
+//! capability layouts (docs/ivshmem-v2.md §3.3).
 
 use super::error::{ProbeError, Requirements};
 use super::layout::{Layout, Sections};
 use super::registers::RegisterBlock;
 use crate::pci::{self, ConfigAccess, Function, Msix};
 
-/// Vendor ID: Siemens (ivshmem-v2.md §2).
+/// Vendor ID: Siemens (docs/ivshmem-v2.md §2).
 pub const VENDOR: u16 = 0x110a;
 /// Device ID of ivshmem-v2.
 pub const DEVICE: u16 = 0x4106;
 /// Base class of ivshmem-v2 ("unassigned class").
 pub const CLASS: u8 = 0xff;
 
-/// BAR0 register offsets (ivshmem-v2.md §5); aligned 32-bit accesses only.
+/// BAR0 register offsets (docs/ivshmem-v2.md §5); aligned 32-bit accesses only.
 pub mod register {
     /// Own peer ID (RO).
     pub const ID: u32 = 0x00;
@@ -31,7 +31,7 @@ pub mod register {
     pub const STATE: u32 = 0x10;
 }
 
-/// Vendor capability fields, relative to the capability (ivshmem-v2.md §3.2).
+/// Vendor capability fields, relative to the capability (docs/ivshmem-v2.md §3.2).
 mod capability_field {
     /// Capability length (byte).
     pub const LENGTH: u16 = 0x02;
@@ -68,13 +68,13 @@ pub struct Discovered {
 }
 
 fn read64(config: &dyn ConfigAccess, function: &Function, offset: u16) -> u64 {
-    // Two dword reads, low first (ivshmem-v2.md §3.2: the fields are not 8-byte aligned under QEMU).
+    // Two dword reads, low first (docs/ivshmem-v2.md §3.2: the fields are not 8-byte aligned under QEMU).
     u64::from(config.read32(function.bdf, offset))
         | (u64::from(config.read32(function.bdf, offset + 4)) << 32)
 }
 
 /// Reads the PCI identity, capability and registers of a 110a:4106 function.
-/// Clears one-shot mode (it survives a QEMU reset, ivshmem-v2.md §15).
+/// Clears one-shot mode (it survives a QEMU reset, docs/ivshmem-v2.md §15).
 pub fn discover(
     config: &dyn ConfigAccess,
     function: &Function,
