@@ -93,17 +93,29 @@ fn map(region: Region, attributes: Attributes) -> Result<(), ProbeError> {
     unsafe { paging::map(region.address, region.size, attributes) }.map_err(ProbeError::Map)
 }
 
+/// Whether [`Device::probe`] returned a device: a second one over the same
+/// function would hand out a second [`OwnWindow`] and [`MsixTable`].
+static PROBED: AtomicBool = AtomicBool::new(false);
+
 impl Device {
     /// Finds the first ivshmem device (a real v2 device first, else an emulated
     /// one), checks it against `requirements`, maps it and returns it, leaked:
     /// the device lives as long as the kernel. `id` is the command line's `id=`
     /// (needed for `ivshmem-plain` only).
+    ///
+    /// # Errors
+    ///
+    /// [`ProbeError`] says why no device can be used; after one success,
+    /// every later call fails with [`ProbeError::AlreadyProbed`].
     pub fn probe(
         config: &dyn ConfigAccess,
         functions: &[Function],
         id: Option<u16>,
         requirements: Requirements,
     ) -> Result<&'static Self, ProbeError> {
+        if PROBED.load(Ordering::Relaxed) {
+            return Err(ProbeError::AlreadyProbed);
+        }
         let is = |vendor, device| move |f: &&Function| (f.vendor, f.device) == (vendor, device);
         let function = functions
             .iter()
@@ -210,7 +222,9 @@ impl Device {
                 };
                 map(table, Attributes::DEVICE)?;
                 // SAFETY: the table region was just mapped uncached for the
-                // kernel's life, and this device is probed once.
+                // kernel's life. No other `MsixTable` covers it: one made by
+                // an earlier, failed probe was dropped, and `PROBED` lets
+                // only one probe succeed.
                 let table = unsafe { MsixTable::new(table.address, msix.table_size) };
                 Some((msix, table))
             }
@@ -222,6 +236,9 @@ impl Device {
             unsafe { Window::new_writable(sections.state_table()) }
         });
         let control = Control::new(kind, id, sections.max_peers(), registers, state_table);
+        if PROBED.swap(true, Ordering::Relaxed) {
+            return Err(ProbeError::AlreadyProbed);
+        }
         Ok(Box::leak(Box::new(Self {
             kind,
             bdf: function.bdf,

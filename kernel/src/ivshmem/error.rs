@@ -111,6 +111,8 @@ pub enum ProbeError {
     Layout(LayoutError),
     /// Mapping registers or memory failed.
     Map(crate::paging::MapError),
+    /// The device was probed before: the kernel drives one device.
+    AlreadyProbed,
 }
 
 impl fmt::Display for ProbeError {
@@ -151,6 +153,7 @@ impl fmt::Display for ProbeError {
             ),
             Self::Layout(error) => write!(f, "{error}"),
             Self::Map(error) => write!(f, "{error}"),
+            Self::AlreadyProbed => write!(f, "the ivshmem device was already probed"),
         }
     }
 }
