@@ -1,5 +1,5 @@
 //! Link the kernel binary as a freestanding static ELF at 1 MiB with the boot
-//! crate's linker script (shared/reference/toolchain.md §5.1, variant B).
+//! crate's linker script (docs/toolchain.md §5.1, variant B).
 fn main() {
     let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let script = std::path::Path::new(&manifest).join("../boot/linker.ld");

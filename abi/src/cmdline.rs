@@ -85,17 +85,23 @@ pub enum App {
     TcpEcho,
     /// Send `count` datagrams through the peer's UDP echo server and verify them.
     UdpEcho,
+    /// Exercise the raw ivshmem device on any protocol, like Zephyr's
+    /// ivshmem shell: print its facts, exchange tokens through the R/W
+    /// section and states, ring the peer and wait for our own doorbell
+    /// (`link-timeout` bounds each wait). Runs alone.
+    Ivshmem,
 }
 
 impl App {
     /// Every app with its name on the command line.
-    pub const NAMES: [(&'static str, Self); 6] = [
+    pub const NAMES: [(&'static str, Self); 7] = [
         ("inventory", Self::Inventory),
         ("link", Self::Link),
         ("server", Self::Server),
         ("ping", Self::Ping),
         ("tcp-echo", Self::TcpEcho),
         ("udp-echo", Self::UdpEcho),
+        ("ivshmem", Self::Ivshmem),
     ];
 
     /// The app's name on the command line.
@@ -108,7 +114,8 @@ impl App {
         matches!(self, Self::Link | Self::Server)
     }
 
-    /// Whether the app needs an ivshmem link.
+    /// Whether the app needs an ivshmem link (`ivshmem` needs a device of
+    /// any protocol, the others an ivshmem-net link).
     pub fn needs_link(self) -> bool {
         self != Self::Inventory
     }
@@ -129,7 +136,7 @@ impl core::str::FromStr for App {
 }
 
 const APPS_EXPECTED: &str =
-    "a comma-separated list of inventory, link, server, ping, tcp-echo, udp-echo";
+    "a comma-separated list of inventory, link, server, ping, tcp-echo, udp-echo, ivshmem";
 
 /// How the kernel learns about doorbells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -628,6 +635,9 @@ mod tests {
         );
         assert_eq!(App::TcpEcho.name(), "tcp-echo");
         assert_eq!("udp-echo".parse::<App>(), Ok(App::UdpEcho));
+        assert_eq!("ivshmem".parse::<App>(), Ok(App::Ivshmem));
+        assert_eq!(App::Ivshmem.to_string(), "ivshmem");
+        assert!(App::Ivshmem.needs_link() && !App::Ivshmem.is_endless());
     }
 
     #[test]
@@ -670,6 +680,16 @@ mod tests {
             ..CommandLine::default()
         };
         assert_eq!(only_apps.to_string(), "app=server");
+        let ivshmem = CommandLine {
+            apps: vec![App::Ivshmem],
+            mode: Mode::Poll,
+            id: Some(1),
+            link_timeout: 5,
+            ..CommandLine::default()
+        };
+        let text = ivshmem.to_string();
+        assert_eq!(text, "app=ivshmem mode=poll id=1 link-timeout=5");
+        assert_eq!(CommandLine::parse(&text), Ok(ivshmem));
     }
 
     #[test]

@@ -1174,6 +1174,506 @@ impl FromStr for AppsVerdict {
     }
 }
 
+// ---- the ivshmem app ----------------------------------------------------------
+
+/// A physical range of shared memory: `0xADDR size 0xSIZE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryRange {
+    /// Physical address of the first byte.
+    pub address: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl fmt::Display for MemoryRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x} size {:#x}", self.address, self.size)
+    }
+}
+
+impl MemoryRange {
+    fn scan(scanner: &mut Scanner<'_>, tag: &str) -> Result<Self, ParseError> {
+        let address = scanner.hex(" size ")?;
+        let size = scanner.hex(tag)?;
+        Ok(Self { address, size })
+    }
+}
+
+/// `ivshmem: state table 0x… size 0x…, R/W section 0x… size 0x…, output
+/// sections 0x… size N x 0x…`: where the `ivshmem` app found the sections
+/// (physical addresses; the output sections follow each other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IvshmemSections {
+    /// The state table.
+    pub state_table: MemoryRange,
+    /// The R/W section (its size may be 0).
+    pub rw_section: MemoryRange,
+    /// Where the output section of peer 0 starts.
+    pub output_sections: u64,
+    /// The size of ONE output section.
+    pub output_section_size: u64,
+    /// Output sections, one per peer.
+    pub peers: u16,
+}
+
+impl fmt::Display for IvshmemSections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ivshmem: state table {}, R/W section {}, output sections {:#x} size {} x {:#x}",
+            self.state_table,
+            self.rw_section,
+            self.output_sections,
+            self.peers,
+            self.output_section_size
+        )
+    }
+}
+
+impl FromStr for IvshmemSections {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "ivshmem sections");
+        scanner.tag("ivshmem: state table ")?;
+        let state_table = MemoryRange::scan(&mut scanner, ", R/W section ")?;
+        let rw_section = MemoryRange::scan(&mut scanner, ", output sections ")?;
+        let output_sections = scanner.hex(" size ")?;
+        let peers = scanner.value(" x ")?;
+        let output_section_size = scanner.last_hex()?;
+        Ok(Self {
+            state_table,
+            rw_section,
+            output_sections,
+            output_section_size,
+            peers,
+        })
+    }
+}
+
+/// The two steps of the `ivshmem` app's handshake through the state table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IvshmemPhase {
+    /// Token written, interrupts enabled: the peers may ring us (`ready`).
+    Ready,
+    /// We have seen the peer we talk to and its token (`done`).
+    Done,
+}
+
+impl IvshmemPhase {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Done => "done",
+        }
+    }
+
+    fn parse(word: &str, expected: &'static str) -> Result<Self, ParseError> {
+        match word {
+            "ready" => Ok(Self::Ready),
+            "done" => Ok(Self::Done),
+            _ => Err(ParseError { expected }),
+        }
+    }
+}
+
+impl fmt::Display for IvshmemPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `ivshmem: our state 0x… (ready)`: the `ivshmem` app wrote its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IvshmemOwnState {
+    /// The value written.
+    pub state: u32,
+    /// What it announces.
+    pub phase: IvshmemPhase,
+}
+
+impl fmt::Display for IvshmemOwnState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ivshmem: our state {:#010x} ({})",
+            self.state, self.phase
+        )
+    }
+}
+
+impl FromStr for IvshmemOwnState {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        const EXPECTED: &str = "ivshmem own state";
+        let mut scanner = Scanner::new(line, EXPECTED);
+        scanner.tag("ivshmem: our state ")?;
+        let state = u32::try_from(scanner.hex(" (")?).map_err(|_| scanner.error())?;
+        let phase = IvshmemPhase::parse(scanner.until(")")?, EXPECTED)?;
+        scanner.end()?;
+        Ok(Self { state, phase })
+    }
+}
+
+/// `ivshmem: our token 0x… at R/W offset 0x…`: the `ivshmem` app wrote its
+/// token into the R/W section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IvshmemOwnToken {
+    /// The token.
+    pub token: u64,
+    /// Its offset in the R/W section.
+    pub offset: u64,
+}
+
+impl fmt::Display for IvshmemOwnToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ivshmem: our token {:#018x} at R/W offset {:#x}",
+            self.token, self.offset
+        )
+    }
+}
+
+impl FromStr for IvshmemOwnToken {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "ivshmem own token");
+        scanner.tag("ivshmem: our token ")?;
+        let token = scanner.hex(" at R/W offset ")?;
+        let offset = scanner.last_hex()?;
+        Ok(Self { token, offset })
+    }
+}
+
+/// `ivshmem: no room for tokens: R/W section of 0x… bytes, 0x… needed`: the
+/// `ivshmem` app exchanges states and doorbells only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IvshmemNoTokenRoom {
+    /// The size of the R/W section.
+    pub rw_size: u64,
+    /// The bytes one token per peer needs.
+    pub needed: u64,
+}
+
+impl fmt::Display for IvshmemNoTokenRoom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ivshmem: no room for tokens: R/W section of {:#x} bytes, {:#x} needed",
+            self.rw_size, self.needed
+        )
+    }
+}
+
+impl FromStr for IvshmemNoTokenRoom {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "ivshmem token room");
+        scanner.tag("ivshmem: no room for tokens: R/W section of ")?;
+        let rw_size = scanner.hex(" bytes, ")?;
+        let needed = scanner.hex(" needed")?;
+        scanner.end()?;
+        Ok(Self { rw_size, needed })
+    }
+}
+
+/// `ivshmem: peer N ready (state 0x…) after T ms`: the `ivshmem` app saw a
+/// peer's state reach a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IvshmemPeerState {
+    /// The peer.
+    pub peer: u16,
+    /// The phase its state shows.
+    pub phase: IvshmemPhase,
+    /// Its state.
+    pub state: u32,
+    /// How long we waited for it.
+    pub after: Millis,
+}
+
+impl fmt::Display for IvshmemPeerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ivshmem: peer {} {} (state {:#010x}) after {} ms",
+            self.peer, self.phase, self.state, self.after
+        )
+    }
+}
+
+impl FromStr for IvshmemPeerState {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        const EXPECTED: &str = "ivshmem peer state";
+        let mut scanner = Scanner::new(line, EXPECTED);
+        scanner.tag("ivshmem: peer ")?;
+        let peer = scanner.value(" ")?;
+        let phase = IvshmemPhase::parse(scanner.until(" (state ")?, EXPECTED)?;
+        let state = u32::try_from(scanner.hex(") after ")?).map_err(|_| scanner.error())?;
+        let after = scanner.value(" ms")?;
+        scanner.end()?;
+        Ok(Self {
+            peer,
+            phase,
+            state,
+            after,
+        })
+    }
+}
+
+/// `ivshmem: peer N not ready within S s`: the `ivshmem` app gave up
+/// waiting for a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IvshmemPeerTimeout {
+    /// The peer.
+    pub peer: u16,
+    /// The phase it did not reach.
+    pub phase: IvshmemPhase,
+    /// How long we waited.
+    pub seconds: u32,
+}
+
+impl fmt::Display for IvshmemPeerTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ivshmem: peer {} not {} within {} s",
+            self.peer, self.phase, self.seconds
+        )
+    }
+}
+
+impl FromStr for IvshmemPeerTimeout {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        const EXPECTED: &str = "ivshmem peer timeout";
+        let mut scanner = Scanner::new(line, EXPECTED);
+        scanner.tag("ivshmem: peer ")?;
+        let peer = scanner.value(" not ")?;
+        let phase = IvshmemPhase::parse(scanner.until(" within ")?, EXPECTED)?;
+        let seconds = scanner.value(" s")?;
+        scanner.end()?;
+        Ok(Self {
+            peer,
+            phase,
+            seconds,
+        })
+    }
+}
+
+/// `ivshmem: rang peer N vector V`: the `ivshmem` app rang a peer's doorbell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IvshmemRang {
+    /// The peer.
+    pub peer: u16,
+    /// Its vector.
+    pub vector: u16,
+}
+
+impl fmt::Display for IvshmemRang {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ivshmem: rang peer {} vector {}", self.peer, self.vector)
+    }
+}
+
+impl FromStr for IvshmemRang {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "ivshmem ring");
+        scanner.tag("ivshmem: rang peer ")?;
+        let peer = scanner.value(" vector ")?;
+        Ok(Self {
+            peer,
+            vector: scanner.last()?,
+        })
+    }
+}
+
+/// `ivshmem: vector V fired after T ms`: our own doorbell, counted from when
+/// the `ivshmem` app rang its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IvshmemVectorFired {
+    /// Our vector.
+    pub vector: u16,
+    /// How long after ringing the peer.
+    pub after: Millis,
+}
+
+impl fmt::Display for IvshmemVectorFired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ivshmem: vector {} fired after {} ms",
+            self.vector, self.after
+        )
+    }
+}
+
+impl FromStr for IvshmemVectorFired {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "ivshmem vector fired");
+        scanner.tag("ivshmem: vector ")?;
+        let vector = scanner.value(" fired after ")?;
+        let after = scanner.value(" ms")?;
+        scanner.end()?;
+        Ok(Self { vector, after })
+    }
+}
+
+/// `ivshmem: vector V did not fire within S s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IvshmemVectorTimeout {
+    /// Our vector.
+    pub vector: u16,
+    /// How long we waited.
+    pub seconds: u32,
+}
+
+impl fmt::Display for IvshmemVectorTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ivshmem: vector {} did not fire within {} s",
+            self.vector, self.seconds
+        )
+    }
+}
+
+impl FromStr for IvshmemVectorTimeout {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "ivshmem vector timeout");
+        scanner.tag("ivshmem: vector ")?;
+        let vector = scanner.value(" did not fire within ")?;
+        let seconds = scanner.value(" s")?;
+        scanner.end()?;
+        Ok(Self { vector, seconds })
+    }
+}
+
+/// Why the `ivshmem` app leaves out (part of) the doorbell step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IvshmemDoorbellSkipped {
+    /// `ivshmem: no vectors, no doorbells`: the device has no interrupts
+    /// (`ivshmem-plain`).
+    NoVectors,
+    /// `ivshmem: polling, vector V not awaited`: the peer was rung, but our
+    /// interrupts are off (`mode=poll`), so our own vector cannot fire.
+    Polling {
+        /// Our vector.
+        vector: u16,
+    },
+}
+
+impl fmt::Display for IvshmemDoorbellSkipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoVectors => f.write_str("ivshmem: no vectors, no doorbells"),
+            Self::Polling { vector } => {
+                write!(f, "ivshmem: polling, vector {vector} not awaited")
+            }
+        }
+    }
+}
+
+impl FromStr for IvshmemDoorbellSkipped {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        if line == "ivshmem: no vectors, no doorbells" {
+            return Ok(Self::NoVectors);
+        }
+        let mut scanner = Scanner::new(line, "ivshmem doorbell skipped");
+        scanner.tag("ivshmem: polling, vector ")?;
+        let vector = scanner.value(" not awaited")?;
+        scanner.end()?;
+        Ok(Self::Polling { vector })
+    }
+}
+
+/// `ivshmem: peer N's token 0x… at R/W offset 0x…`: what the `ivshmem` app
+/// read from the peer's slot of the R/W section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IvshmemPeerToken {
+    /// The peer.
+    pub peer: u16,
+    /// The token read.
+    pub token: u64,
+    /// Its offset in the R/W section.
+    pub offset: u64,
+}
+
+impl fmt::Display for IvshmemPeerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ivshmem: peer {}'s token {:#018x} at R/W offset {:#x}",
+            self.peer, self.token, self.offset
+        )
+    }
+}
+
+impl FromStr for IvshmemPeerToken {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "ivshmem peer token");
+        scanner.tag("ivshmem: peer ")?;
+        let peer = scanner.value("'s token ")?;
+        let token = scanner.hex(" at R/W offset ")?;
+        let offset = scanner.last_hex()?;
+        Ok(Self {
+            peer,
+            token,
+            offset,
+        })
+    }
+}
+
+/// `ivshmem: peer N's token should be 0x…`: the token read does not match
+/// the state the peer announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IvshmemTokenMismatch {
+    /// The peer.
+    pub peer: u16,
+    /// The token its state stands for.
+    pub expected: u64,
+}
+
+impl fmt::Display for IvshmemTokenMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ivshmem: peer {}'s token should be {:#018x}",
+            self.peer, self.expected
+        )
+    }
+}
+
+impl FromStr for IvshmemTokenMismatch {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "ivshmem token mismatch");
+        scanner.tag("ivshmem: peer ")?;
+        let peer = scanner.value("'s token should be ")?;
+        Ok(Self {
+            peer,
+            expected: scanner.last_hex()?,
+        })
+    }
+}
+
 // ---- fatal paths --------------------------------------------------------------
 
 /// Which fatal path a [`Fatal`] line reports.
@@ -1702,6 +2202,140 @@ mod tests {
         round_trip(AppsVerdict { pass: true }, "apps: PASS");
         assert!("apps: MAYBE".parse::<AppsVerdict>().is_err());
         assert!("dance: PASS".parse::<AppVerdict>().is_err());
+    }
+
+    #[test]
+    fn ivshmem_app_lines() {
+        round_trip(
+            IvshmemSections {
+                state_table: MemoryRange {
+                    address: 0xfe00_1000,
+                    size: 0x1000,
+                },
+                rw_section: MemoryRange {
+                    address: 0xfe00_2000,
+                    size: 0x4_0000,
+                },
+                output_sections: 0xfe04_2000,
+                output_section_size: 0x5f000,
+                peers: 2,
+            },
+            "ivshmem: state table 0xfe001000 size 0x1000, R/W section 0xfe002000 size 0x40000, \
+             output sections 0xfe042000 size 2 x 0x5f000",
+        );
+        for (phase, word) in [(IvshmemPhase::Ready, "ready"), (IvshmemPhase::Done, "done")] {
+            round_trip(
+                IvshmemOwnState {
+                    state: 0x8000_1234,
+                    phase,
+                },
+                &format!("ivshmem: our state 0x80001234 ({word})"),
+            );
+            round_trip(
+                IvshmemPeerState {
+                    peer: 1,
+                    phase,
+                    state: 0x4000_0001,
+                    after: Millis(12_345),
+                },
+                &format!("ivshmem: peer 1 {word} (state 0x40000001) after 12.345 ms"),
+            );
+            round_trip(
+                IvshmemPeerTimeout {
+                    peer: 11,
+                    phase,
+                    seconds: 60,
+                },
+                &format!("ivshmem: peer 11 not {word} within 60 s"),
+            );
+        }
+        assert!(
+            "ivshmem: our state 0x180001234 (ready)"
+                .parse::<IvshmemOwnState>()
+                .is_err(),
+            "a state is 32 bits"
+        );
+        assert!(
+            "ivshmem: peer 1 gone (state 0x1) after 1.000 ms"
+                .parse::<IvshmemPeerState>()
+                .is_err()
+        );
+        round_trip(
+            IvshmemOwnToken {
+                token: 0x4956_5348_8000_1234,
+                offset: 8,
+            },
+            "ivshmem: our token 0x4956534880001234 at R/W offset 0x8",
+        );
+        round_trip(
+            IvshmemOwnToken {
+                token: 1,
+                offset: 0,
+            },
+            "ivshmem: our token 0x0000000000000001 at R/W offset 0x0",
+        );
+        round_trip(
+            IvshmemNoTokenRoom {
+                rw_size: 0,
+                needed: 0x10,
+            },
+            "ivshmem: no room for tokens: R/W section of 0x0 bytes, 0x10 needed",
+        );
+        round_trip(
+            IvshmemRang { peer: 1, vector: 1 },
+            "ivshmem: rang peer 1 vector 1",
+        );
+        round_trip(
+            IvshmemVectorFired {
+                vector: 0,
+                after: Millis(812),
+            },
+            "ivshmem: vector 0 fired after 0.812 ms",
+        );
+        round_trip(
+            IvshmemVectorTimeout {
+                vector: 1,
+                seconds: 5,
+            },
+            "ivshmem: vector 1 did not fire within 5 s",
+        );
+        round_trip(
+            IvshmemDoorbellSkipped::NoVectors,
+            "ivshmem: no vectors, no doorbells",
+        );
+        round_trip(
+            IvshmemDoorbellSkipped::Polling { vector: 1 },
+            "ivshmem: polling, vector 1 not awaited",
+        );
+        round_trip(
+            IvshmemPeerToken {
+                peer: 0,
+                token: 0x4956_5348_c000_0042,
+                offset: 0,
+            },
+            "ivshmem: peer 0's token 0x49565348c0000042 at R/W offset 0x0",
+        );
+        round_trip(
+            IvshmemTokenMismatch {
+                peer: 2,
+                expected: 0x4956_5348_8000_0042,
+            },
+            "ivshmem: peer 2's token should be 0x4956534880000042",
+        );
+        round_trip(
+            AppVerdict {
+                app: App::Ivshmem,
+                pass: true,
+            },
+            "ivshmem: PASS",
+        );
+        // The lines of the app all start like the device line, which comes
+        // first; none of them is mistaken for it.
+        assert!(
+            "ivshmem: rang peer 1 vector 1"
+                .parse::<DeviceFound>()
+                .is_err()
+        );
     }
 
     #[test]

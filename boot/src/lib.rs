@@ -3,11 +3,11 @@
 //! QEMU loads the kernel ELF with `-kernel` and, finding the Xen PVH note
 //! (`XEN_ELFNOTE_PHYS32_ENTRY`, type 18), enters `pvh_start32` in 32-bit
 //! protected mode with paging off and `EBX` = the physical address of
-//! `struct hvm_start_info` (shared/reference/toolchain.md §3–§4).
+//! `struct hvm_start_info` (docs/toolchain.md §3–§4).
 //!
 //! The entry code zeroes `.bss`, identity-maps the first 4 GiB with 2 MiB pages,
 //! enables PAE, long mode, NX and SSE (the precompiled `core` uses SSE,
-//! toolchain.md §7), loads a minimal GDT and calls the Rust function
+//! docs/toolchain.md §7), loads a minimal GDT and calls the Rust function
 //! `kmain(start_info: u32) -> !`, which the kernel crate defines.
 //!
 //! The page tables are exported (`boot_pml4`, `boot_pdpt`, `boot_pd`) so that

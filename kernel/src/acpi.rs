@@ -63,9 +63,19 @@ impl core::fmt::Display for AcpiError {
 }
 
 /// Reads the tables from the RSDP the loader gave (or a BIOS-area search).
-pub fn probe(rsdp: Option<u64>) -> Result<Platform, AcpiError> {
-    // SAFETY: the RSDP address comes from the PVH start info (or the BIOS area
-    // search), and the tables it leads to are identity-mapped firmware memory.
+///
+/// # Errors
+///
+/// No RSDP, or tables the `acpi` crate rejects.
+///
+/// # Safety
+///
+/// `rsdp`, if given, must be the RSDP's physical address from the loader:
+/// the tables it leads to are read in place through the identity map.
+pub unsafe fn probe(rsdp: Option<u64>) -> Result<Platform, AcpiError> {
+    // SAFETY: the RSDP address comes from the loader (the caller's
+    // contract) or the BIOS-area search, and the tables it leads to are
+    // identity-mapped firmware memory.
     let tables = unsafe {
         match rsdp {
             Some(address) => AcpiTables::from_rsdp(IdentityMapped, address as usize),

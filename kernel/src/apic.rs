@@ -52,7 +52,7 @@ fn write(offset: u64, value: u32) {
     unsafe { core::ptr::write_volatile(address as *mut u32, value) }
 }
 
-/// IDT vector base of the legacy PICs after [`quiet_legacy_pics`] (master
+/// IDT vector base of the legacy PICs once [`init`] has remapped them (master
 /// 0x20–0x27, slave 0x28–0x2f): away from the CPU exceptions.
 pub const LEGACY_PIC_BASE: u8 = 0x20;
 
@@ -79,9 +79,15 @@ fn quiet_legacy_pics() {
 }
 
 /// Maps the local APIC at `base` uncached, masks the PICs and software-enables the APIC.
-pub fn init(base: u64) -> Result<(), paging::MapError> {
+///
+/// # Safety
+///
+/// `base` must be the local APIC's physical address (from the MADT, or the
+/// architectural default): its page is mapped uncached and written.
+pub unsafe fn init(base: u64) -> Result<(), paging::MapError> {
     quiet_legacy_pics();
-    paging::map(base, 0x1000, Attributes::DEVICE)?;
+    // SAFETY: the local APIC's register page (the caller's contract).
+    unsafe { paging::map(base, 0x1000, Attributes::DEVICE)? };
     BASE.store(base, Ordering::Relaxed);
     write(register::TASK_PRIORITY, 0);
     write(
@@ -89,7 +95,7 @@ pub fn init(base: u64) -> Result<(), paging::MapError> {
         SOFTWARE_ENABLE | u32::from(SPURIOUS_VECTOR),
     );
     calibrate_timer();
-    crate::interrupts::register(TIMER_VECTOR, |_| {});
+    crate::interrupts::register(TIMER_VECTOR, crate::interrupts::Handler::Wake);
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The kernel's own GDT and TSS, with the interrupt stacks (IST).
 //!
 //! Every IDT vector runs on an IST stack because the precompiled `core` uses
-//! the red zone (shared/reference/toolchain.md §7): a fresh stack guarantees an
+//! the red zone (docs/toolchain.md §7): a fresh stack guarantees an
 //! interrupt never writes below an interrupted function's RSP. Vectors that may
 //! nest get different stacks.
 

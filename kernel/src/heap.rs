@@ -1,13 +1,15 @@
 //! The kernel heap: `linked_list_allocator` over the largest usable RAM region
 //! of the PVH memory map above the kernel image (not a fixed array), with
 //! allocation failure reported and turned into
-//! [`ExitCode::OutOfMemory`](crate::exit::ExitCode::OutOfMemory).
+//! [`ExitCode::OutOfMemory`].
 
 use core::alloc::{GlobalAlloc, Layout};
 use linked_list_allocator::LockedHeap;
 
-use crate::exit::{ExitCode, exit};
+use crate::exit::exit;
 use crate::pvh::{MemoryRegion, StartInfo};
+use abi::exit::ExitCode;
+use abi::report::{Fatal, FatalKind};
 
 /// The heap must lie inside the boot identity map (the first 4 GiB).
 const IDENTITY_MAPPED_END: u64 = 4 << 30;
@@ -49,11 +51,19 @@ unsafe impl GlobalAlloc for KernelHeap {
 }
 
 fn out_of_memory(layout: Layout) -> ! {
-    crate::serial::force_unlock();
+    // SAFETY: this path ends the VM; the allocating code (which may hold the
+    // console, e.g. while formatting) never runs again.
+    unsafe { crate::serial::force_unlock() };
     crate::kprintln!(
-        "OUT OF MEMORY: allocating {} bytes (align {}) failed",
-        layout.size(),
-        layout.align()
+        "{}",
+        Fatal {
+            kind: FatalKind::OutOfMemory,
+            message: format_args!(
+                "allocating {} bytes (align {}) failed",
+                layout.size(),
+                layout.align()
+            ),
+        }
     );
     exit(ExitCode::OutOfMemory)
 }
@@ -99,16 +109,24 @@ pub fn choose(
 }
 
 /// Gives `heap` the memory chosen from the start info's memory map.
-pub fn init(heap: &KernelHeap, info: &StartInfo) -> Option<HeapRange> {
+///
+/// # Safety
+///
+/// Call once, before anything allocates, with the start info the loader
+/// gave: the memory handed to the allocator must be used by nothing else,
+/// which holds if `info`'s memory map is the firmware's and the kernel
+/// image ends at `__kernel_end`.
+pub unsafe fn init(heap: &KernelHeap, info: &StartInfo) -> Option<HeapRange> {
     unsafe extern "C" {
         /// End of the kernel image, from `boot/linker.ld`.
         static __kernel_end: u8;
     }
     let kernel_end = (&raw const __kernel_end) as u64;
     let range = choose(info.memory_map(), kernel_end, info.loader_data)?;
-    // SAFETY: the range is usable RAM per the firmware's memory map, inside the
-    // identity map, above the kernel image and the loader's data, and handed to
-    // the allocator exactly once (boot calls `init` once).
+    // SAFETY: the range is usable RAM per the firmware's memory map (the
+    // caller's start info), inside the identity map, above the kernel image
+    // and the loader's data, and handed to the allocator exactly once (the
+    // caller calls `init` once).
     unsafe {
         heap.0
             .lock()

@@ -1,7 +1,7 @@
 //! Waiting for work: in interrupt mode the CPU sleeps in `hlt` until a device
 //! vector or the local APIC timer fires; in polling mode it only pauses.
 
-use crate::cmdline::Mode;
+use abi::cmdline::Mode;
 
 /// Waits for an interrupt or for `micros` microseconds, whichever comes
 /// first. The caller checks for work with interrupts disabled before calling,

@@ -1,21 +1,25 @@
 //! The IDT: every vector, exception or interrupt, enters through a small stub
 //! on an IST stack, saves all general registers and the SSE state (the
-//! precompiled `core` uses SSE, toolchain.md §7), and calls [`trap_handler`].
+//! precompiled `core` uses SSE, docs/toolchain.md §7), and calls `trap_handler`.
 //!
 //! CPU exceptions are fatal: the kernel prints the vector, RIP, error code and
 //! (for page faults) CR2, and exits with
-//! [`ExitCode::CpuException`](crate::exit::ExitCode::CpuException).
-//! Vectors 32–255 dispatch to handlers registered with [`register`]; the local
-//! APIC gets its EOI afterwards. Handlers run with interrupts disabled and must
-//! not allocate (the heap lock may be held by the interrupted code).
+//! [`ExitCode::CpuException`].
+//! Vectors 32–254 run the [`Handler`] registered with [`register`] (set a
+//! bit in a device's own pending word, or nothing but end a `hlt`); the
+//! local APIC gets its EOI afterwards. Devices take their IDT vectors from
+//! [`allocate`].
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, Ordering};
 use spin::Once;
 use x86_64::VirtAddr;
 use x86_64::structures::idt::InterruptDescriptorTable;
 
-use crate::exit::{ExitCode, exit};
+use crate::exit::exit;
 use crate::gdt::{IST_DOUBLE_FAULT, IST_GENERAL, IST_NMI};
+use abi::exit::ExitCode;
+use abi::report::{ExceptionErrorCode, ExceptionFrame, ExceptionHeadline, PageFaultAddress};
 
 /// The spurious-interrupt vector programmed into the local APIC; it gets no EOI.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
@@ -128,8 +132,19 @@ unsafe extern "C" {
 /// Size of one stub; must match `.balign 16` above.
 const STUB_SIZE: u64 = 16;
 
-/// Registered handlers for vectors 32–255 (0 = none), as `fn(u8)` addresses.
-static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
+/// Per vector 32–255: the word a registered [`Handler`] sets bits in (null:
+/// nothing registered).
+static WORDS: [AtomicPtr<AtomicU32>; 256] = [const { AtomicPtr::new(ptr::null_mut()) }; 256];
+/// Per vector: the bits to set in its word (0 for [`Handler::Wake`]).
+static MASKS: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
+/// The word of every [`Handler::Wake`] (never changed: its mask is 0).
+static WAKE_WORD: AtomicU32 = AtomicU32::new(0);
+
+/// The first IDT vector [`allocate`] hands out (above the APIC timer and
+/// the remapped legacy PICs).
+pub const FIRST_DEVICE_VECTOR: u8 = 0x40;
+/// The next IDT vector [`allocate`] hands out.
+static NEXT_VECTOR: AtomicU8 = AtomicU8::new(FIRST_DEVICE_VECTOR);
 
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
@@ -138,7 +153,7 @@ fn stub(vector: u8) -> VirtAddr {
 }
 
 /// Builds and loads the IDT. Call after [`crate::gdt::init`] (the entries take
-/// the current CS, toolchain.md P11).
+/// the current CS, docs/toolchain.md §2, P11).
 pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
@@ -196,11 +211,63 @@ pub fn init() {
     idt.load();
 }
 
-/// Registers `handler` for `vector` (32–255). It runs with interrupts off and
-/// must neither allocate nor block.
-pub fn register(vector: u8, handler: fn(u8)) {
+/// What the kernel does when an interrupt vector fires, besides the EOI.
+///
+/// Handlers run with interrupts off on an IST stack, so they do the least
+/// possible: set a bit the interrupted code looks at. Whoever waits for an
+/// interrupt sleeps in `hlt` (see [`crate::idle`]), which any interrupt ends.
+#[derive(Debug, Clone, Copy)]
+pub enum Handler {
+    /// Nothing: the interrupt only ends a `hlt` (the local APIC timer).
+    Wake,
+    /// Sets bit `bit` (0–31) of `pending`: a device's own record of the
+    /// vectors that fired, which its driver takes bits from.
+    Latch {
+        /// The device's pending word.
+        pending: &'static AtomicU32,
+        /// The bit of this vector.
+        bit: u8,
+    },
+}
+
+/// Registers `handler` for `vector` (32–254; 255 is the APIC's spurious
+/// vector), replacing any earlier one.
+///
+/// # Panics
+///
+/// If `vector` is a CPU exception or the spurious vector, or a latch bit is
+/// above 31.
+pub fn register(vector: u8, handler: Handler) {
     assert!(vector >= 32, "vector {vector} is a CPU exception");
-    HANDLERS[usize::from(vector)].store(handler as usize, Ordering::Release);
+    assert!(
+        vector != SPURIOUS_VECTOR,
+        "vector {vector} is the spurious vector"
+    );
+    let (word, mask) = match handler {
+        Handler::Wake => (&WAKE_WORD, 0),
+        Handler::Latch { pending, bit } => {
+            assert!(bit < 32, "latch bit {bit} is not a bit of a u32");
+            (pending, 1 << bit)
+        }
+    };
+    // With interrupts off, the handler cannot run between the two stores and
+    // see a new mask with an old word (there is one CPU).
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        MASKS[usize::from(vector)].store(mask, Ordering::Relaxed);
+        WORDS[usize::from(vector)].store(ptr::from_ref(word).cast_mut(), Ordering::Release);
+    });
+}
+
+/// Reserves `count` consecutive IDT vectors for a device and returns the
+/// first, or `None` if too few are left below the spurious vector.
+pub fn allocate(count: u8) -> Option<u8> {
+    // The block is `next..next + count`; an end that fits a u8 (at most 255)
+    // keeps the block below the spurious vector 255.
+    NEXT_VECTOR
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |next| {
+            next.checked_add(count)
+        })
+        .ok()
 }
 
 /// The Rust side of every interrupt and exception.
@@ -209,11 +276,15 @@ extern "C" fn trap_handler(frame: &mut TrapFrame) {
     if vector < 32 {
         report_exception(frame);
     }
-    let handler = HANDLERS[usize::from(vector)].load(Ordering::Acquire);
-    if handler != 0 {
-        // SAFETY: only `register` stores non-zero values here, and it stores `fn(u8)` addresses.
-        let handler: fn(u8) = unsafe { core::mem::transmute::<usize, fn(u8)>(handler) };
-        handler(vector);
+    let word = WORDS[usize::from(vector)].load(Ordering::Acquire);
+    if !word.is_null() {
+        // SAFETY: only `register` stores non-null pointers here, and it
+        // stores them from `&'static AtomicU32` references.
+        let word = unsafe { &*word };
+        word.fetch_or(
+            MASKS[usize::from(vector)].load(Ordering::Relaxed),
+            Ordering::SeqCst,
+        );
     } else if vector != SPURIOUS_VECTOR {
         log::warn!("interrupt on vector {vector:#x} without a handler");
     }
@@ -258,24 +329,36 @@ const EXCEPTION_NAMES: [&str; 32] = [
 ];
 
 fn report_exception(frame: &TrapFrame) -> ! {
-    crate::serial::force_unlock();
-    let vector = frame.vector as usize;
+    // SAFETY: a CPU exception ends the VM; the interrupted code (which may
+    // hold the console) never runs again.
+    unsafe { crate::serial::force_unlock() };
+    let vector = frame.vector as u8;
     crate::kprintln!(
-        "CPU EXCEPTION {} (vector {vector})",
-        EXCEPTION_NAMES[vector % 32]
+        "{}",
+        ExceptionHeadline {
+            name: EXCEPTION_NAMES[usize::from(vector % 32)],
+            vector,
+        }
     );
     crate::kprintln!(
-        "  RIP {:#018x}  CS {:#06x}  RFLAGS {:#010x}  RSP {:#018x}  SS {:#06x}",
-        frame.rip,
-        frame.cs,
-        frame.rflags,
-        frame.rsp,
-        frame.ss
+        "{}",
+        ExceptionFrame {
+            rip: frame.rip,
+            cs: frame.cs,
+            rflags: frame.rflags,
+            rsp: frame.rsp,
+            ss: frame.ss,
+        }
     );
-    crate::kprintln!("  error code {:#x}", frame.error_code);
+    crate::kprintln!("{}", ExceptionErrorCode(frame.error_code));
     if vector == 14 {
-        let cr2 = x86_64::registers::control::Cr2::read_raw();
-        crate::kprintln!("  CR2 {cr2:#018x} ({})", page_fault_cause(frame.error_code));
+        crate::kprintln!(
+            "{}",
+            PageFaultAddress {
+                cr2: x86_64::registers::control::Cr2::read_raw(),
+                cause: page_fault_cause(frame.error_code),
+            }
+        );
     }
     crate::kprintln!(
         "  RAX {:#x} RBX {:#x} RCX {:#x} RDX {:#x} RSI {:#x} RDI {:#x} RBP {:#x}",

@@ -1,16 +1,20 @@
 //! The eth-ivshmem unikernel: boots through PVH in QEMU, brings up the
 //! platform (serial console, GDT/IDT, heap, clock, ACPI, local APIC, PCI),
-//! reports what it sees and runs what the command line asks for.
+//! reports what it sees and runs what the command line asks for
+//! (`docs/kernel.md`). What it shares with the host (command line, report
+//! lines, exit codes, descriptor page, layout) is the `abi` crate's.
 //!
-//! Pure logic (command line, PCI enumeration, heap placement) is tested on the
-//! host with `cargo test -p kernel`; the binary is `src/main.rs`.
+//! Pure logic (PCI enumeration and capabilities, ivshmem discovery, state
+//! and doorbells against fake registers, shared-memory windows, the
+//! `ivshmem` app's handshake, heap placement, echo patterns) is tested on
+//! the host with `cargo test -p kernel`; the binary is `src/main.rs`.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
 pub mod acpi;
 pub mod apic;
-pub mod cmdline;
+pub mod apps;
 pub mod exit;
 pub mod gdt;
 pub mod heap;

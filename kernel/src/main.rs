@@ -7,5 +7,6 @@ use boot as _;
 /// Called by `boot` in long mode with the physical address of the PVH start info.
 #[unsafe(no_mangle)]
 pub extern "C" fn kmain(start_info: u32) -> ! {
-    kernel::start(start_info)
+    // SAFETY: `boot` calls `kmain` once, with the start info's address.
+    unsafe { kernel::start(start_info) }
 }

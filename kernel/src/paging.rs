@@ -152,7 +152,15 @@ fn map_4k(address: u64, attributes: Attributes) -> Result<(), MapError> {
 }
 
 /// Identity-maps `[start, start + length)` (widened to whole 4 KiB pages) with `attributes`.
-pub fn map(start: u64, length: u64, attributes: Attributes) -> Result<(), MapError> {
+///
+/// # Safety
+///
+/// Every access through the identity map to these pages gets the new
+/// attributes. The range must be memory meant for them (device registers
+/// to map uncached, shared memory to map read-only or writable); it must
+/// not overlap memory the kernel uses otherwise (its image, stacks, heap
+/// or page tables), which a read-only or uncached mapping would break.
+pub unsafe fn map(start: u64, length: u64, attributes: Attributes) -> Result<(), MapError> {
     let out_of_range = MapError::OutOfRange { start, length };
     let end = start
         .checked_add(length)
@@ -175,7 +183,12 @@ pub fn map(start: u64, length: u64, attributes: Attributes) -> Result<(), MapErr
 
 /// Removes the 4 KiB page at `address` from the identity map, so that any
 /// access faults (the stack guard page).
-pub fn unmap_page(address: u64) -> Result<(), MapError> {
+///
+/// # Safety
+///
+/// Nothing may use the page any more (no reference into it lives, and no
+/// code relies on reaching it): every access to it faults afterwards.
+pub unsafe fn unmap_page(address: u64) -> Result<(), MapError> {
     let page = address & !(SIZE_4K - 1);
     map_4k(page, Attributes::SHARED_READ_ONLY)?;
     let directory = page_directory(page)?;

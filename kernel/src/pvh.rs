@@ -1,5 +1,5 @@
 //! The PVH start info QEMU hands to the entry point (`struct hvm_start_info`,
-//! shared/reference/toolchain.md §3).
+//! docs/toolchain.md §3).
 
 /// `hvm_start_info.magic`.
 const START_INFO_MAGIC: u32 = 0x336e_c578;
@@ -74,23 +74,40 @@ impl core::fmt::Display for StartInfoError {
     }
 }
 
-/// Reads a little-endian value of `N` bytes at physical address `address`.
-fn read_physical<const N: usize>(address: u64) -> [u8; N] {
+/// Reads `N` bytes at physical address `address`.
+///
+/// # Safety
+///
+/// The bytes must lie in one of the loader's structures (the start info,
+/// the command line, the memory map): the boot code identity-maps the first
+/// 4 GiB, and the loader places these in low RAM that nothing writes (the
+/// heap starts above them).
+unsafe fn read_physical<const N: usize>(address: u64) -> [u8; N] {
     let mut bytes = [0u8; N];
-    // SAFETY: the boot code identity-maps the first 4 GiB, and the loader
-    // places the start info, command line and memory map in low RAM that
-    // nothing else uses before the heap is set up (the heap starts after the
-    // kernel image, above these structures).
+    // SAFETY: identity-mapped loader memory nothing writes (the caller's
+    // contract), copied into a local array.
     unsafe { core::ptr::copy_nonoverlapping(address as usize as *const u8, bytes.as_mut_ptr(), N) };
     bytes
 }
 
-fn u32_at(address: u64) -> u32 {
-    u32::from_le_bytes(read_physical(address))
+/// The little-endian `u32` at `address`.
+///
+/// # Safety
+///
+/// As for [`read_physical`].
+unsafe fn u32_at(address: u64) -> u32 {
+    // SAFETY: the caller's contract.
+    u32::from_le_bytes(unsafe { read_physical(address) })
 }
 
-fn u64_at(address: u64) -> u64 {
-    u64::from_le_bytes(read_physical(address))
+/// The little-endian `u64` at `address`.
+///
+/// # Safety
+///
+/// As for [`read_physical`].
+unsafe fn u64_at(address: u64) -> u64 {
+    // SAFETY: the caller's contract.
+    u64::from_le_bytes(unsafe { read_physical(address) })
 }
 
 impl StartInfo {
@@ -100,23 +117,40 @@ impl StartInfo {
     }
 
     /// Reads the start info at physical address `address` (below 4 GiB).
-    pub fn read(address: u32) -> Result<Self, StartInfoError> {
+    ///
+    /// # Errors
+    ///
+    /// A wrong magic number, or a command line that is not UTF-8.
+    ///
+    /// # Safety
+    ///
+    /// `address` must be the start info the PVH loader passed (in `ebx`):
+    /// its fields lead to the command line and memory map, which are read
+    /// through the identity map, and the command line is kept as a
+    /// `&'static str`.
+    pub unsafe fn read(address: u32) -> Result<Self, StartInfoError> {
         let base = u64::from(address);
-        let raw = RawStartInfo {
-            magic: u32_at(base),
-            cmdline_paddr: u64_at(base + 24),
-            rsdp_paddr: u64_at(base + 32),
-            memmap_paddr: u64_at(base + 40),
-            memmap_entries: u32_at(base + 48),
+        // SAFETY: the fields of the start info (the caller's contract).
+        let raw = unsafe {
+            RawStartInfo {
+                magic: u32_at(base),
+                cmdline_paddr: u64_at(base + 24),
+                rsdp_paddr: u64_at(base + 32),
+                memmap_paddr: u64_at(base + 40),
+                memmap_entries: u32_at(base + 48),
+            }
         };
         if raw.magic != START_INFO_MAGIC {
             return Err(StartInfoError::BadMagic(raw.magic));
         }
         let mut cmdline_len = 0;
         if raw.cmdline_paddr != 0 {
-            while cmdline_len < MAX_CMDLINE
-                && read_physical::<1>(raw.cmdline_paddr + cmdline_len as u64)[0] != 0
-            {
+            while cmdline_len < MAX_CMDLINE {
+                // SAFETY: the command line the start info names, up to its NUL.
+                let [byte] = unsafe { read_physical::<1>(raw.cmdline_paddr + cmdline_len as u64) };
+                if byte == 0 {
+                    break;
+                }
                 cmdline_len += 1;
             }
         }
@@ -139,10 +173,13 @@ impl StartInfo {
         }; MAX_MEMMAP_ENTRIES];
         for (index, region) in regions.iter_mut().take(region_count).enumerate() {
             let entry = raw.memmap_paddr + 24 * index as u64;
-            *region = MemoryRegion {
-                start: u64_at(entry),
-                size: u64_at(entry + 8),
-                kind: u32_at(entry + 16),
+            // SAFETY: an entry of the memory map the start info names.
+            *region = unsafe {
+                MemoryRegion {
+                    start: u64_at(entry),
+                    size: u64_at(entry + 8),
+                    kind: u32_at(entry + 16),
+                }
             };
         }
         let ranges = [

@@ -1,16 +1,26 @@
 //! What the freestanding binary needs from a runtime: the global allocator,
 //! the panic handler, the C memory functions and the unwinding stubs
-//! (shared/reference/toolchain.md P1, P2).
+//! (docs/toolchain.md §2, P1 and P2).
 
 use core::arch::asm;
 
-use crate::exit::{ExitCode, exit};
+use crate::exit::exit;
+use abi::exit::ExitCode;
+use abi::report::{Fatal, FatalKind};
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     x86_64::instructions::interrupts::disable();
-    crate::serial::force_unlock();
-    crate::kprintln!("KERNEL PANIC: {info}");
+    // SAFETY: the panic handler ends the VM; the code that panicked (which
+    // may hold the console) never runs again.
+    unsafe { crate::serial::force_unlock() };
+    crate::kprintln!(
+        "{}",
+        Fatal {
+            kind: FatalKind::Panic,
+            message: info
+        }
+    );
     exit(ExitCode::Panic)
 }
 

@@ -5,6 +5,7 @@
 //! enabled on the command line (`log=`). Each log line carries the time since
 //! boot.
 
+use abi::cmdline::LogLevel;
 use core::fmt::{self, Write};
 use spin::Mutex;
 use uart_16550::Uart16550Tty;
@@ -34,12 +35,17 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
     });
 }
 
-/// Takes the console away from whoever holds it, for fatal paths only (panic,
-/// CPU exception) where the holder will never run again.
-pub fn force_unlock() {
+/// Takes the console away from whoever holds it, so that a fatal path
+/// (panic, CPU exception, heap exhaustion) can print although the code it
+/// interrupted held the lock.
+///
+/// # Safety
+///
+/// The caller must never return to the code it interrupted: that code may
+/// hold the lock, and must not touch the port again once we write to it.
+pub unsafe fn force_unlock() {
     if PORT.is_locked() {
-        // SAFETY: only called on fatal paths: the lock holder was interrupted
-        // for good and will never touch the port again.
+        // SAFETY: the caller never returns to the lock holder (contract).
         unsafe { PORT.force_unlock() };
     }
 }
@@ -78,9 +84,21 @@ impl log::Log for SerialLogger {
 
 static LOGGER: SerialLogger = SerialLogger;
 
-/// Installs the logger with the given maximum level.
-pub fn init_logger(level: log::LevelFilter) {
+/// Installs the logger with the command line's maximum level.
+pub fn init_logger(level: LogLevel) {
     // A second call fails harmlessly; the level is updated either way.
     let _ = log::set_logger(&LOGGER);
-    log::set_max_level(level);
+    log::set_max_level(level_filter(level));
+}
+
+/// The `log` filter of a command-line level.
+fn level_filter(level: LogLevel) -> log::LevelFilter {
+    match level {
+        LogLevel::Off => log::LevelFilter::Off,
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    }
 }

@@ -4,28 +4,38 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use log::{debug, info, warn};
 
-use crate::cmdline::{self, App, SelfTest};
-use crate::exit::{ExitCode, exit};
+use crate::exit::exit;
+use crate::ivshmem::layout::Region;
+use crate::ivshmem::memory::Window;
 use crate::ivshmem::{Device, Requirements};
 use crate::paging::{self, Attributes};
 use crate::pci::{self, ConfigAccess};
-use crate::{acpi, apic, gdt, heap, interrupts, kprintln, pvh, serial, time};
+use crate::{acpi, apic, apps, gdt, heap, interrupts, kprintln, net, pvh, serial, time};
+use abi::cmdline::{App, CommandLine, SelfTest};
+use abi::exit::ExitCode;
+use abi::report::{
+    AppVerdict, AppsVerdict, BootOk, DEVICE_PREFIX, DeviceFound, Fatal, FatalKind, InventoryHeader,
+    PciBar, SharedMemoryProbe, StackGuard,
+};
+use core::sync::atomic::Ordering;
 
 /// Brings the platform up and runs what the command line asks for. Never returns.
-pub fn start(start_info: u32) -> ! {
+///
+/// # Safety
+///
+/// Call once, from the boot code: `start_info` must be the physical address
+/// of the PVH start info the loader passed.
+pub unsafe fn start(start_info: u32) -> ! {
     serial::init();
     gdt::init();
     interrupts::init();
-    let info = pvh::StartInfo::read(start_info).unwrap_or_else(|error| {
-        kprintln!("boot: {error}");
-        exit(ExitCode::Failure)
-    });
+    // SAFETY: `kmain`'s argument, the start info the PVH loader passed.
+    let info = unsafe { pvh::StartInfo::read(start_info) }
+        .unwrap_or_else(|error| fatal(FatalKind::Boot, error, ExitCode::Failure));
     let heap = init_heap(&info);
     guard_stack();
-    let command_line = cmdline::parse(info.cmdline).unwrap_or_else(|error| {
-        kprintln!("cmdline: {error}");
-        exit(ExitCode::BadCommandLine)
-    });
+    let command_line = CommandLine::parse(info.cmdline)
+        .unwrap_or_else(|error| fatal(FatalKind::CommandLine, error, ExitCode::BadCommandLine));
     serial::init_logger(command_line.log);
     let tsc_khz = time::init();
     info!(
@@ -49,7 +59,8 @@ pub fn start(start_info: u32) -> ! {
         tsc_khz / 1000
     );
 
-    let platform = acpi::probe(info.rsdp).unwrap_or_else(|error| {
+    // SAFETY: the RSDP address the loader passed, if any.
+    let platform = unsafe { acpi::probe(info.rsdp) }.unwrap_or_else(|error| {
         warn!("{error}; assuming a local APIC at the default address and no ECAM");
         acpi::Platform {
             local_apic: apic::DEFAULT_BASE,
@@ -63,17 +74,29 @@ pub fn start(start_info: u32) -> ! {
         platform.local_apic,
         platform.ecam.len()
     );
-    if let Err(error) = apic::init(platform.local_apic) {
+    // SAFETY: the address comes from the MADT, or is the architectural default.
+    if let Err(error) = unsafe { apic::init(platform.local_apic) } {
         fail(format_args!("local APIC: {error}"));
     }
 
     let config = config_access(&platform);
     let functions = pci::enumerate(&*config);
-    kprintln!("PCI inventory ({} functions):", functions.len());
+    kprintln!(
+        "{}",
+        InventoryHeader {
+            functions: functions.len()
+        }
+    );
     for function in &functions {
-        kprintln!("pci {function}");
+        kprintln!("{}", function.report());
         for bar in &function.bars {
-            kprintln!("pci {}   {bar}", function.bdf);
+            kprintln!(
+                "{}",
+                PciBar {
+                    bdf: function.bdf,
+                    bar: *bar
+                }
+            );
         }
     }
 
@@ -97,8 +120,10 @@ pub fn start(start_info: u32) -> ! {
         Some(SelfTest::SharedMemory) => shared_memory_probe(&functions),
         Some(SelfTest::StackOverflow) => {
             kprintln!(
-                "self-test: overflowing the stack; guard page at {:#x}",
-                stack_guard_page()
+                "{}",
+                StackGuard {
+                    guard_page: stack_guard_page()
+                }
             );
             let depth = recurse(0);
             fail(format_args!(
@@ -108,13 +133,22 @@ pub fn start(start_info: u32) -> ! {
         None => {}
     }
     if command_line.apps == [App::Inventory] {
-        kprintln!("boot: ok");
+        kprintln!("{BootOk}");
         exit(ExitCode::Success)
     }
-    let device = probe_device(&*config, &functions, &command_line);
+    if command_line.apps.contains(&App::Ivshmem) {
+        if command_line.apps.len() > 1 {
+            fail(format_args!("app=ivshmem runs alone"));
+        }
+        let device = probe_device(&*config, &functions, &command_line, Requirements::ANY);
+        let pass = apps::ivshmem::run(device, &*config, &command_line);
+        report_verdict(App::Ivshmem, pass);
+        finish(pass)
+    }
+    let device = probe_device(&*config, &functions, &command_line, net::REQUIREMENTS);
     let mut engine = crate::net::open(device, &*config, &command_line);
     if command_line.apps == [App::Link] {
-        crate::net::run_link(&mut engine, device, command_line.mode)
+        crate::net::apps::run_link(&mut engine, device, command_line.mode)
     }
     run_apps(
         crate::net::stack::Stack::new(engine, device, &command_line),
@@ -123,7 +157,7 @@ pub fn start(start_info: u32) -> ! {
 }
 
 /// Runs the network apps in order and exits with their verdict.
-fn run_apps(mut stack: crate::net::stack::Stack, command_line: &cmdline::CommandLine) -> ! {
+fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> ! {
     use crate::net::apps;
     if !stack.wait_for_link(command_line.link_timeout) {
         fail(format_args!(
@@ -136,51 +170,64 @@ fn run_apps(mut stack: crate::net::stack::Stack, command_line: &cmdline::Command
         let ok = match app {
             App::Inventory => true,
             App::Link => fail(format_args!("app=link runs alone")),
+            App::Ivshmem => fail(format_args!("app=ivshmem runs alone")),
             App::Server => apps::serve(&mut stack, command_line),
             App::Ping => apps::ping(&mut stack, command_line),
             App::TcpEcho => apps::tcp_echo(&mut stack, command_line),
             App::UdpEcho => apps::udp_echo(&mut stack, command_line),
         };
-        kprintln!("{}: {}", app.name(), if ok { "PASS" } else { "FAIL" });
+        report_verdict(*app, ok);
         passed &= ok;
     }
     let statistics = stack.engine.statistics();
     info!("ivshmem-net statistics: {statistics:?}");
-    if passed {
-        kprintln!("apps: PASS");
-        exit(ExitCode::Success)
-    }
-    kprintln!("apps: FAIL");
-    exit(ExitCode::Failure)
+    finish(passed)
 }
 
-/// Finds and maps the ivshmem device for ivshmem-net, or exits with the reason.
+/// Prints one app's verdict.
+fn report_verdict(app: App, pass: bool) {
+    kprintln!("{}", AppVerdict { app, pass });
+}
+
+/// Prints the verdict over all apps and exits with it.
+fn finish(pass: bool) -> ! {
+    kprintln!("{}", AppsVerdict { pass });
+    exit(if pass {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    })
+}
+
+/// Finds and maps the ivshmem device for a protocol with `requirements`,
+/// or exits with the reason.
 fn probe_device(
     config: &dyn ConfigAccess,
     functions: &[pci::Function],
-    command_line: &cmdline::CommandLine,
+    command_line: &CommandLine,
+    requirements: Requirements,
 ) -> &'static Device {
-    let device = Device::probe(config, functions, command_line.id, Requirements::NET)
-        .unwrap_or_else(|error| {
-            kprintln!("ivshmem: {error}");
+    let device =
+        Device::probe(config, functions, command_line.id, requirements).unwrap_or_else(|error| {
+            kprintln!("{DEVICE_PREFIX}{error}");
             exit(ExitCode::Failure)
         });
-    let layout = device.layout();
+    let sections = device.sections();
     kprintln!(
-        "ivshmem: {} at {}, id {} of {}, protocol {:#06x}, {} vector(s)",
-        device.kind(),
-        device.bdf(),
-        device.id(),
-        device.max_peers(),
-        device.protocol(),
-        device.vectors()
+        "{}",
+        DeviceFound {
+            kind: device.kind(),
+            bdf: device.bdf(),
+            id: device.id(),
+            max_peers: device.max_peers(),
+            protocol: device.protocol(),
+            vectors: device.vectors(),
+        }
     );
     info!(
-        "ivshmem: state table {}, R/W section {}, output sections {} and {}",
-        layout.state_table(),
-        layout.rw_section(),
-        layout.output_section(0),
-        layout.output_section(1)
+        "ivshmem: shared memory at {:#x}: {}",
+        sections.base(),
+        sections.layout()
     );
     device
 }
@@ -190,8 +237,13 @@ const UNMAPPED: u64 = 0x10_0000_0000;
 
 /// Reports a fatal condition and exits with [`ExitCode::Failure`].
 pub fn fail(message: core::fmt::Arguments<'_>) -> ! {
-    kprintln!("FAILED: {message}");
-    exit(ExitCode::Failure)
+    fatal(FatalKind::Failed, message, ExitCode::Failure)
+}
+
+/// Prints the fatal report `kind: message` and exits with `code`.
+fn fatal(kind: FatalKind, message: impl core::fmt::Display, code: ExitCode) -> ! {
+    kprintln!("{}", Fatal { kind, message });
+    exit(code)
 }
 
 /// The lowest page of the boot stack.
@@ -218,22 +270,33 @@ fn recurse(depth: u64) -> u64 {
 /// Unmaps the lowest page of the boot stack, so that an overflow faults
 /// instead of silently overwriting the page tables below it.
 fn guard_stack() {
-    if let Err(error) = paging::unmap_page(stack_guard_page()) {
-        kprintln!("boot: cannot place the stack guard page: {error}");
-        exit(ExitCode::Failure);
+    // SAFETY: the boot stack (1 MiB) grows down from its top, and the kernel
+    // never comes near its lowest page; faulting there is the point.
+    if let Err(error) = unsafe { paging::unmap_page(stack_guard_page()) } {
+        fatal(
+            FatalKind::Boot,
+            format_args!("cannot place the stack guard page: {error}"),
+            ExitCode::Failure,
+        );
     }
 }
 
 fn init_heap(info: &pvh::StartInfo) -> heap::HeapRange {
-    heap::init(&heap::HEAP, info).unwrap_or_else(|| {
-        kprintln!("boot: no usable RAM region of 4 MiB or more for the heap");
-        exit(ExitCode::OutOfMemory)
+    // SAFETY: boot calls this once, before anything allocates, with the
+    // start info the loader gave.
+    unsafe { heap::init(&heap::HEAP, info) }.unwrap_or_else(|| {
+        fatal(
+            FatalKind::Boot,
+            "no usable RAM region of 4 MiB or more for the heap",
+            ExitCode::OutOfMemory,
+        )
     })
 }
 
 fn config_access(platform: &acpi::Platform) -> Box<dyn ConfigAccess> {
     if let Some(window) = platform.ecam.iter().find(|window| window.segment == 0) {
-        match pci::Ecam::new(window.base, window.bus_start, window.bus_end) {
+        // SAFETY: the window comes from the firmware's MCFG table.
+        match unsafe { pci::Ecam::new(window.base, window.bus_start, window.bus_end) } {
             Ok(ecam) => {
                 info!(
                     "PCI: ECAM at {:#x}, buses {}-{}",
@@ -261,17 +324,27 @@ fn shared_memory_probe(functions: &[pci::Function]) {
     if bar.address == 0 || bar.size < 8 {
         fail(format_args!("self-test shm: BAR2 is unassigned ({bar})"));
     }
-    if let Err(error) = paging::map(bar.address, bar.size, Attributes::SHARED_READ_ONLY) {
+    // SAFETY: BAR2 of an ivshmem device, as configuration space reports it:
+    // shared memory, which we only read.
+    if let Err(error) = unsafe { paging::map(bar.address, bar.size, Attributes::SHARED_READ_ONLY) }
+    {
         fail(format_args!("self-test shm: cannot map BAR2: {error}"));
     }
-    let last = bar.address + bar.size - 8;
-    // SAFETY: BAR2 was just mapped read-only for its whole size; both addresses
-    // are aligned u64s inside it.
-    let (first_value, last_value) = unsafe {
-        (
-            core::ptr::read_volatile(bar.address as *const u64),
-            core::ptr::read_volatile(last as *const u64),
-        )
+    let region = Region {
+        address: bar.address,
+        size: bar.size,
     };
-    kprintln!("shm: {bar} first {first_value:#018x} last {last_value:#018x}");
+    // SAFETY: BAR2 was just mapped read-only for the kernel's life, and no
+    // device was probed, so no `OwnWindow` covers any of it.
+    let memory = unsafe { Window::new(region) };
+    let first_value = memory.load_u64(0, Ordering::Relaxed);
+    let last_value = memory.load_u64(memory.len() - 8, Ordering::Relaxed);
+    kprintln!(
+        "{}",
+        SharedMemoryProbe {
+            bar: *bar,
+            first: first_value,
+            last: last_value,
+        }
+    );
 }

@@ -14,10 +14,7 @@ static TSC_PER_MICROSECOND: AtomicU64 = AtomicU64::new(0);
 fn read_tsc() -> u64 {
     // SAFETY: `rdtsc` only reads the time-stamp counter; CR4.TSD is clear, so
     // it is allowed at any privilege level.
-    #[allow(unused_unsafe)]
-    unsafe {
-        core::arch::x86_64::_rdtsc()
-    }
+    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 /// Measures the TSC frequency against PIT channel 2 (a 10 ms one-shot, polled

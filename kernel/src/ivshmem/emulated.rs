@@ -1,14 +1,16 @@
 //! ivshmem-v2 emulated over QEMU's stock v1 devices: `ivshmem-doorbell`
 //! (1af4:1110 with MSI-X, served by our server) and `ivshmem-plain` (no
 //! interrupts). The host writes a descriptor page at the start of the shared
-//! memory; the v2 layout follows it (format: README, "Descriptor page").
+//! memory ([`abi::descriptor`], docs/descriptor-page.md); the v2 layout
+//! follows it.
 //!
 //! Pure, like [`super::v2`]: the caller maps the page and passes its bytes.
 
-use core::fmt;
+use abi::descriptor::DescriptorPage;
 
-use super::layout::Layout;
-use super::v2::{ProbeError, RegisterBlock, Requirements};
+use super::error::{ProbeError, Requirements};
+use super::layout::Sections;
+use super::registers::RegisterBlock;
 use crate::pci::{ConfigAccess, Function, Msix};
 
 /// Vendor ID of QEMU's ivshmem (Red Hat, Inc.).
@@ -16,114 +18,12 @@ pub const VENDOR: u16 = 0x1af4;
 /// Device ID of `ivshmem-plain` and `ivshmem-doorbell`.
 pub const DEVICE: u16 = 0x1110;
 
-/// v1 BAR0 registers (ivshmem-v2.md §14.2).
+/// v1 BAR0 registers (docs/ivshmem-v2.md §14.2).
 pub mod register {
     /// Own ID, as given by the server (RO; 0 for `ivshmem-plain`).
     pub const IVPOSITION: u32 = 0x08;
     /// Bits 16–31 peer, bits 0–15 vector (WO).
     pub const DOORBELL: u32 = 0x0c;
-}
-
-/// The descriptor page's magic.
-pub const MAGIC: [u8; 8] = *b"IVSHM2EM";
-/// The descriptor page format this kernel reads.
-pub const VERSION: u32 = 1;
-/// Size of the descriptor page.
-pub const PAGE_SIZE: u64 = 0x1000;
-/// Bytes of the page that carry fields.
-pub const DESCRIPTOR_LENGTH: usize = 0x38;
-
-/// Why the descriptor page is unusable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DescriptorError {
-    /// The page does not start with `IVSHM2EM`: the host side did not set this memory up.
-    BadMagic,
-    /// An unknown format version.
-    BadVersion(u32),
-    /// The v2 layout does not start on a page after the descriptor page.
-    BadStateTableOffset(u64),
-}
-
-impl fmt::Display for DescriptorError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::BadMagic => write!(
-                f,
-                "no descriptor page (magic IVSHM2EM) at the start of the shared memory: start the VM through the launcher or our server"
-            ),
-            Self::BadVersion(version) => {
-                write!(f, "descriptor page version {version}, expected {VERSION}")
-            }
-            Self::BadStateTableOffset(offset) => {
-                write!(
-                    f,
-                    "state table offset {offset:#x} is not a page multiple of at least 0x1000"
-                )
-            }
-        }
-    }
-}
-
-/// The descriptor page's fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Descriptor {
-    /// Number of peers.
-    pub max_peers: u32,
-    /// Interrupt vectors per peer (0 without doorbells).
-    pub vectors: u32,
-    /// The 16-bit protocol ID.
-    pub protocol: u32,
-    /// Offset of the state table from the start of the shared memory.
-    pub state_table_offset: u64,
-    /// State table size.
-    pub state_table_size: u64,
-    /// R/W section size.
-    pub rw_section_size: u64,
-    /// Size of ONE output section.
-    pub output_section_size: u64,
-}
-
-fn u32_at(page: &[u8; DESCRIPTOR_LENGTH], offset: usize) -> u32 {
-    u32::from_le_bytes([
-        page[offset],
-        page[offset + 1],
-        page[offset + 2],
-        page[offset + 3],
-    ])
-}
-
-fn u64_at(page: &[u8; DESCRIPTOR_LENGTH], offset: usize) -> u64 {
-    u64::from(u32_at(page, offset)) | (u64::from(u32_at(page, offset + 4)) << 32)
-}
-
-impl Descriptor {
-    /// Parses the first [`DESCRIPTOR_LENGTH`] bytes of the page.
-    pub fn parse(page: &[u8; DESCRIPTOR_LENGTH]) -> Result<Self, DescriptorError> {
-        if page[..8] != MAGIC {
-            return Err(DescriptorError::BadMagic);
-        }
-        let version = u32_at(page, 0x08);
-        if version != VERSION {
-            return Err(DescriptorError::BadVersion(version));
-        }
-        let descriptor = Self {
-            max_peers: u32_at(page, 0x0c),
-            vectors: u32_at(page, 0x10),
-            protocol: u32_at(page, 0x14),
-            state_table_offset: u64_at(page, 0x18),
-            state_table_size: u64_at(page, 0x20),
-            rw_section_size: u64_at(page, 0x28),
-            output_section_size: u64_at(page, 0x30),
-        };
-        if descriptor.state_table_offset < PAGE_SIZE
-            || !descriptor.state_table_offset.is_multiple_of(PAGE_SIZE)
-        {
-            return Err(DescriptorError::BadStateTableOffset(
-                descriptor.state_table_offset,
-            ));
-        }
-        Ok(descriptor)
-    }
 }
 
 /// What discovery found on an emulated device.
@@ -133,10 +33,14 @@ pub struct Discovered {
     pub id: u16,
     /// The protocol from the descriptor page.
     pub protocol: u16,
-    /// The v2 layout inside BAR2.
-    pub layout: Layout,
+    /// The v2 sections inside BAR2.
+    pub sections: Sections,
     /// MSI-X (present on `ivshmem-doorbell` only).
     pub msix: Option<Msix>,
+    /// The vectors that work: the MSI-X table's, but no more than the
+    /// descriptor page names (our server connects an eventfd for those
+    /// only, whatever QEMU's `vectors=` says); 0 without MSI-X.
+    pub vectors: u16,
 }
 
 /// Reads the identity of a 1af4:1110 function and the descriptor page
@@ -145,7 +49,7 @@ pub struct Discovered {
 pub fn discover(
     config: &dyn ConfigAccess,
     function: &Function,
-    page: &[u8; DESCRIPTOR_LENGTH],
+    page: &[u8],
     registers: &dyn RegisterBlock,
     id: Option<u16>,
     requirements: Requirements,
@@ -158,57 +62,41 @@ pub fn discover(
         Some(bar) => *bar,
         None => return Err(ProbeError::NoSharedMemory),
     };
-    let descriptor = Descriptor::parse(page).map_err(ProbeError::BadDescriptor)?;
-    if descriptor.protocol != u32::from(requirements.protocol) {
-        return Err(ProbeError::WrongProtocol {
-            found: descriptor.protocol as u16,
-            expected: requirements.protocol,
-        });
-    }
-    if descriptor.max_peers != u32::from(requirements.max_peers) {
-        return Err(ProbeError::BadMaxPeers {
-            found: descriptor.max_peers,
-            expected: requirements.max_peers,
-        });
-    }
+    let descriptor = DescriptorPage::parse(page).map_err(ProbeError::BadDescriptor)?;
+    requirements.check_protocol(descriptor.protocol)?;
+    let max_peers = requirements.check_max_peers(u32::from(descriptor.layout.max_peers))?;
     let msix = Msix::find(config, function.bdf);
     let id = match (msix, id) {
         (Some(_), _) => registers.read32(register::IVPOSITION),
         (None, Some(id)) => u32::from(id),
         (None, None) => return Err(ProbeError::NoId),
     };
-    if id >= descriptor.max_peers {
+    if id >= u32::from(max_peers) {
         return Err(ProbeError::BadId {
             id,
-            max_peers: descriptor.max_peers,
+            max_peers: u32::from(max_peers),
         });
     }
-    let available = bar
-        .size
-        .checked_sub(descriptor.state_table_offset)
-        .ok_or(ProbeError::NoSharedMemory)?;
-    let layout = Layout {
-        base: bar.address + descriptor.state_table_offset,
-        state_table_size: descriptor.state_table_size,
-        rw_section_size: descriptor.rw_section_size,
-        output_section_size: descriptor.output_section_size,
-        max_peers: requirements.max_peers,
-    };
-    layout.validate(available)?;
     Ok(Discovered {
         id: id as u16,
-        protocol: requirements.protocol,
-        layout,
+        protocol: descriptor.protocol,
+        sections: Sections::new(bar.address, bar.size, descriptor.layout)?,
         msix,
+        vectors: msix.map_or(0, |msix| {
+            msix.table_size
+                .min(u16::try_from(descriptor.vectors).unwrap_or(u16::MAX))
+        }),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::v2::fake::FakeRegisters;
+    use super::super::registers::fake::FakeRegisters;
     use super::*;
     use crate::pci::fake::{FakeConfigSpace, FakeFunction};
     use crate::pci::{Bdf, enumerate};
+    use abi::descriptor::{DescriptorError, LENGTH};
+    use abi::layout::Layout;
 
     const BDF: Bdf = Bdf {
         bus: 0,
@@ -216,19 +104,28 @@ mod tests {
         function: 0,
     };
 
-    /// The page our server writes for a 1 MiB region, two peers, two vectors.
-    fn page(magic: &[u8; 8], version: u32, protocol: u32) -> [u8; DESCRIPTOR_LENGTH] {
-        let mut page = [0u8; DESCRIPTOR_LENGTH];
-        page[..8].copy_from_slice(magic);
-        page[0x08..0x0c].copy_from_slice(&version.to_le_bytes());
-        page[0x0c..0x10].copy_from_slice(&2u32.to_le_bytes());
-        page[0x10..0x14].copy_from_slice(&2u32.to_le_bytes());
-        page[0x14..0x18].copy_from_slice(&protocol.to_le_bytes());
-        page[0x18..0x20].copy_from_slice(&0x1000u64.to_le_bytes());
-        page[0x20..0x28].copy_from_slice(&0x1000u64.to_le_bytes());
-        page[0x28..0x30].copy_from_slice(&0u64.to_le_bytes());
-        page[0x30..0x38].copy_from_slice(&0x7f000u64.to_le_bytes());
-        page
+    /// What ivshmem-net asks for.
+    const NET: Requirements = Requirements {
+        protocol: Some(1),
+        min_peers: 2,
+        max_peers: 2,
+    };
+
+    /// The page our server writes for a 1 MiB region, two peers, two
+    /// vectors, and `protocol`.
+    fn page(protocol: u16) -> [u8; LENGTH] {
+        DescriptorPage {
+            vectors: 2,
+            protocol,
+            layout: Layout {
+                state_table_offset: 0x1000,
+                state_table_size: 0x1000,
+                rw_section_size: 0,
+                output_section_size: 0x7f000,
+                max_peers: 2,
+            },
+        }
+        .emit()
     }
 
     fn device(doorbell: bool) -> FakeConfigSpace {
@@ -247,46 +144,51 @@ mod tests {
 
     fn probe(
         config: &FakeConfigSpace,
-        page: &[u8; DESCRIPTOR_LENGTH],
+        page: &[u8],
         id: Option<u16>,
     ) -> Result<Discovered, ProbeError> {
         let functions = enumerate(config);
         let mut registers = FakeRegisters::new(0, 0);
         registers.values.get_mut()[2] = 1; // IVPOSITION
-        discover(
-            config,
-            &functions[0],
-            page,
-            &registers,
-            id,
-            Requirements::NET,
-        )
+        discover(config, &functions[0], page, &registers, id, NET)
     }
 
     #[test]
     fn doorbell_device_takes_its_id_from_ivposition() {
-        let found = probe(&device(true), &page(&MAGIC, 1, 1), None).unwrap();
+        let found = probe(&device(true), &page(1), None).unwrap();
         assert_eq!(found.id, 1);
         assert!(found.msix.is_some());
-        assert_eq!(found.layout.base, 0xfea0_1000);
-        assert_eq!(found.layout.output_section(0).address, 0xfea0_2000);
-        assert_eq!(found.layout.output_section(1).address, 0xfea8_1000);
+        assert_eq!(found.vectors, 2);
+        assert_eq!(found.sections.base(), 0xfea0_0000);
+        assert_eq!(found.sections.state_table().address, 0xfea0_1000);
+        assert_eq!(
+            found.sections.output_section(0).unwrap().address,
+            0xfea0_2000
+        );
+        assert_eq!(
+            found.sections.output_section(1).unwrap().address,
+            0xfea8_1000
+        );
+    }
+
+    #[test]
+    fn vectors_are_those_the_descriptor_page_names() {
+        // QEMU offers two vectors, the server connected one.
+        let mut one = page(1);
+        one[0x10] = 1;
+        assert_eq!(probe(&device(true), &one, None).unwrap().vectors, 1);
+        let mut many = page(1);
+        many[0x10] = 64;
+        assert_eq!(probe(&device(true), &many, None).unwrap().vectors, 2);
+        assert_eq!(probe(&device(false), &page(1), Some(0)).unwrap().vectors, 0);
     }
 
     #[test]
     fn plain_device_needs_an_id_from_the_command_line() {
+        assert_eq!(probe(&device(false), &page(1), None), Err(ProbeError::NoId));
+        assert_eq!(probe(&device(false), &page(1), Some(0)).unwrap().id, 0);
         assert_eq!(
-            probe(&device(false), &page(&MAGIC, 1, 1), None),
-            Err(ProbeError::NoId)
-        );
-        assert_eq!(
-            probe(&device(false), &page(&MAGIC, 1, 1), Some(0))
-                .unwrap()
-                .id,
-            0
-        );
-        assert_eq!(
-            probe(&device(false), &page(&MAGIC, 1, 1), Some(2)),
+            probe(&device(false), &page(1), Some(2)),
             Err(ProbeError::BadId {
                 id: 2,
                 max_peers: 2
@@ -296,10 +198,10 @@ mod tests {
 
     #[test]
     fn bad_descriptor_pages_are_rejected() {
-        let blank = probe(&device(true), &[0; DESCRIPTOR_LENGTH], None);
+        let blank = probe(&device(true), &[0; LENGTH], None);
         assert_eq!(
             blank,
-            Err(ProbeError::BadDescriptor(DescriptorError::BadMagic))
+            Err(ProbeError::BadDescriptor(DescriptorError::BadMagic([0; 8])))
         );
         assert!(
             blank
@@ -307,20 +209,20 @@ mod tests {
                 .to_string()
                 .contains("no descriptor page")
         );
-        let version = probe(&device(true), &page(&MAGIC, 7, 1), None);
+        let mut version = page(1);
+        version[8] = 7;
         assert_eq!(
-            version,
+            probe(&device(true), &version, None),
             Err(ProbeError::BadDescriptor(DescriptorError::BadVersion(7)))
         );
-        let protocol = probe(&device(true), &page(&MAGIC, 1, 0x4000), None);
         assert_eq!(
-            protocol,
+            probe(&device(true), &page(0x4000), None),
             Err(ProbeError::WrongProtocol {
                 found: 0x4000,
                 expected: 1
             })
         );
-        let mut offset = page(&MAGIC, 1, 1);
+        let mut offset = page(1);
         offset[0x18..0x20].copy_from_slice(&0x800u64.to_le_bytes());
         assert_eq!(
             probe(&device(true), &offset, None),
@@ -328,5 +230,11 @@ mod tests {
                 DescriptorError::BadStateTableOffset(0x800)
             ))
         );
+        let mut large = page(1);
+        large[0x30..0x38].copy_from_slice(&0x80000u64.to_le_bytes());
+        assert!(matches!(
+            probe(&device(true), &large, None),
+            Err(ProbeError::Layout(_))
+        ));
     }
 }

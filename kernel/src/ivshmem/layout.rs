@@ -1,7 +1,11 @@
-//! The ivshmem-v2 shared-memory layout (ivshmem-v2.md §6.1), however the
-//! device reported it: state table, R/W section, one output section per peer.
+//! Where a device's ivshmem-v2 sections are in physical memory: abi's
+//! [`Layout`] (offsets from the start of the shared memory and their
+//! validation, docs/ivshmem-v2.md §6.1) plus the physical address of that
+//! start.
 
 use core::fmt;
+
+pub use abi::layout::{Layout, LayoutError, Section};
 
 /// A physical range of shared memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,132 +22,64 @@ impl fmt::Display for Region {
     }
 }
 
-/// The sections of one ivshmem-v2 link.
+/// The validated sections of one device, at their physical addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Layout {
-    /// Where the state table starts.
-    pub base: u64,
-    /// State table size.
-    pub state_table_size: u64,
-    /// R/W section size (may be 0).
-    pub rw_section_size: u64,
-    /// Size of ONE output section.
-    pub output_section_size: u64,
-    /// Number of peers (output sections).
-    pub max_peers: u16,
+pub struct Sections {
+    base: u64,
+    layout: Layout,
 }
 
-/// Why a layout is unusable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LayoutError {
-    /// The state table cannot hold one u32 per peer.
-    StateTableTooSmall {
-        /// Its size.
-        size: u64,
-        /// Peers it must hold.
-        peers: u16,
-    },
-    /// No output sections.
-    NoOutputSection,
-    /// A section size is not a multiple of 4 KiB (pages are the unit of protection).
-    NotPageAligned {
-        /// The offending size.
-        size: u64,
-    },
-    /// The sections do not fit the shared memory.
-    TooLarge {
-        /// Bytes the sections need.
-        needed: u64,
-        /// Bytes available.
-        available: u64,
-    },
-}
-
-impl fmt::Display for LayoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::StateTableTooSmall { size, peers } => {
-                write!(
-                    f,
-                    "state table of {size:#x} bytes cannot hold {peers} peers"
-                )
-            }
-            Self::NoOutputSection => write!(f, "output section size is 0"),
-            Self::NotPageAligned { size } => {
-                write!(f, "section size {size:#x} is not a multiple of 4 KiB")
-            }
-            Self::TooLarge { needed, available } => {
-                write!(
-                    f,
-                    "sections need {needed:#x} bytes but the shared memory has {available:#x}"
-                )
-            }
-        }
+impl Sections {
+    /// Validates `layout` against `size` bytes of shared memory starting at
+    /// the physical address `base` (docs/ivshmem-v2.md §6.1).
+    ///
+    /// # Errors
+    ///
+    /// As [`Layout::validate`]; a layout whose end would overflow the
+    /// address space does not fit either.
+    pub fn new(base: u64, size: u64, layout: Layout) -> Result<Self, LayoutError> {
+        layout.validate(size.min(u64::MAX - base))?;
+        Ok(Self { base, layout })
     }
-}
 
-impl Layout {
-    /// Checks the layout against `available` bytes of shared memory starting at `base`.
-    pub fn validate(&self, available: u64) -> Result<(), LayoutError> {
-        if self.state_table_size < 4 * u64::from(self.max_peers) {
-            return Err(LayoutError::StateTableTooSmall {
-                size: self.state_table_size,
-                peers: self.max_peers,
-            });
+    /// The physical address of the start of the shared memory (where the
+    /// layout's offsets count from).
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The layout, with offsets relative to [`base`](Self::base).
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Peers on the link, including us.
+    pub fn max_peers(&self) -> u16 {
+        self.layout.max_peers
+    }
+
+    fn region(&self, section: Section) -> Region {
+        Region {
+            address: self.base + section.offset,
+            size: section.size,
         }
-        if self.output_section_size == 0 {
-            return Err(LayoutError::NoOutputSection);
-        }
-        for size in [
-            self.state_table_size,
-            self.rw_section_size,
-            self.output_section_size,
-        ] {
-            if size % 0x1000 != 0 {
-                return Err(LayoutError::NotPageAligned { size });
-            }
-        }
-        let needed = u64::from(self.max_peers)
-            .checked_mul(self.output_section_size)
-            .and_then(|outputs| outputs.checked_add(self.state_table_size))
-            .and_then(|total| total.checked_add(self.rw_section_size))
-            .unwrap_or(u64::MAX);
-        if needed > available || self.base.checked_add(needed).is_none() {
-            return Err(LayoutError::TooLarge { needed, available });
-        }
-        Ok(())
     }
 
     /// The state table.
     pub fn state_table(&self) -> Region {
-        Region {
-            address: self.base,
-            size: self.state_table_size,
-        }
+        self.region(self.layout.state_table())
     }
 
-    /// The R/W section.
+    /// The R/W section (possibly empty).
     pub fn rw_section(&self) -> Region {
-        Region {
-            address: self.base + self.state_table_size,
-            size: self.rw_section_size,
-        }
+        self.region(self.layout.rw_section())
     }
 
-    /// The output section of `peer` (`peer < max_peers`).
-    pub fn output_section(&self, peer: u16) -> Region {
-        let offset = self.state_table_size
-            + self.rw_section_size
-            + u64::from(peer) * self.output_section_size;
-        Region {
-            address: self.base + offset,
-            size: self.output_section_size,
-        }
-    }
-
-    /// The end of the last output section.
-    pub fn end(&self) -> u64 {
-        self.output_section(self.max_peers).address
+    /// The output section of `peer`, if it is one of the link's peers.
+    pub fn output_section(&self, peer: u16) -> Option<Region> {
+        self.layout
+            .output_section(peer)
+            .map(|section| self.region(section))
     }
 }
 
@@ -151,82 +87,63 @@ impl Layout {
 mod tests {
     use super::*;
 
-    fn jailhouse_net(base: u64) -> Layout {
-        Layout {
-            base,
-            state_table_size: 0x1000,
-            rw_section_size: 0,
-            output_section_size: 0x7f000,
-            max_peers: 2,
-        }
-    }
+    /// `JAILHOUSE_SHMEM_NET_REGIONS`: 1 MiB window, no R/W section.
+    const JAILHOUSE_NET: Layout = Layout {
+        state_table_offset: 0,
+        state_table_size: 0x1000,
+        rw_section_size: 0,
+        output_section_size: 0x7f000,
+        max_peers: 2,
+    };
 
     #[test]
-    fn sections_follow_each_other() {
-        let layout = jailhouse_net(0x3f10_0000);
-        assert_eq!(layout.validate(0xf_f000), Ok(()));
+    fn sections_are_offsets_from_the_base() {
+        let sections = Sections::new(0x3f10_0000, 0xf_f000, JAILHOUSE_NET).unwrap();
         assert_eq!(
-            layout.state_table(),
+            sections.state_table(),
             Region {
                 address: 0x3f10_0000,
                 size: 0x1000
             }
         );
+        assert_eq!(sections.rw_section().size, 0);
         assert_eq!(
-            layout.output_section(0),
-            Region {
+            sections.output_section(0),
+            Some(Region {
                 address: 0x3f10_1000,
                 size: 0x7f000
-            }
+            })
         );
         assert_eq!(
-            layout.output_section(1),
-            Region {
-                address: 0x3f18_0000,
-                size: 0x7f000
-            }
+            sections.output_section(1).map(|region| region.address),
+            Some(0x3f18_0000)
         );
-        assert_eq!(layout.end(), 0x3f1f_f000);
+        assert_eq!(sections.output_section(2), None);
+        // Our descriptor page first: the state table follows it.
+        let emulated = Layout {
+            state_table_offset: 0x1000,
+            output_section_size: 0x7e000,
+            ..JAILHOUSE_NET
+        };
+        let sections = Sections::new(0xfe00_0000, 0x10_0000, emulated).unwrap();
+        assert_eq!(sections.state_table().address, 0xfe00_1000);
+        assert_eq!(
+            sections.output_section(1).map(|region| region.address),
+            Some(0xfe08_0000)
+        );
     }
 
     #[test]
-    fn bad_layouts_are_rejected() {
-        let layout = jailhouse_net(0);
-        assert_eq!(
-            layout.validate(0xf_e000),
-            Err(LayoutError::TooLarge {
-                needed: 0xf_f000,
-                available: 0xf_e000
-            })
-        );
-        let layout = Layout {
-            output_section_size: 0,
-            ..jailhouse_net(0)
-        };
-        assert_eq!(layout.validate(u64::MAX), Err(LayoutError::NoOutputSection));
-        let layout = Layout {
-            state_table_size: 4,
-            ..jailhouse_net(0)
-        };
-        assert_eq!(
-            layout.validate(u64::MAX),
-            Err(LayoutError::StateTableTooSmall { size: 4, peers: 2 })
-        );
-        let layout = Layout {
-            rw_section_size: 0x800,
-            ..jailhouse_net(0)
-        };
-        assert_eq!(
-            layout.validate(u64::MAX),
-            Err(LayoutError::NotPageAligned { size: 0x800 })
-        );
-        let layout = Layout {
-            output_section_size: 1 << 63,
-            ..jailhouse_net(0)
-        };
+    fn a_layout_must_fit_the_memory_and_the_address_space() {
         assert!(matches!(
-            layout.validate(u64::MAX - 1),
+            Sections::new(0, 0xf_e000, JAILHOUSE_NET),
             Err(LayoutError::TooLarge { .. })
         ));
+        // A Base Address without a size (Jailhouse) still may not wrap.
+        assert!(matches!(
+            Sections::new(u64::MAX - 0x1_0000, u64::MAX, JAILHOUSE_NET),
+            Err(LayoutError::TooLarge { .. })
+        ));
+        assert!(Sections::new(u64::MAX - 0xf_f000, u64::MAX, JAILHOUSE_NET).is_ok());
     }
 }

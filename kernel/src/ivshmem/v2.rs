@@ -3,21 +3,21 @@
 //!
 //! Pure: it talks to hardware only through [`ConfigAccess`] and
 //! [`RegisterBlock`], so the tests below run it against fake devices with both
-//! capability layouts (ivshmem-v2.md §3.3).
+//! capability layouts (docs/ivshmem-v2.md §3.3).
 
-use core::fmt;
-
-use super::layout::{Layout, LayoutError};
+use super::error::{ProbeError, Requirements};
+use super::layout::{Layout, Sections};
+use super::registers::RegisterBlock;
 use crate::pci::{self, ConfigAccess, Function, Msix};
 
-/// Vendor ID: Siemens (ivshmem-v2.md §2).
+/// Vendor ID: Siemens (docs/ivshmem-v2.md §2).
 pub const VENDOR: u16 = 0x110a;
 /// Device ID of ivshmem-v2.
 pub const DEVICE: u16 = 0x4106;
 /// Base class of ivshmem-v2 ("unassigned class").
 pub const CLASS: u8 = 0xff;
 
-/// BAR0 register offsets (ivshmem-v2.md §5); aligned 32-bit accesses only.
+/// BAR0 register offsets (docs/ivshmem-v2.md §5); aligned 32-bit accesses only.
 pub mod register {
     /// Own peer ID (RO).
     pub const ID: u32 = 0x00;
@@ -31,12 +31,7 @@ pub mod register {
     pub const STATE: u32 = 0x10;
 }
 
-/// The value written to DOORBELL to interrupt `peer` on `vector` (ivshmem-v2.md §5).
-pub fn doorbell(peer: u16, vector: u16) -> u32 {
-    (u32::from(peer) << 16) | u32::from(vector)
-}
-
-/// Vendor capability fields, relative to the capability (ivshmem-v2.md §3.2).
+/// Vendor capability fields, relative to the capability (docs/ivshmem-v2.md §3.2).
 mod capability_field {
     /// Capability length (byte).
     pub const LENGTH: u16 = 0x02;
@@ -57,134 +52,6 @@ const LENGTH_WITH_BASE: u8 = 0x20;
 /// Privileged Control bit 0 (one-shot interrupt mode), as a bit of the capability's first dword.
 const ONE_SHOT: u32 = 1 << 24;
 
-/// A device's BAR0 registers.
-pub trait RegisterBlock {
-    /// Reads the register at `offset`.
-    fn read32(&self, offset: u32) -> u32;
-    /// Writes the register at `offset`.
-    fn write32(&self, offset: u32, value: u32);
-}
-
-/// What the protocol on top needs from the link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Requirements {
-    /// The protocol ID the device must advertise (1 = ivshmem-net).
-    pub protocol: u16,
-    /// The exact number of peers the protocol supports (2 for ivshmem-net).
-    pub max_peers: u16,
-}
-
-impl Requirements {
-    /// ivshmem-net: protocol 0x0001, exactly two peers (ivshmem-net.md §1).
-    pub const NET: Self = Self {
-        protocol: 0x0001,
-        max_peers: 2,
-    };
-}
-
-/// Why a device cannot be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeError {
-    /// No ivshmem device on the bus.
-    NoDevice,
-    /// The base class is not 0xff.
-    WrongClass {
-        /// The class found.
-        class: u8,
-    },
-    /// The device runs another protocol.
-    WrongProtocol {
-        /// Protocol advertised.
-        found: u16,
-        /// Protocol required.
-        expected: u16,
-    },
-    /// No vendor-specific capability (ID 0x09).
-    NoVendorCapability,
-    /// The vendor capability's length is neither 0x18 nor 0x20.
-    BadCapabilityLength {
-        /// The length found.
-        length: u8,
-    },
-    /// Neither BAR2 nor a Base Address in the capability.
-    NoSharedMemory,
-    /// A BAR the driver needs has no address.
-    BarUnassigned {
-        /// The BAR number.
-        index: u8,
-    },
-    /// MAX_PEERS is not what the protocol supports.
-    BadMaxPeers {
-        /// Value found.
-        found: u32,
-        /// Value required.
-        expected: u16,
-    },
-    /// Our ID is not below MAX_PEERS.
-    BadId {
-        /// ID found.
-        id: u32,
-        /// MAX_PEERS.
-        max_peers: u32,
-    },
-    /// The emulated device's descriptor page is missing or bad.
-    BadDescriptor(super::emulated::DescriptorError),
-    /// `ivshmem-plain` has no ID register: the command line must give `id=`.
-    NoId,
-    /// The sections are unusable.
-    Layout(LayoutError),
-    /// Mapping registers or memory failed.
-    Map(crate::paging::MapError),
-}
-
-impl fmt::Display for ProbeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NoDevice => write!(f, "no ivshmem device (110a:4106 or 1af4:1110) found"),
-            Self::WrongClass { class } => write!(f, "base class {class:#04x} is not 0xff"),
-            Self::WrongProtocol { found, expected } => {
-                write!(
-                    f,
-                    "device speaks protocol {found:#06x}, expected {expected:#06x}"
-                )
-            }
-            Self::NoVendorCapability => write!(f, "no vendor-specific capability (ID 0x09)"),
-            Self::BadCapabilityLength { length } => {
-                write!(
-                    f,
-                    "vendor capability length {length:#x}, expected 0x18 or 0x20"
-                )
-            }
-            Self::NoSharedMemory => {
-                write!(f, "neither BAR2 nor a Base Address gives the shared memory")
-            }
-            Self::BarUnassigned { index } => write!(f, "BAR{index} has no address"),
-            Self::BadMaxPeers { found, expected } => {
-                write!(
-                    f,
-                    "MAX_PEERS is {found}, the protocol needs exactly {expected}"
-                )
-            }
-            Self::BadId { id, max_peers } => {
-                write!(f, "peer ID {id} is not below MAX_PEERS {max_peers}")
-            }
-            Self::BadDescriptor(error) => write!(f, "{error}"),
-            Self::NoId => write!(
-                f,
-                "ivshmem-plain has no ID register: give id=0 or id=1 on the command line"
-            ),
-            Self::Layout(error) => write!(f, "{error}"),
-            Self::Map(error) => write!(f, "{error}"),
-        }
-    }
-}
-
-impl From<LayoutError> for ProbeError {
-    fn from(error: LayoutError) -> Self {
-        Self::Layout(error)
-    }
-}
-
 /// What discovery found on an ivshmem-v2 device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Discovered {
@@ -193,7 +60,7 @@ pub struct Discovered {
     /// The protocol advertised in the class code.
     pub protocol: u16,
     /// The shared memory.
-    pub layout: Layout,
+    pub sections: Sections,
     /// Offset of the vendor capability.
     pub vendor_capability: u16,
     /// The MSI-X capability, if any (vectors = its table size).
@@ -201,13 +68,13 @@ pub struct Discovered {
 }
 
 fn read64(config: &dyn ConfigAccess, function: &Function, offset: u16) -> u64 {
-    // Two dword reads, low first (ivshmem-v2.md §3.2: the fields are not 8-byte aligned under QEMU).
+    // Two dword reads, low first (docs/ivshmem-v2.md §3.2: the fields are not 8-byte aligned under QEMU).
     u64::from(config.read32(function.bdf, offset))
         | (u64::from(config.read32(function.bdf, offset + 4)) << 32)
 }
 
 /// Reads the PCI identity, capability and registers of a 110a:4106 function.
-/// Clears one-shot mode (it survives a QEMU reset, ivshmem-v2.md §15).
+/// Clears one-shot mode (it survives a QEMU reset, docs/ivshmem-v2.md §15).
 pub fn discover(
     config: &dyn ConfigAccess,
     function: &Function,
@@ -223,12 +90,7 @@ pub fn discover(
         });
     }
     let protocol = (u16::from(function.subclass) << 8) | u16::from(function.prog_if);
-    if protocol != requirements.protocol {
-        return Err(ProbeError::WrongProtocol {
-            found: protocol,
-            expected: requirements.protocol,
-        });
-    }
+    requirements.check_protocol(protocol)?;
     let capability = pci::find_capability(config, function.bdf, pci::capability::VENDOR)
         .ok_or(ProbeError::NoVendorCapability)?
         .offset;
@@ -267,84 +129,35 @@ pub fn discover(
         None => return Err(ProbeError::NoSharedMemory),
     };
 
-    let max_peers = registers.read32(register::MAX_PEERS);
-    if max_peers != u32::from(requirements.max_peers) {
-        return Err(ProbeError::BadMaxPeers {
-            found: max_peers,
-            expected: requirements.max_peers,
+    let max_peers = requirements.check_max_peers(registers.read32(register::MAX_PEERS))?;
+    let id = registers.read32(register::ID);
+    if id >= u32::from(max_peers) {
+        return Err(ProbeError::BadId {
+            id,
+            max_peers: u32::from(max_peers),
         });
     }
-    let id = registers.read32(register::ID);
-    if id >= max_peers {
-        return Err(ProbeError::BadId { id, max_peers });
-    }
     let layout = Layout {
-        base,
+        state_table_offset: 0,
         state_table_size,
         rw_section_size,
         output_section_size,
-        max_peers: requirements.max_peers,
+        max_peers,
     };
-    layout.validate(available)?;
     Ok(Discovered {
         id: id as u16,
         protocol,
-        layout,
+        sections: Sections::new(base, available, layout)?,
         vendor_capability: capability,
         msix: Msix::find(config, function.bdf),
     })
 }
 
 #[cfg(test)]
-pub mod fake {
-    //! A fake BAR0 that records writes.
-    use super::RegisterBlock;
-    use std::cell::RefCell;
-    use std::vec::Vec;
-
-    /// Registers with fixed ID and MAX_PEERS; other writes are stored and logged.
-    #[derive(Debug, Default)]
-    pub struct FakeRegisters {
-        /// The five registers.
-        pub values: RefCell<[u32; 5]>,
-        /// Every write, in order: (offset, value).
-        pub writes: RefCell<Vec<(u32, u32)>>,
-    }
-
-    impl FakeRegisters {
-        /// A device with this ID and MAX_PEERS.
-        pub fn new(id: u32, max_peers: u32) -> Self {
-            Self {
-                values: RefCell::new([id, max_peers, 0, 0, 0]),
-                writes: RefCell::default(),
-            }
-        }
-    }
-
-    impl RegisterBlock for FakeRegisters {
-        fn read32(&self, offset: u32) -> u32 {
-            assert_eq!(offset % 4, 0);
-            match offset {
-                0x0c => 0,
-                0x00..=0x10 => self.values.borrow()[offset as usize / 4],
-                _ => 0,
-            }
-        }
-
-        fn write32(&self, offset: u32, value: u32) {
-            assert_eq!(offset % 4, 0);
-            self.writes.borrow_mut().push((offset, value));
-            if offset == 0x08 || offset == 0x10 {
-                self.values.borrow_mut()[offset as usize / 4] = value;
-            }
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::fake::FakeRegisters;
+    use super::super::registers::fake::FakeRegisters;
     use super::*;
+    use crate::ivshmem::layout::LayoutError;
     use crate::pci::fake::{FakeConfigSpace, FakeFunction};
     use crate::pci::{Bdf, enumerate};
 
@@ -352,6 +165,13 @@ mod tests {
         bus: 0,
         device: 0x0e,
         function: 0,
+    };
+
+    /// What ivshmem-net asks for.
+    const NET: Requirements = Requirements {
+        protocol: Some(1),
+        min_peers: 2,
+        max_peers: 2,
     };
 
     /// Jailhouse: vendor cap at 0x40 with length 0x20 and a Base Address, MSI-X at 0x60, no BAR2.
@@ -393,7 +213,7 @@ mod tests {
         registers: &FakeRegisters,
     ) -> Result<Discovered, ProbeError> {
         let functions = enumerate(config);
-        discover(config, &functions[0], registers, Requirements::NET)
+        discover(config, &functions[0], registers, NET)
     }
 
     #[test]
@@ -403,10 +223,11 @@ mod tests {
         let found = probe(&config, &registers).unwrap();
         assert_eq!(found.id, 1);
         assert_eq!(found.vendor_capability, 0x40);
+        assert_eq!(found.sections.base(), 0x3f10_0000);
         assert_eq!(
-            found.layout,
+            found.sections.layout(),
             Layout {
-                base: 0x3f10_0000,
+                state_table_offset: 0,
                 state_table_size: 0x1000,
                 rw_section_size: 0,
                 output_section_size: 0x7f000,
@@ -432,9 +253,9 @@ mod tests {
         let found = probe(&config, &FakeRegisters::new(0, 2)).unwrap();
         assert_eq!(found.id, 0);
         assert_eq!(found.vendor_capability, 0x4c);
-        assert_eq!(found.layout.base, 0xfe00_0000);
+        assert_eq!(found.sections.base(), 0xfe00_0000);
         assert_eq!(
-            found.layout.output_section(1).address,
+            found.sections.output_section(1).unwrap().address,
             0xfe00_0000 + 0x2000 + 0x7f000
         );
         assert_eq!(found.msix.unwrap().offset, 0x40);
@@ -463,7 +284,8 @@ mod tests {
             three,
             Err(ProbeError::BadMaxPeers {
                 found: 3,
-                expected: 2
+                min: 2,
+                max: 2
             })
         );
         assert!(three.unwrap_err().to_string().contains("MAX_PEERS is 3"));
@@ -487,12 +309,5 @@ mod tests {
             probe(&small, &FakeRegisters::new(0, 2)),
             Err(ProbeError::Layout(LayoutError::TooLarge { .. }))
         ));
-    }
-
-    #[test]
-    fn doorbell_encodes_target_and_vector() {
-        assert_eq!(doorbell(1, 1), 0x0001_0001);
-        assert_eq!(doorbell(0, 0), 0);
-        assert_eq!(doorbell(0xffff, 3), 0xffff_0003);
     }
 }

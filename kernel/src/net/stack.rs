@@ -9,10 +9,10 @@ use smoltcp::iface::{Config as InterfaceConfig, Interface, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 
-use super::{LinkEngine, RECHECK_MICROS};
-use crate::cmdline::{CommandLine, Mode};
+use super::link::{LinkEngine, RECHECK_MICROS};
 use crate::ivshmem::Device;
 use crate::{idle, time};
+use abi::cmdline::{CommandLine, Mode};
 
 /// The network stack of this kernel.
 pub struct Stack {
@@ -73,7 +73,7 @@ impl Stack {
             local.0,
             local.1,
             peer,
-            super::format_mac(mac)
+            super::link::format_mac(mac)
         );
         Self {
             engine,
@@ -92,7 +92,7 @@ impl Stack {
         self.device.take_pending();
         let up = self.engine.poll(time::now());
         if up != self.link_up {
-            super::report_link(&self.engine, up);
+            super::link::report_link(&self.engine, up);
             self.link_up = up;
         }
         self.interface

@@ -1,0 +1,102 @@
+//! The `server` app: TCP and UDP echo (and ICMP echo replies, from
+//! smoltcp) until the VM is stopped.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::{IpAddr, SocketAddr};
+use log::info;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::{tcp, udp};
+
+use super::echo::tcp_socket;
+use crate::kprintln;
+use crate::net::stack::Stack;
+use abi::cmdline::CommandLine;
+use abi::report::ServerReady;
+
+/// Concurrent connections the TCP echo server accepts.
+const SERVER_CONNECTIONS: usize = 4;
+
+/// Echoes TCP (up to four connections at once, one after another for ever)
+/// and UDP on `port`; ICMP echo requests are answered by smoltcp. Never returns.
+pub fn serve(stack: &mut Stack, command_line: &CommandLine) -> ! {
+    let port = command_line.port;
+    let tcp_handles: Vec<SocketHandle> = (0..SERVER_CONNECTIONS)
+        .map(|_| {
+            let mut socket = tcp_socket();
+            socket.listen(port).expect("a fresh socket listens");
+            stack.sockets.add(socket)
+        })
+        .collect();
+    let mut udp_socket = udp::Socket::new(
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 32], vec![0; 32 * 2048]),
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 32], vec![0; 32 * 2048]),
+    );
+    udp_socket.bind(port).expect("a fresh socket binds");
+    let udp_handle = stack.sockets.add(udp_socket);
+    kprintln!(
+        "{}",
+        ServerReady {
+            address: SocketAddr::new(IpAddr::V4(stack.local), port),
+        }
+    );
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut connected = [false; SERVER_CONNECTIONS];
+    let mut link_up = stack.link_up();
+    loop {
+        stack.poll();
+        let mut progressed = false;
+        if link_up && !stack.link_up() {
+            // The peer reset or left: its connections are gone with its state.
+            for handle in &tcp_handles {
+                stack.sockets.get_mut::<tcp::Socket<'_>>(*handle).abort();
+            }
+        }
+        link_up = stack.link_up();
+        for (slot, handle) in tcp_handles.iter().enumerate() {
+            let socket = stack.sockets.get_mut::<tcp::Socket<'_>>(*handle);
+            if socket.is_active() && !connected[slot] {
+                connected[slot] = true;
+                if let Some(remote) = socket.remote_endpoint() {
+                    info!("server: TCP connection from {remote}");
+                }
+            }
+            // Echo only what fits in the send buffer, so nothing is ever dropped.
+            while socket.can_recv() && socket.send_capacity() > socket.send_queue() {
+                let room = (socket.send_capacity() - socket.send_queue()).min(buffer.len());
+                let Ok(received) = socket.recv_slice(&mut buffer[..room]) else {
+                    break;
+                };
+                if received == 0 {
+                    break;
+                }
+                let sent = socket.send_slice(&buffer[..received]).unwrap_or(0);
+                debug_assert_eq!(sent, received);
+                progressed = true;
+            }
+            if socket.state() == tcp::State::CloseWait && socket.send_queue() == 0 {
+                socket.close();
+            }
+            if !socket.is_open() {
+                if connected[slot] {
+                    info!("server: TCP connection closed");
+                    connected[slot] = false;
+                }
+                socket.listen(port).expect("a closed socket listens");
+            }
+        }
+        let socket = stack.sockets.get_mut::<udp::Socket<'_>>(udp_handle);
+        while socket.can_send() {
+            let Ok((data, metadata)) = socket.recv() else {
+                break;
+            };
+            let length = data.len().min(buffer.len());
+            buffer[..length].copy_from_slice(&data[..length]);
+            let _ = socket.send_slice(&buffer[..length], metadata.endpoint);
+            progressed = true;
+        }
+        if !progressed {
+            stack.wait();
+        }
+    }
+}
