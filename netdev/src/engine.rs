@@ -1,5 +1,5 @@
 //! The protocol engine: state machine, frame channel and statistics
-//! (ivshmem-net.md §2, §5).
+//! (docs/ivshmem-net.md §2, §5).
 #![forbid(unsafe_code)]
 
 use alloc::vec;
@@ -79,7 +79,7 @@ pub const fn locally_administered_mac(random: [u8; 6]) -> [u8; 6] {
     mac
 }
 
-/// The three shared-memory views the engine works on (ivshmem-v2.md §6.1).
+/// The three shared-memory views the engine works on (docs/ivshmem-v2.md §6.1).
 #[derive(Debug)]
 pub struct Sections<M, W> {
     /// The state table (read-only; at least 8 bytes).

@@ -9,7 +9,7 @@ use crate::layout::LayoutError;
 /// configuration and memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigError {
-    /// The own peer ID is not 0 or 1 (ivshmem-net.md §1.2).
+    /// The own peer ID is not 0 or 1 (docs/ivshmem-net.md §1.2).
     InvalidPeerId {
         /// The ID that was given.
         id: u16,

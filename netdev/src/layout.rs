@@ -1,4 +1,4 @@
-//! Section layout and queue sizing (ivshmem-net.md §3.2, §3.3).
+//! Section layout and queue sizing (docs/ivshmem-net.md §3.2, §3.3).
 //!
 //! Each output section holds, in this order: the sender's descriptor table,
 //! its avail ring (with `used_event` after the ring), padding to 64 bytes,

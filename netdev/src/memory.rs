@@ -4,7 +4,7 @@
 //! Every access goes through these traits with an explicit byte offset
 //! (relative to the start of the region the handle covers) and, for ring
 //! indices, an explicit [`Ordering`]. All multi-byte fields are little-endian
-//! on the wire (ivshmem-net.md §3.5); implementations on little-endian hosts
+//! on the wire (docs/ivshmem-net.md §3.5); implementations on little-endian hosts
 //! (x86_64, arm64) load and store them natively.
 //!
 //! # Contract for implementations
@@ -25,7 +25,7 @@
 use core::sync::atomic::Ordering;
 
 /// A view of shared memory the engine only reads: the state table and the
-/// peer's output section (ivshmem-v2.md §6.1).
+/// peer's output section (docs/ivshmem-v2.md §6.1).
 ///
 /// # Panics
 ///
@@ -84,11 +84,13 @@ pub trait SharedMemoryMut: SharedMemory {
 }
 
 /// Rings the peer's doorbell and writes our State register
-/// (ivshmem-v2.md §5, ivshmem-net.md §1.2, §2.6).
+/// (docs/ivshmem-v2.md §5, docs/ivshmem-net.md §1.2, §2.6).
 ///
 /// The engine issues `fence(SeqCst)` before calling either method
-/// (ivshmem-net.md §3.7), so implementations need only perform the register
-/// write (a volatile MMIO store in the kernel).
+/// (docs/ivshmem-net.md §3.7), so implementations need no barrier of their
+/// own for the engine: the register write (a volatile MMIO store in the
+/// kernel) is enough. One that has a barrier anyway, like the kernel's
+/// device layer, which serves other users too, is still correct.
 pub trait Notifier {
     /// Rings the peer's doorbell on `vector`: writes
     /// `(peer_id << 16) | vector` to the Doorbell register.

@@ -1,5 +1,5 @@
 //! Ring indices, descriptors, event indexes and barriers, all in one place
-//! (ivshmem-net.md §3.2, §3.5–§3.7, §5).
+//! (docs/ivshmem-net.md §3.2, §3.5–§3.7, §5).
 //!
 //! Our transmit queue lives in our section (descriptors, avail ring,
 //! `used_event`); its used ring and `avail_event` live in the peer's

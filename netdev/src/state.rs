@@ -1,4 +1,4 @@
-//! The ivshmem-net state values (ivshmem-net.md §2.1).
+//! The ivshmem-net state values (docs/ivshmem-net.md §2.1).
 #![forbid(unsafe_code)]
 
 /// A value of the State register / state table entry.

@@ -1,5 +1,5 @@
 //! Golden-memory tests: hand-built images of a Linux / Zephyr peer's
-//! section with literal offsets from ivshmem-net.md §3.3, and byte-exact
+//! section with literal offsets from docs/ivshmem-net.md §3.3, and byte-exact
 //! checks of what the engine writes into its own section.
 
 use std::sync::atomic::Ordering;

@@ -421,7 +421,7 @@ impl Doorbell {
 }
 
 /// A simulated two-peer ivshmem-v2 device: a state table of 4096 bytes, no
-/// R/W section, and two output sections (ivshmem-v2.md §6.1).
+/// R/W section, and two output sections (docs/ivshmem-v2.md §6.1).
 #[derive(Debug, Clone)]
 pub struct HostLink {
     memory: HostMemory,
@@ -509,7 +509,7 @@ impl HostLink {
 
     /// What the hypervisor does when peer `id` resets or disappears: its
     /// state table entry becomes 0 and the other peer is interrupted on
-    /// vector 0 (ivshmem-net.md §1.4).
+    /// vector 0 (docs/ivshmem-net.md §1.4).
     pub fn reset_peer(&self, id: u16) {
         self.notifier(id).set_state(0);
     }

@@ -5,9 +5,9 @@ use abi::cmdline::Mode;
 use log::info;
 use netdev::State;
 
-use crate::{idle, time};
 use crate::ivshmem::Device;
 use crate::net::link::{LinkEngine, RECHECK_MICROS, report_link};
+use crate::{idle, time};
 
 /// Watches the link and prints every change of our state, the peer's state
 /// and the carrier, until the VM is stopped.
