@@ -32,6 +32,15 @@ fn main() {
         "frame", "engine frames/s", "rtrb SPSC frames/s", "vs SPSC", "memcpy frames/s", "of memcpy"
     );
     for frame_size in [64, 1514, 9014] {
+        let one_thread = spread(|| bench::engine_one_thread(frame_size, RUN_TIME));
+        println!(
+            "{:>6} one thread, both ends: {:.2}M frames/s ({:.0} ns per frame, send and receive)",
+            frame_size,
+            one_thread.median / 1e6,
+            1e9 / one_thread.median
+        );
+    }
+    for frame_size in [64, 1514, 9014] {
         let engine = spread(|| bench::engine(frame_size, RUN_TIME));
         let spsc = spread(|| bench::spsc(frame_size, RUN_TIME));
         let memcpy = spread(|| bench::memcpy(frame_size, RUN_TIME));
