@@ -4,7 +4,7 @@
 //! end-to-end tests in `tests/`. The pieces:
 //!
 //! * [`kernel`]: build the unikernel ELF (`cargo build -p kernel --features runtime --release`).
-//! * [`qemu`]: make sure `qemu-system-x86_64` is installed.
+//! * [`install`]: make sure `qemu-system-x86_64` is installed.
 //! * [`vm`]: describe a VM ([`VmConfig`]), start it ([`VmHandle`]), watch its
 //!   serial output, judge its exit ([`Outcome`]). QEMU never outlives its handle.
 //! * [`shm`]: the descriptor page (the host↔kernel contract for v1 devices)
@@ -19,10 +19,10 @@
 
 pub mod cleanup;
 pub mod demo;
+pub mod install;
 pub mod kernel;
 pub mod lock;
 pub mod outcome;
-pub mod qemu;
 pub mod server;
 pub mod shm;
 pub mod size;

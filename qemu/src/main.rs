@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use host::demo::DemoOptions;
-use host::kernel::Profile;
-use host::server::{Protocol, Server, ServerConfig, V1Disconnect};
-use host::shm::{self, Layout};
-use host::size::{Size, parse_size};
-use host::standalone::{LinkSpec, UsageError, VmOptions};
-use host::{Machine, Mode, ShmDevice, VmConfig};
+use qemu::demo::DemoOptions;
+use qemu::kernel::Profile;
+use qemu::server::{Protocol, Server, ServerConfig, V1Disconnect};
+use qemu::shm::{self, Layout};
+use qemu::size::{Size, parse_size};
+use qemu::standalone::{LinkSpec, UsageError, VmOptions};
+use qemu::{Machine, Mode, ShmDevice, VmConfig};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -125,7 +125,7 @@ struct DemoArgs {
 struct VmArgs {
     /// Apps to run, comma-separated: inventory, link, server, ping, tcp-echo,
     /// udp-echo [default: the kernel's, inventory].
-    #[arg(long, value_name = "LIST", value_parser = host::standalone::parse_apps)]
+    #[arg(long, value_name = "LIST", value_parser = qemu::standalone::parse_apps)]
     app: Option<String>,
     /// doorbell:SOCKET (a `server`), v2:SOCKET (a `server --protocol v2`,
     /// Siemens QEMU), plain:PATH (a shared file, created with a descriptor
@@ -313,9 +313,9 @@ fn verdict(pass: bool) -> ExitCode {
 }
 
 fn demo(args: DemoArgs) -> anyhow::Result<bool> {
-    host::cleanup::exit_on_signal().context("cannot install the signal handler")?;
-    let qemu = host::qemu::ensure_installed()?;
-    let kernel = host::kernel::build(Profile::Release)?;
+    qemu::cleanup::exit_on_signal().context("cannot install the signal handler")?;
+    let qemu = qemu::install::ensure_installed()?;
+    let kernel = qemu::kernel::build(Profile::Release)?;
     let options = DemoOptions {
         mode: args.mode,
         machine: args.machine,
@@ -330,7 +330,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<bool> {
         kernel,
     };
     let started = std::time::Instant::now();
-    let pass = host::demo::run(&options)?;
+    let pass = qemu::demo::run(&options)?;
     eprintln!(
         "eth-ivshmem: demo {} after {:.2} s",
         if pass { "passed" } else { "FAILED" },
@@ -355,17 +355,17 @@ fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
         kernel: PathBuf::new(),
     };
     // Bad combinations and bad links are reported before anything slow.
-    host::cleanup::exit_on_signal().context("cannot install the signal handler")?;
-    let link = host::standalone::open_link(&options)?;
+    qemu::cleanup::exit_on_signal().context("cannot install the signal handler")?;
+    let link = qemu::standalone::open_link(&options)?;
     options.qemu = match args.qemu {
         Some(qemu) => qemu,
-        None => host::qemu::ensure_installed()?,
+        None => qemu::install::ensure_installed()?,
     };
     options.kernel = match args.kernel {
         Some(elf) => elf,
-        None => host::kernel::build(Profile::Release)?,
+        None => qemu::kernel::build(Profile::Release)?,
     };
-    host::standalone::run(&options, link)
+    qemu::standalone::run(&options, link)
 }
 
 /// Returns Ok(true) if the guest reported success.
@@ -382,11 +382,11 @@ fn boot(args: BootArgs) -> anyhow::Result<bool> {
         )
         .exit();
     }
-    host::cleanup::exit_on_signal().context("cannot install the signal handler")?;
-    let qemu = host::qemu::ensure_installed()?;
+    qemu::cleanup::exit_on_signal().context("cannot install the signal handler")?;
+    let qemu = qemu::install::ensure_installed()?;
     let kernel = match args.kernel {
         Some(elf) => elf,
-        None => host::kernel::build(args.profile)?,
+        None => qemu::kernel::build(args.profile)?,
     };
     let path = shm::unique_shm_path("boot");
     let region = shm::create_plain_region(&path, args.shm_size, 2, 0, shm::PROTOCOL_NET, None)?;

@@ -144,7 +144,7 @@ impl VmConfig {
     pub fn new(kernel: impl Into<PathBuf>) -> VmConfig {
         VmConfig {
             name: "vm".into(),
-            qemu: PathBuf::from(crate::qemu::QEMU_BINARY),
+            qemu: PathBuf::from(crate::install::QEMU_BINARY),
             kernel: kernel.into(),
             cmdline: String::new(),
             machine: Machine::Pc,

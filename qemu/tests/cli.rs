@@ -22,7 +22,7 @@ impl Drop for Guard {
 
 fn tiny(dir: &Path, exit_value: Option<u32>) -> PathBuf {
     let path = dir.join("tiny.elf");
-    std::fs::write(&path, host::testkernel::pvh_elf("tiny up\n", exit_value)).unwrap();
+    std::fs::write(&path, qemu::testkernel::pvh_elf("tiny up\n", exit_value)).unwrap();
     path
 }
 
@@ -187,7 +187,7 @@ fn vm_bad_arguments_exit_2() {
     );
     // An existing region of another size than asked for.
     let region_path = dir.path().join("region");
-    let mut region = host::shm::create_plain_region(&region_path, 1 << 20, 2, 0, 1, None).unwrap();
+    let mut region = qemu::shm::create_plain_region(&region_path, 1 << 20, 2, 0, 1, None).unwrap();
     region.persist();
     let link = format!("plain:{}", region_path.display());
     assert_usage_error(
@@ -198,11 +198,11 @@ fn vm_bad_arguments_exit_2() {
 
 #[test]
 fn boot_verdicts() {
-    if !host::qemu::available() {
+    if !qemu::install::available() {
         eprintln!("skipping: qemu-system-x86_64 is not installed");
         return;
     }
-    let _lock = host::VmLock::acquire().unwrap();
+    let _lock = qemu::VmLock::acquire().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let good = tiny(dir.path(), Some(0x10));
     let child = launcher()
@@ -262,11 +262,11 @@ fn is_gone(pid: u32) -> bool {
 
 #[test]
 fn sigterm_kills_qemu_and_removes_shm() {
-    if !host::qemu::available() {
+    if !qemu::install::available() {
         eprintln!("skipping: qemu-system-x86_64 is not installed");
         return;
     }
-    let _lock = host::VmLock::acquire().unwrap();
+    let _lock = qemu::VmLock::acquire().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let hang = tiny(dir.path(), None);
     for signal in [libc::SIGTERM, libc::SIGINT] {

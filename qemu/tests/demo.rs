@@ -39,14 +39,14 @@ fn leftovers(pid: u32) -> Vec<String> {
 
 #[test]
 fn default_demo_passes_with_a_summary() {
-    if !host::qemu::available() {
+    if !qemu::install::available() {
         eprintln!("skipping: qemu-system-x86_64 is not installed");
         return;
     }
     // Build outside the lock (the launcher's own build is then a no-op).
-    host::kernel::build(host::kernel::Profile::Release).expect("cannot build the kernel");
+    qemu::kernel::build(qemu::kernel::Profile::Release).expect("cannot build the kernel");
     // The launcher never takes the lock itself; the test holds it.
-    let _lock = host::VmLock::acquire().unwrap();
+    let _lock = qemu::VmLock::acquire().unwrap();
     let started = Instant::now();
     let mut child = Guard(
         Command::new(env!("CARGO_BIN_EXE_eth-ivshmem"))

@@ -8,11 +8,11 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use host::server::client::Client;
-use host::server::wire::V2Message;
-use host::server::{Protocol, Server, ServerConfig, ServerError, ServerThread, V1Disconnect};
-use host::shm::{DescriptorPage, Layout, LayoutError};
 use memmap2::MmapMut;
+use qemu::server::client::Client;
+use qemu::server::wire::V2Message;
+use qemu::server::{Protocol, Server, ServerConfig, ServerError, ServerThread, V1Disconnect};
+use qemu::shm::{DescriptorPage, Layout, LayoutError};
 
 fn start(dir: &Path, protocol: Protocol) -> ServerThread {
     let mut config = ServerConfig::new(dir.join("ivshmem.sock"));

@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use host::{Machine, Outcome, ShmDevice, VmConfig, VmLock};
+use qemu::{Machine, Outcome, ShmDevice, VmConfig, VmLock};
 
 fn qemu_or_skip() -> bool {
-    if host::qemu::available() {
+    if qemu::install::available() {
         true
     } else {
         eprintln!("skipping: qemu-system-x86_64 is not installed");
@@ -15,7 +15,7 @@ fn qemu_or_skip() -> bool {
 
 fn kernel(dir: &tempfile::TempDir, message: &str, exit_value: Option<u32>) -> std::path::PathBuf {
     let path = dir.path().join("tiny.elf");
-    std::fs::write(&path, host::testkernel::pvh_elf(message, exit_value)).unwrap();
+    std::fs::write(&path, qemu::testkernel::pvh_elf(message, exit_value)).unwrap();
     path
 }
 
@@ -27,7 +27,7 @@ fn tiny_kernel_succeeds_with_plain_shm() {
     let _lock = VmLock::acquire().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let shm_path = dir.path().join("shm");
-    let region = host::shm::create_plain_region(&shm_path, 1 << 20, 2, 0, 1, None).unwrap();
+    let region = qemu::shm::create_plain_region(&shm_path, 1 << 20, 2, 0, 1, None).unwrap();
     for machine in [Machine::Pc, Machine::Q35] {
         let mut vm = VmConfig::new(kernel(&dir, "hello\r\nready\n", Some(0x10)))
             .machine(machine)
@@ -76,8 +76,8 @@ fn qemu_startup_error_is_reported() {
 
 #[test]
 fn doorbell_vm_talks_to_our_v1_server() {
-    use host::server::client::Client;
-    use host::server::{Server, ServerConfig};
+    use qemu::server::client::Client;
+    use qemu::server::{Server, ServerConfig};
     if !qemu_or_skip() {
         return;
     }
@@ -133,7 +133,7 @@ fn doorbell_vm_talks_to_our_v1_server() {
 /// therefore never sends disconnect messages and keeps each ID's eventfds.
 #[test]
 fn doorbell_survivor_outlives_a_reused_id_leaving_repeatedly() {
-    use host::server::{Server, ServerConfig};
+    use qemu::server::{Server, ServerConfig};
     if !qemu_or_skip() {
         return;
     }

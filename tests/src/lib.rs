@@ -20,7 +20,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub use host::{Machine, Outcome, ShmDevice, VmConfig, VmLock};
+pub use qemu::{Machine, Outcome, ShmDevice, VmConfig, VmLock};
 
 /// How long any one VM (or launcher) run may take before it is killed and
 /// the test fails. A boot takes ~0.2 s under TCG.
@@ -41,7 +41,7 @@ pub fn kernel() -> PathBuf {
         assert!(elf.is_file(), "E2E_KERNEL={} is not a file", elf.display());
         return elf;
     }
-    host::kernel::build(host::kernel::Profile::Release)
+    qemu::kernel::build(qemu::kernel::Profile::Release)
         .unwrap_or_else(|e| panic!("cannot build the kernel: {e:#}"))
 }
 
@@ -138,7 +138,7 @@ pub fn boot(machine: Machine, cmdline: &str, shm: Option<&ShmFile>) -> Run {
 /// A sparse shared-memory file for `ivshmem-plain`, created fresh (zeroed)
 /// and removed on drop, also when the test panics.
 ///
-/// Unlike `host::shm::create_plain_region` it writes no descriptor page, so
+/// Unlike `qemu::shm::create_plain_region` it writes no descriptor page, so
 /// the test controls every byte.
 #[derive(Debug)]
 pub struct ShmFile {
@@ -149,13 +149,13 @@ pub struct ShmFile {
 
 impl ShmFile {
     /// Creates a `size`-byte sparse file under `/dev/shm` (see
-    /// `host::shm::unique_shm_path`).
+    /// `qemu::shm::unique_shm_path`).
     ///
     /// # Panics
     ///
     /// If the file cannot be created or sized.
     pub fn new(tag: &str, size: u64) -> ShmFile {
-        let path = host::shm::unique_shm_path(tag);
+        let path = qemu::shm::unique_shm_path(tag);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -503,25 +503,25 @@ pub fn run_process(mut command: Command, timeout: Duration) -> ProcessRun {
     }
 }
 
-/// `cargo run -q -p eth-ivshmem -- <args>` from the workspace root.
+/// `cargo run -q -p qemu -- <args>` from the workspace root.
 ///
 /// The launcher is built once per test process first (outside any lock and
 /// timeout), so the run itself only pays cargo's freshness check. Cargo
 /// `exec`s the binary on Unix, so the timeout kill reaches the launcher, and
 /// the launcher's QEMU dies with it (`PR_SET_PDEATHSIG`).
 ///
-/// The `host` library exposes no function for the `boot` command (it lives
+/// The `qemu` library exposes no function for the `boot` command (it lives
 /// in the binary's `main.rs`), hence the detour through cargo.
 pub fn run_launcher(args: &[&str], timeout: Duration) -> ProcessRun {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let cargo = || {
         let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        command.current_dir(host::workspace_root());
+        command.current_dir(qemu::workspace_root());
         command
     };
     let built = BUILT.get_or_init(|| {
         let mut build = cargo();
-        build.args(["build", "-q", "-p", "eth-ivshmem", "--bin", "eth-ivshmem"]);
+        build.args(["build", "-q", "-p", "qemu", "--bin", "eth-ivshmem"]);
         let run = run_process(build, Duration::from_secs(600));
         match run.status {
             Some(s) if s.success() => Ok(()),
@@ -533,15 +533,7 @@ pub fn run_launcher(args: &[&str], timeout: Duration) -> ProcessRun {
     }
     let mut command = cargo();
     command
-        .args([
-            "run",
-            "-q",
-            "-p",
-            "eth-ivshmem",
-            "--bin",
-            "eth-ivshmem",
-            "--",
-        ])
+        .args(["run", "-q", "-p", "qemu", "--bin", "eth-ivshmem", "--"])
         .args(args);
     run_process(command, timeout)
 }
@@ -557,9 +549,9 @@ pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub enum Link {
     /// Stock QEMU `ivshmem-doorbell` on our in-process v1 server (interrupts).
-    Doorbell(host::server::ServerThread),
+    Doorbell(qemu::server::ServerThread),
     /// `ivshmem-plain` on a shared file with a descriptor page (polling).
-    Plain(host::shm::PlainRegion),
+    Plain(qemu::shm::PlainRegion),
 }
 
 impl Link {
@@ -581,7 +573,7 @@ struct PairVm {
     command_line: String,
     /// In a `RefCell` so that failure messages (which only have `&Pair`)
     /// can still collect the verdict (`VmHandle::try_outcome` takes `&mut`).
-    handle: std::cell::RefCell<host::VmHandle>,
+    handle: std::cell::RefCell<qemu::VmHandle>,
 }
 
 impl PairVm {
@@ -637,7 +629,7 @@ impl Drop for Pair {
 /// A unique socket path for a test server (under `/dev/shm` or the temporary
 /// directory, short enough for `sun_path`).
 pub fn unique_socket_path(tag: &str) -> PathBuf {
-    let mut path = host::shm::unique_shm_path(tag).into_os_string();
+    let mut path = qemu::shm::unique_shm_path(tag).into_os_string();
     path.push(".sock");
     PathBuf::from(path)
 }
@@ -669,7 +661,7 @@ impl Pair {
     /// If the kernel cannot be built or the server cannot start.
     pub fn doorbell_with(
         name: &str,
-        configure: impl FnOnce(&mut host::server::ServerConfig),
+        configure: impl FnOnce(&mut qemu::server::ServerConfig),
     ) -> Pair {
         // Build before taking the lock: a build is not a VM run.
         kernel();
@@ -677,9 +669,9 @@ impl Pair {
         Pair::new(
             name,
             || {
-                let mut config = host::server::ServerConfig::new(unique_socket_path("e2e"));
+                let mut config = qemu::server::ServerConfig::new(unique_socket_path("e2e"));
                 configure(&mut config);
-                let server = host::server::Server::bind(config.clone())
+                let server = qemu::server::Server::bind(config.clone())
                     .unwrap_or_else(|e| panic!("{name}: cannot start the server {config:?}: {e}"))
                     .spawn()
                     .unwrap_or_else(|e| panic!("{name}: cannot start the server thread: {e}"));
@@ -701,13 +693,13 @@ impl Pair {
         Pair::new(
             name,
             || {
-                let path = host::shm::unique_shm_path("e2e-plain");
-                let region = host::shm::create_plain_region(
+                let path = qemu::shm::unique_shm_path("e2e-plain");
+                let region = qemu::shm::create_plain_region(
                     &path,
                     1 << 20,
                     2,
                     0,
-                    host::shm::PROTOCOL_NET,
+                    qemu::shm::PROTOCOL_NET,
                     None,
                 )
                 .unwrap_or_else(|e| panic!("{name}: cannot create {}: {e:#}", path.display()));
@@ -848,7 +840,7 @@ impl Pair {
         let found = vm.handle.borrow().wait_for_line_from(needle, from, until);
         match found {
             Ok(found) => Some(found),
-            Err(host::vm::WaitError::Timeout { .. }) => None,
+            Err(qemu::vm::WaitError::Timeout { .. }) => None,
             Err(e) => self.fail(&format!("{e}")),
         }
     }
