@@ -274,6 +274,7 @@ impl fmt::Display for Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi::exit::ExitCode;
 
     /// Captured from `cargo run -- demo` (VM A, doorbell, pc).
     const PASSING: &str = "\
@@ -308,7 +309,7 @@ apps: PASS
     fn parses_a_passing_run() {
         let mut summary = Summary::parse(
             &lines(PASSING),
-            Some(Outcome::Success),
+            Some(Outcome::Exit(ExitCode::Success)),
             &["ping", "tcp-echo"],
         );
         assert_eq!(
@@ -376,7 +377,7 @@ apps: FAIL
 ";
         let summary = Summary::parse(
             &lines(text),
-            Some(Outcome::AppFailure),
+            Some(Outcome::Exit(ExitCode::Failure)),
             &["ping", "tcp-echo"],
         );
         assert!(!summary.verdict.pass);
@@ -397,7 +398,7 @@ apps: FAIL
         let shown = summary.to_string();
         assert!(shown.contains("tcp-echo:  no result"), "{shown}");
         assert!(
-            shown.contains("FAIL (guest reported an application failure (exit status 35))"),
+            shown.contains("FAIL (guest reported a failure (exit status 35))"),
             "{shown}"
         );
         assert!(
@@ -410,7 +411,11 @@ apps: FAIL
     fn a_crash_shows_the_report_or_the_tail() {
         let text =
             "link: up (link-ups 1, resets 0)\nKERNEL PANIC: oops at x.rs:1\n  backtrace 0x1\n";
-        let summary = Summary::parse(&lines(text), Some(Outcome::Panic), &["ping"]);
+        let summary = Summary::parse(
+            &lines(text),
+            Some(Outcome::Exit(ExitCode::Panic)),
+            &["ping"],
+        );
         assert_eq!(
             summary.failing_lines,
             ["KERNEL PANIC: oops at x.rs:1", "  backtrace 0x1"]

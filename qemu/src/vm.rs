@@ -627,6 +627,7 @@ impl Drop for VmHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi::exit::ExitCode;
 
     #[test]
     fn argv_has_the_fixed_flags() {
@@ -739,7 +740,10 @@ mod tests {
             vm.wait_for_line_from("e", 1, deadline),
             Ok((1, "ready: yes".to_string()))
         );
-        assert_eq!(vm.wait(Duration::from_secs(10)), Outcome::Success);
+        assert_eq!(
+            vm.wait(Duration::from_secs(10)),
+            Outcome::Exit(ExitCode::Success)
+        );
         assert_eq!(vm.lines(), ["hello", "ready: yes", "partial"]);
         assert_eq!(vm.log(), "hello\nready: yes\npartial\n");
         assert_eq!(vm.stderr(), "oops");

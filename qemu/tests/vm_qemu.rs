@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use abi::exit::ExitCode;
 use qemu::{Machine, Outcome, ShmDevice, VmConfig, VmLock};
 
 fn qemu_or_skip() -> bool {
@@ -41,7 +42,12 @@ fn tiny_kernel_succeeds_with_plain_shm() {
         vm.wait_for_line("ready", Instant::now() + Duration::from_secs(20))
             .unwrap();
         let outcome = vm.wait(Duration::from_secs(20));
-        assert_eq!(outcome, Outcome::Success, "stderr: {}", vm.stderr());
+        assert_eq!(
+            outcome,
+            Outcome::Exit(ExitCode::Success),
+            "stderr: {}",
+            vm.stderr()
+        );
         assert_eq!(vm.lines(), ["hello", "ready"]);
     }
 }
@@ -54,7 +60,10 @@ fn tiny_kernel_failure_codes_decode() {
     let _lock = VmLock::acquire().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut vm = VmConfig::new(kernel(&dir, "", Some(0x13))).spawn().unwrap();
-    assert_eq!(vm.wait(Duration::from_secs(20)), Outcome::CpuException);
+    assert_eq!(
+        vm.wait(Duration::from_secs(20)),
+        Outcome::Exit(ExitCode::CpuException)
+    );
 }
 
 #[test]

@@ -20,6 +20,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use abi::exit::ExitCode;
 pub use qemu::{Machine, Outcome, ShmDevice, VmConfig, VmLock};
 
 /// How long any one VM (or launcher) run may take before it is killed and
@@ -869,7 +870,7 @@ impl Pair {
     /// and `apps: PASS`.
     pub fn assert_pass(&mut self, label: &str) {
         let outcome = self.wait_exit(label);
-        if outcome != Outcome::Success {
+        if outcome != Outcome::Exit(ExitCode::Success) {
             self.fail(&format!("{label}: expected success, got: {outcome}"));
         }
         self.assert_line(label, "apps: PASS");

@@ -2,6 +2,7 @@
 //! maps the ivshmem BAR (also above 4 GiB), and ends every fatal path with
 //! its report and exit status. Each test boots the real kernel under QEMU.
 
+use abi::exit::ExitCode;
 use e2e::{
     BarKind, Machine, Outcome, ShmFile, boot, parse_exception, parse_pci_inventory, parse_shm_line,
 };
@@ -15,7 +16,7 @@ const GIB: u64 = 1 << 30;
 fn inventory_shows_ivshmem(machine: Machine, size: u64) {
     let shm = ShmFile::new("e2e-inventory", size);
     let run = boot(machine, "selftest=shm", Some(&shm));
-    run.assert_outcome(Outcome::Success);
+    run.assert_outcome(Outcome::Exit(ExitCode::Success));
     run.line("boot: ok");
 
     let functions =
@@ -91,7 +92,7 @@ fn shm_above_4g_is_mapped(machine: Machine) {
     shm.write_u64(shm.size() - 8, LAST);
 
     let run = boot(machine, "selftest=shm", Some(&shm));
-    run.assert_outcome(Outcome::Success);
+    run.assert_outcome(Outcome::Exit(ExitCode::Success));
     let report = parse_shm_line(run.line("shm: ")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.bar, BarKind::Mem64, "{}", run.context());
     assert_eq!(report.size, 4 * GIB, "{}", run.context());
@@ -128,7 +129,7 @@ fn pc_shm_bar_above_4g_is_mapped_and_readable() {
 #[test]
 fn unknown_cmdline_key_fails_naming_it() {
     let run = boot(Machine::Pc, "log=info bogus=1", None);
-    run.assert_outcome(Outcome::BadCmdline);
+    run.assert_outcome(Outcome::Exit(ExitCode::BadCommandLine));
     let line = run.line("cmdline: ");
     assert!(
         line.contains("unknown key 'bogus'"),
@@ -149,7 +150,7 @@ fn unknown_cmdline_key_fails_naming_it() {
 #[test]
 fn bad_cmdline_value_fails_naming_key_and_value() {
     let run = boot(Machine::Pc, "log=loud", None);
-    run.assert_outcome(Outcome::BadCmdline);
+    run.assert_outcome(Outcome::Exit(ExitCode::BadCommandLine));
     let line = run.line("cmdline: ");
     assert!(
         line.contains("'loud'") && line.contains("'log'"),
@@ -160,7 +161,7 @@ fn bad_cmdline_value_fails_naming_key_and_value() {
 #[test]
 fn page_fault_selftest_reports_the_exception() {
     let run = boot(Machine::Pc, "selftest=pagefault", None);
-    run.assert_outcome(Outcome::CpuException);
+    run.assert_outcome(Outcome::Exit(ExitCode::CpuException));
     let report = parse_exception(&run.lines).unwrap_or_else(|e| panic!("{e}\n{}", run.context()));
     assert_eq!(report.vector, 14, "{}", run.context());
     assert!(report.name.contains("#PF"), "{report:?}");
@@ -186,7 +187,7 @@ fn page_fault_selftest_reports_the_exception() {
 #[test]
 fn stack_overflow_hits_the_guard_page() {
     let run = boot(Machine::Pc, "selftest=stack-overflow", None);
-    run.assert_outcome(Outcome::CpuException);
+    run.assert_outcome(Outcome::Exit(ExitCode::CpuException));
     let line = run.line("self-test: overflowing the stack; guard page at ");
     let guard = line
         .rsplit(' ')
@@ -208,7 +209,7 @@ fn stack_overflow_hits_the_guard_page() {
 #[test]
 fn panic_selftest_reports_the_panic() {
     let run = boot(Machine::Pc, "selftest=panic", None);
-    run.assert_outcome(Outcome::Panic);
+    run.assert_outcome(Outcome::Exit(ExitCode::Panic));
     run.line("KERNEL PANIC: ");
     run.line("deliberate panic");
     assert!(
@@ -221,6 +222,6 @@ fn panic_selftest_reports_the_panic() {
 #[test]
 fn oom_selftest_reports_out_of_memory() {
     let run = boot(Machine::Pc, "selftest=oom", None);
-    run.assert_outcome(Outcome::AllocFailure);
+    run.assert_outcome(Outcome::Exit(ExitCode::OutOfMemory));
     run.line("OUT OF MEMORY: ");
 }

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use abi::exit::ExitCode;
 use e2e::{
     Machine, Outcome, Pair, parse_link_up, parse_ping_summary, parse_tcp_echo, parse_udp_echo,
 };
@@ -237,7 +238,7 @@ fn wrong_protocol_id_fails_fast_with_a_clear_error() {
             pair.fail(&format!("{label}: unclear ivshmem error: {line:?}"));
         }
         let outcome = pair.wait_exit(label);
-        if outcome != Outcome::AppFailure {
+        if outcome != Outcome::Exit(ExitCode::Failure) {
             pair.fail(&format!("{label}: expected exit status 35, got: {outcome}"));
         }
         pair.assert_no_line(label, "link: up");
