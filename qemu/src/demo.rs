@@ -96,7 +96,7 @@ impl Shared {
     }
 
     /// Plays "peer gone" for `id` in plain mode (the server does it otherwise).
-    fn peer_gone(&self, id: u32) {
+    fn peer_gone(&self, id: u16) {
         if let Shared::Plain(region) = self {
             region.zero_state(id);
         }
@@ -106,7 +106,7 @@ impl Shared {
 /// One VM of the demo.
 struct DemoVm {
     label: &'static str,
-    id: u32,
+    id: u16,
     handle: VmHandle,
     monitor: Option<TempPath>,
     /// Whether its exit has been handled (state zeroed, reported).
@@ -283,7 +283,7 @@ fn start(
     options: &DemoOptions,
     shared: &Shared,
     label: &'static str,
-    id: u32,
+    id: u16,
     apps: &str,
 ) -> anyhow::Result<DemoVm> {
     let mut config = VmConfig::new(&options.kernel)

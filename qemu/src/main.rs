@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use qemu::demo::DemoOptions;
 use qemu::kernel::Profile;
 use qemu::server::{Protocol, Server, ServerConfig, V1Disconnect};
-use qemu::shm::{self, Layout};
+use qemu::shm::{self, ShmLayout};
 use qemu::size::{Size, parse_size};
 use qemu::standalone::{LinkSpec, UsageError, VmOptions};
 use qemu::{Machine, Mode, ShmDevice, VmConfig};
@@ -66,8 +66,13 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 /// holds the descriptor page, the state table and two output sections.
 fn parse_net_shm_size(s: &str) -> Result<u64, String> {
     let size = parse_bar_size(s)?;
-    Layout::new(size, true, 2, 0, shm::PROTOCOL_NET, None)
-        .map_err(|e| format!("{e} (ivshmem-net needs at least 32K)"))?;
+    ShmLayout::new(size, true, 2, 0, shm::PROTOCOL_NET, None)
+        .map_err(|e| {
+            format!(
+                "{e} (ivshmem-net needs at least {})",
+                Size(ShmLayout::net_minimum(true))
+            )
+        })?;
     Ok(size)
 }
 
@@ -136,8 +141,8 @@ struct VmArgs {
     #[arg(long, value_enum)]
     mode: Option<Mode>,
     /// Peer ID on a plain link (required there; 0 or 1).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1))]
-    id: Option<u32>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1))]
+    id: Option<u16>,
     /// Size of the plain file to create (a power of two ≥ 32K) [default: 1M,
     /// or the size of an existing file].
     #[arg(long, value_name = "SIZE", value_parser = parse_net_shm_size)]
@@ -372,12 +377,13 @@ fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
 fn boot(args: BootArgs) -> anyhow::Result<bool> {
     // The plain region carries a descriptor page for two ivshmem-net peers;
     // check that the size can hold it before doing anything slow.
-    if let Err(e) = Layout::new(args.shm_size, true, 2, 0, shm::PROTOCOL_NET, None) {
+    if let Err(e) = ShmLayout::new(args.shm_size, true, 2, 0, shm::PROTOCOL_NET, None) {
         clap::Error::raw(
             clap::error::ErrorKind::ValueValidation,
             format!(
-                "--shm-size {}: {e} (at least 32K are needed)\n",
-                Size(args.shm_size)
+                "--shm-size {}: {e} (at least {} are needed)\n",
+                Size(args.shm_size),
+                Size(ShmLayout::net_minimum(true))
             ),
         )
         .exit();

@@ -1,33 +1,13 @@
-//! Shared-memory layout: the descriptor page and the ivshmem-v2 sections.
+//! Shared memory for ivshmem links: the layout of a region ([`ShmLayout`]),
+//! a mapping of it ([`SharedMapping`]), and shared-memory files for
+//! `ivshmem-plain` ([`PlainRegion`]).
 //!
-//! # The descriptor page (host ↔ kernel contract for v1 devices)
-//!
-//! QEMU's stock v1 devices (`ivshmem-plain`, `ivshmem-doorbell`) do not tell
-//! the guest anything about the layout of the shared memory. So, for them, the
-//! host writes a *descriptor page* at offset 0 of the shared memory, followed
-//! by exactly the ivshmem-v2 layout (ivshmem-v2.md §6.1). All fields are
-//! little-endian:
-//!
-//! | offset | type | field |
-//! |---|---|---|
-//! | 0x00 | `[u8; 8]` | magic = `b"IVSHM2EM"` |
-//! | 0x08 | u32 | version = 1 |
-//! | 0x0C | u32 | max_peers |
-//! | 0x10 | u32 | vectors (0 for `ivshmem-plain`) |
-//! | 0x14 | u32 | protocol (the 16-bit ivshmem-v2 protocol ID, 1 = ivshmem-net) |
-//! | 0x18 | u64 | state_table_offset (= 0x1000, where the v2 layout begins) |
-//! | 0x20 | u64 | state_table_size (= 0x1000) |
-//! | 0x28 | u64 | rw_section_size |
-//! | 0x30 | u64 | output_section_size |
-//! | 0x38.. | | zero up to 0x1000 |
-//!
-//! From `state_table_offset` on: the state table (one u32 per peer, the rest
-//! of its page zero), then the R/W section, then the output section of peer
-//! `i` at `state_table_offset + state_table_size + rw_section_size + i *
-//! output_section_size`. The whole layout fits in the shared memory.
-//!
-//! With the Siemens `ivshmem` (v2) device there is no descriptor page: the
-//! device itself reports the sizes and the state table is at offset 0.
+//! What kernel and host agree on lives in [`abi`]: the descriptor page
+//! ([`abi::descriptor`], `docs/descriptor-page.md`) that the host writes at
+//! offset 0 for QEMU's stock v1 devices, and the ivshmem-v2 sections after it
+//! ([`abi::layout`], `docs/ivshmem-v2.md` §6.1). With the Siemens `ivshmem`
+//! (v2) device there is no descriptor page: the device itself reports the
+//! sizes and the state table is at offset 0.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -35,125 +15,44 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 
+use abi::descriptor::{self, DescriptorPage};
+use abi::layout::{Layout, PAGE_SIZE};
 use memmap2::MmapMut;
 
-/// The page size all sections are multiples of.
-pub const PAGE_SIZE: u64 = 0x1000;
 /// Size of the state table (fixed, as in QEMU's ivshmem2).
 pub const STATE_TABLE_SIZE: u64 = 0x1000;
 /// Size of the descriptor page.
-pub const DESCRIPTOR_PAGE_SIZE: u64 = 0x1000;
+pub const DESCRIPTOR_PAGE_SIZE: u64 = PAGE_SIZE;
 /// The ivshmem-v2 protocol ID of ivshmem-net.
 pub const PROTOCOL_NET: u16 = 0x0001;
-/// The smallest output section ivshmem-net can use (header 0x700 plus rings
-/// plus at least one frame; ivshmem-net.md §3.3), rounded to pages.
-pub const NET_MIN_OUTPUT_SECTION: u64 = 0x2000;
 /// Largest peer count supported (the state table has room for 1024, but the
 /// v2 server protocol and this project never need more).
 pub const MAX_PEERS: u32 = 16;
 
-/// The descriptor page written at offset 0 of v1 shared memory (module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DescriptorPage {
-    /// Maximum number of peers (IDs `0..max_peers`).
-    pub max_peers: u32,
-    /// Interrupt vectors per peer (0 when there are no doorbells).
-    pub vectors: u32,
-    /// The 16-bit ivshmem-v2 protocol ID.
-    pub protocol: u32,
-    /// Where the v2 layout (the state table) begins.
-    pub state_table_offset: u64,
-    /// Size of the state table.
-    pub state_table_size: u64,
-    /// Size of the R/W section.
-    pub rw_section_size: u64,
-    /// Size of ONE output section.
-    pub output_section_size: u64,
-}
-
-/// Why a descriptor page was rejected by [`DescriptorPage::parse`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum DescriptorError {
-    /// Fewer than [`DescriptorPage::LEN`] bytes were given.
-    #[error("descriptor page truncated: {len} bytes")]
-    Truncated {
-        /// The number of bytes given.
-        len: usize,
-    },
-    /// The first 8 bytes are not `IVSHM2EM`.
-    #[error("no descriptor page (bad magic {0:02x?})")]
-    BadMagic([u8; 8]),
-    /// A version this code does not know.
-    #[error("unsupported descriptor page version {0}")]
-    BadVersion(u32),
-}
-
-mod field {
-    use std::ops::Range;
-    pub const MAGIC: Range<usize> = 0x00..0x08;
-    pub const VERSION: Range<usize> = 0x08..0x0C;
-    pub const MAX_PEERS: Range<usize> = 0x0C..0x10;
-    pub const VECTORS: Range<usize> = 0x10..0x14;
-    pub const PROTOCOL: Range<usize> = 0x14..0x18;
-    pub const STATE_TABLE_OFFSET: Range<usize> = 0x18..0x20;
-    pub const STATE_TABLE_SIZE: Range<usize> = 0x20..0x28;
-    pub const RW_SECTION_SIZE: Range<usize> = 0x28..0x30;
-    pub const OUTPUT_SECTION_SIZE: Range<usize> = 0x30..0x38;
-}
-
-impl DescriptorPage {
-    /// The magic at offset 0.
-    pub const MAGIC: [u8; 8] = *b"IVSHM2EM";
-    /// The format version written by this code.
-    pub const VERSION: u32 = 1;
-    /// Number of meaningful bytes at the start of the page.
-    pub const LEN: usize = 0x38;
-
-    /// The full page (4096 bytes, zero after the fields).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut page = vec![0u8; DESCRIPTOR_PAGE_SIZE as usize];
-        page[field::MAGIC].copy_from_slice(&Self::MAGIC);
-        page[field::VERSION].copy_from_slice(&Self::VERSION.to_le_bytes());
-        page[field::MAX_PEERS].copy_from_slice(&self.max_peers.to_le_bytes());
-        page[field::VECTORS].copy_from_slice(&self.vectors.to_le_bytes());
-        page[field::PROTOCOL].copy_from_slice(&self.protocol.to_le_bytes());
-        page[field::STATE_TABLE_OFFSET].copy_from_slice(&self.state_table_offset.to_le_bytes());
-        page[field::STATE_TABLE_SIZE].copy_from_slice(&self.state_table_size.to_le_bytes());
-        page[field::RW_SECTION_SIZE].copy_from_slice(&self.rw_section_size.to_le_bytes());
-        page[field::OUTPUT_SECTION_SIZE].copy_from_slice(&self.output_section_size.to_le_bytes());
-        page
+/// Whether an output section of `size` bytes carries ivshmem-net at the
+/// kernel's default MTU, as the protocol engine decides: [`netdev::Layout`]
+/// must fit its rings into the section, and the engine accepts an MTU of at
+/// most half the data area minus the Ethernet header (`netdev::Engine::new`).
+pub const fn net_output_section_fits(size: u64) -> bool {
+    if size > usize::MAX as u64 {
+        return false;
     }
-
-    /// Parses the start of a shared-memory region.
-    pub fn parse(bytes: &[u8]) -> Result<DescriptorPage, DescriptorError> {
-        if bytes.len() < Self::LEN {
-            return Err(DescriptorError::Truncated { len: bytes.len() });
+    match netdev::Layout::new(size as usize) {
+        Ok(layout) => {
+            layout.data_size() / 2 >= netdev::DEFAULT_MTU + netdev::ETHERNET_HEADER_LENGTH
         }
-        let u32_at = |r: std::ops::Range<usize>| {
-            u32::from_le_bytes(bytes[r].try_into().expect("4-byte field"))
-        };
-        let u64_at = |r: std::ops::Range<usize>| {
-            u64::from_le_bytes(bytes[r].try_into().expect("8-byte field"))
-        };
-        let magic: [u8; 8] = bytes[field::MAGIC].try_into().expect("8-byte field");
-        if magic != Self::MAGIC {
-            return Err(DescriptorError::BadMagic(magic));
-        }
-        let version = u32_at(field::VERSION);
-        if version != Self::VERSION {
-            return Err(DescriptorError::BadVersion(version));
-        }
-        Ok(DescriptorPage {
-            max_peers: u32_at(field::MAX_PEERS),
-            vectors: u32_at(field::VECTORS),
-            protocol: u32_at(field::PROTOCOL),
-            state_table_offset: u64_at(field::STATE_TABLE_OFFSET),
-            state_table_size: u64_at(field::STATE_TABLE_SIZE),
-            rw_section_size: u64_at(field::RW_SECTION_SIZE),
-            output_section_size: u64_at(field::OUTPUT_SECTION_SIZE),
-        })
+        Err(_) => false,
     }
 }
+
+/// The smallest page multiple for which [`net_output_section_fits`].
+pub const NET_MIN_OUTPUT_SECTION: u64 = {
+    let mut size = PAGE_SIZE;
+    while !net_output_section_fits(size) {
+        size += PAGE_SIZE;
+    }
+    size
+};
 
 /// A layout that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -170,55 +69,52 @@ pub enum LayoutError {
     /// Vector count out of range.
     #[error("vectors {0} out of range 0..=64")]
     BadVectors(u32),
-    /// A section size is not a multiple of 4 KiB.
-    #[error("output section size {0:#x} is not a multiple of 4 KiB")]
-    Unaligned(u64),
+    /// The sections do not fit or are misaligned.
+    #[error(transparent)]
+    Sections(#[from] abi::layout::LayoutError),
     /// Output section too small for ivshmem-net.
     #[error(
-        "output section size {0:#x} too small for ivshmem-net (needs at least {NET_MIN_OUTPUT_SECTION:#x})"
+        "output section size {size:#x} too small for ivshmem-net (needs at least {minimum:#x})"
     )]
-    NetOutputTooSmall(u64),
-    /// The sections do not fit into the shared memory.
-    #[error("shared memory too small: {needed:#x} bytes needed ({what}), only {size:#x} available")]
-    TooSmall {
-        /// Bytes needed.
-        needed: u64,
-        /// Total size.
+    NetOutputTooSmall {
+        /// The output section size.
         size: u64,
-        /// What was being laid out.
-        what: String,
+        /// [`NET_MIN_OUTPUT_SECTION`].
+        minimum: u64,
+    },
+    /// A descriptor page that our host side would not have written for a
+    /// region of this size.
+    #[error("the descriptor page ({page:?}) does not match a {size:#x}-byte region")]
+    Mismatch {
+        /// The page found.
+        page: DescriptorPage,
+        /// The region's size.
+        size: u64,
     },
 }
 
-/// Where everything lives in one shared-memory region.
+/// Where everything lives in one shared-memory region: the ivshmem-v2
+/// sections ([`abi::layout::Layout`]) and the facts only the host needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Layout {
+pub struct ShmLayout {
     /// Total size of the shared memory (a power of two).
     pub shm_size: u64,
-    /// Whether a descriptor page precedes the v2 layout (v1 devices).
+    /// Whether a descriptor page precedes the sections (v1 devices).
     pub descriptor_page: bool,
-    /// Maximum number of peers.
-    pub max_peers: u32,
     /// Interrupt vectors per peer.
     pub vectors: u32,
     /// The 16-bit protocol ID.
     pub protocol: u16,
-    /// Offset of the state table (0x1000 with a descriptor page, else 0).
-    pub state_table_offset: u64,
-    /// Size of the state table (0x1000).
-    pub state_table_size: u64,
-    /// Size of the R/W section (all of the space left over).
-    pub rw_section_size: u64,
-    /// Size of ONE output section.
-    pub output_section_size: u64,
+    /// The sections, relative to the start of the shared memory.
+    pub sections: Layout,
 }
 
-impl Layout {
+impl ShmLayout {
     /// Computes and validates a layout.
     ///
     /// `output_section = None` picks the largest page multiple that fits:
     /// `(shm_size − descriptor page − state table) / max_peers`, rounded down
-    /// to 4 KiB. The R/W section gets what is left.
+    /// to 4 KiB. The R/W section gets what is left ([`Layout::fill`]).
     pub fn new(
         shm_size: u64,
         descriptor_page: bool,
@@ -226,7 +122,7 @@ impl Layout {
         vectors: u32,
         protocol: u16,
         output_section: Option<u64>,
-    ) -> Result<Layout, LayoutError> {
+    ) -> Result<ShmLayout, LayoutError> {
         if !shm_size.is_power_of_two() || shm_size < PAGE_SIZE {
             return Err(LayoutError::BadSize(shm_size));
         }
@@ -244,100 +140,94 @@ impl Layout {
         } else {
             0
         };
-        let fixed = state_table_offset + STATE_TABLE_SIZE;
-        let what = if descriptor_page {
-            "descriptor page + state table"
-        } else {
-            "state table"
-        };
-        if shm_size < fixed {
-            return Err(LayoutError::TooSmall {
-                needed: fixed,
-                size: shm_size,
-                what: what.to_string(),
+        let sections = Layout::fill(
+            shm_size,
+            state_table_offset,
+            STATE_TABLE_SIZE,
+            max_peers as u16,
+            output_section,
+        )?;
+        if protocol == PROTOCOL_NET && !net_output_section_fits(sections.output_section_size) {
+            return Err(LayoutError::NetOutputTooSmall {
+                size: sections.output_section_size,
+                minimum: NET_MIN_OUTPUT_SECTION,
             });
         }
-        let output_section_size = match output_section {
-            Some(os) => os,
-            None => ((shm_size - fixed) / u64::from(max_peers)) & !(PAGE_SIZE - 1),
-        };
-        if output_section_size % PAGE_SIZE != 0 {
-            return Err(LayoutError::Unaligned(output_section_size));
-        }
-        let needed = output_section_size
-            .checked_mul(u64::from(max_peers))
-            .and_then(|o| o.checked_add(fixed))
-            .unwrap_or(u64::MAX);
-        if needed > shm_size {
-            return Err(LayoutError::TooSmall {
-                needed,
-                size: shm_size,
-                what: format!("{what} + {max_peers} output sections of {output_section_size:#x}"),
-            });
-        }
-        if protocol == PROTOCOL_NET && output_section_size < NET_MIN_OUTPUT_SECTION {
-            return Err(LayoutError::NetOutputTooSmall(output_section_size));
-        }
-        Ok(Layout {
+        Ok(ShmLayout {
             shm_size,
             descriptor_page,
-            max_peers,
             vectors,
             protocol,
-            state_table_offset,
-            state_table_size: STATE_TABLE_SIZE,
-            rw_section_size: shm_size - needed,
-            output_section_size,
+            sections,
         })
     }
 
+    /// The layout a descriptor page describes for a region of `shm_size`
+    /// bytes, if it is exactly the one [`ShmLayout::new`] makes for that
+    /// size and the page's peers, vectors, protocol and output section size.
+    pub fn from_descriptor(shm_size: u64, page: DescriptorPage) -> Result<ShmLayout, LayoutError> {
+        let layout = ShmLayout::new(
+            shm_size,
+            true,
+            u32::from(page.layout.max_peers),
+            page.vectors,
+            page.protocol,
+            Some(page.layout.output_section_size),
+        )?;
+        if layout.descriptor() != Some(page) {
+            return Err(LayoutError::Mismatch {
+                page,
+                size: shm_size,
+            });
+        }
+        Ok(layout)
+    }
+
+    /// The smallest shared memory (a power of two) that holds an
+    /// ivshmem-net link, with or without a descriptor page.
+    pub fn net_minimum(descriptor_page: bool) -> u64 {
+        let fixed = if descriptor_page {
+            DESCRIPTOR_PAGE_SIZE
+        } else {
+            0
+        } + STATE_TABLE_SIZE;
+        (fixed + 2 * NET_MIN_OUTPUT_SECTION).next_power_of_two()
+    }
+
+    /// Maximum number of peers.
+    pub fn max_peers(&self) -> u32 {
+        u32::from(self.sections.max_peers)
+    }
+
     /// Offset of peer `id`'s u32 in the state table.
-    pub fn state_offset(&self, id: u32) -> u64 {
-        self.state_table_offset + 4 * u64::from(id)
-    }
-
-    /// Offset of the R/W section.
-    pub fn rw_section_offset(&self) -> u64 {
-        self.state_table_offset + self.state_table_size
-    }
-
-    /// Offset of peer `id`'s output section.
-    pub fn output_section_offset(&self, id: u32) -> u64 {
-        self.rw_section_offset() + self.rw_section_size + u64::from(id) * self.output_section_size
+    ///
+    /// # Panics
+    ///
+    /// If `id` is not one of the layout's peers.
+    pub fn state_offset(&self, id: u16) -> u64 {
+        self.sections
+            .state_entry(id)
+            .unwrap_or_else(|| panic!("peer {id} out of range"))
     }
 
     /// The descriptor page for this layout, if it has one.
     pub fn descriptor(&self) -> Option<DescriptorPage> {
         self.descriptor_page.then_some(DescriptorPage {
-            max_peers: self.max_peers,
             vectors: self.vectors,
-            protocol: u32::from(self.protocol),
-            state_table_offset: self.state_table_offset,
-            state_table_size: self.state_table_size,
-            rw_section_size: self.rw_section_size,
-            output_section_size: self.output_section_size,
+            protocol: self.protocol,
+            layout: self.sections,
         })
     }
 }
 
-impl fmt::Display for Layout {
+impl fmt::Display for ShmLayout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "shm {:#x}: {}state table @{:#x}, R/W section {:#x} @{:#x}, {} output sections of {:#x} @{:#x}",
-            self.shm_size,
-            if self.descriptor_page {
-                "descriptor page @0, "
-            } else {
-                ""
-            },
-            self.state_table_offset,
-            self.rw_section_size,
-            self.rw_section_offset(),
-            self.max_peers,
-            self.output_section_size,
-            self.output_section_offset(0),
-        )
+        let descriptor = if self.descriptor_page {
+            "descriptor page 0x0+0x1000, "
+        } else {
+            ""
+        };
+        write!(f, "shm {:#x}: {descriptor}{}", self.shm_size, self.sections)
     }
 }
 
@@ -427,7 +317,7 @@ impl SharedMapping {
 #[derive(Debug)]
 pub struct PlainRegion {
     path: PathBuf,
-    layout: Layout,
+    layout: ShmLayout,
     mapping: SharedMapping,
     remove_on_drop: bool,
     _file: File,
@@ -436,7 +326,7 @@ pub struct PlainRegion {
 /// Creates a fresh shared-memory file at `path` (which must not exist) of
 /// `size` bytes (a power of two ≥ 4 KiB), zeroed, with a descriptor page for
 /// `peers` peers, `vectors` vectors (0 for ivshmem-plain), the 16-bit
-/// `protocol` ID and the given (or the default, see [`Layout::new`]) output
+/// `protocol` ID and the given (or the default, see [`ShmLayout::new`]) output
 /// section size.
 pub fn create_plain_region(
     path: &Path,
@@ -447,7 +337,7 @@ pub fn create_plain_region(
     output_section: Option<u64>,
 ) -> anyhow::Result<PlainRegion> {
     use anyhow::Context;
-    let layout = Layout::new(size, true, peers, vectors, protocol, output_section)?;
+    let layout = ShmLayout::new(size, true, peers, vectors, protocol, output_section)?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -461,7 +351,7 @@ pub fn create_plain_region(
         let mut mapping =
             SharedMapping::new(&file).with_context(|| format!("cannot map {}", path.display()))?;
         if let Some(descriptor) = layout.descriptor() {
-            mapping.write(0, &descriptor.to_bytes());
+            mapping.write(0, &descriptor.emit());
         }
         Ok(PlainRegion {
             path: path.to_path_buf(),
@@ -481,7 +371,7 @@ pub fn create_plain_region(
 /// Opens an existing shared-memory file that carries a valid descriptor page
 /// (e.g. made by another launcher) to play "peer gone" on it. The file must
 /// have a power-of-two size and a descriptor page that describes a layout
-/// fitting that size exactly as [`Layout::new`] would lay it out. Dropping
+/// fitting that size exactly as [`ShmLayout::new`] would lay it out. Dropping
 /// the region leaves the file in place.
 pub fn open_plain_region(path: &Path) -> anyhow::Result<PlainRegion> {
     use anyhow::Context;
@@ -501,29 +391,10 @@ pub fn open_plain_region(path: &Path) -> anyhow::Result<PlainRegion> {
     );
     let mapping =
         SharedMapping::new(&file).with_context(|| format!("cannot map {}", path.display()))?;
-    let descriptor = DescriptorPage::parse(&mapping.read(0, DescriptorPage::LEN))
+    let descriptor = DescriptorPage::parse(&mapping.read(0, descriptor::LENGTH))
         .with_context(|| format!("{} has no valid descriptor page", path.display()))?;
-    let protocol = u16::try_from(descriptor.protocol).map_err(|_| {
-        anyhow::anyhow!(
-            "{}: descriptor page protocol {:#x} is not a 16-bit ID",
-            path.display(),
-            descriptor.protocol
-        )
-    })?;
-    let layout = Layout::new(
-        size,
-        true,
-        descriptor.max_peers,
-        descriptor.vectors,
-        protocol,
-        Some(descriptor.output_section_size),
-    )
-    .with_context(|| format!("{}: the descriptor page is inconsistent", path.display()))?;
-    anyhow::ensure!(
-        layout.descriptor() == Some(descriptor),
-        "{}: the descriptor page ({descriptor:?}) does not match a {size:#x}-byte region",
-        path.display()
-    );
+    let layout = ShmLayout::from_descriptor(size, descriptor)
+        .with_context(|| format!("{}: the descriptor page is inconsistent", path.display()))?;
     Ok(PlainRegion {
         path: path.to_path_buf(),
         layout,
@@ -582,7 +453,7 @@ impl PlainRegion {
     }
 
     /// The layout written into the descriptor page.
-    pub fn layout(&self) -> &Layout {
+    pub fn layout(&self) -> &ShmLayout {
         &self.layout
     }
 
@@ -592,14 +463,17 @@ impl PlainRegion {
     }
 
     /// Reads peer `id`'s state-table entry.
-    pub fn state(&self, id: u32) -> u32 {
+    pub fn state(&self, id: u16) -> u32 {
         self.mapping.load_u32(self.layout.state_offset(id))
     }
 
     /// Plays "peer gone" for peer `id`: zeroes its state-table entry and
     /// fences (ivshmem-v2 semantics when a peer leaves).
-    pub fn zero_state(&self, id: u32) {
-        assert!(id < self.layout.max_peers, "peer {id} out of range");
+    ///
+    /// # Panics
+    ///
+    /// If `id` is not one of the layout's peers.
+    pub fn zero_state(&self, id: u16) {
         self.mapping.store_u32(self.layout.state_offset(id), 0);
     }
 }
@@ -618,119 +492,88 @@ mod tests {
     use super::*;
 
     #[test]
-    fn descriptor_golden_bytes() {
-        let page = DescriptorPage {
-            max_peers: 2,
-            vectors: 2,
-            protocol: 1,
-            state_table_offset: 0x1000,
-            state_table_size: 0x1000,
-            rw_section_size: 0x2000,
-            output_section_size: 0x7e000,
-        };
-        let bytes = page.to_bytes();
-        assert_eq!(bytes.len(), 4096);
-        assert_eq!(&bytes[0..8], b"IVSHM2EM");
-        assert_eq!(&bytes[8..12], &[1, 0, 0, 0]);
-        assert_eq!(&bytes[12..16], &[2, 0, 0, 0]);
-        assert_eq!(&bytes[16..20], &[2, 0, 0, 0]);
-        assert_eq!(&bytes[20..24], &[1, 0, 0, 0]);
-        assert_eq!(&bytes[0x18..0x20], &[0, 0x10, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(&bytes[0x20..0x28], &[0, 0x10, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(&bytes[0x28..0x30], &[0, 0x20, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(&bytes[0x30..0x38], &[0, 0xe0, 0x07, 0, 0, 0, 0, 0]);
-        assert!(bytes[0x38..].iter().all(|&b| b == 0));
-        assert_eq!(DescriptorPage::parse(&bytes), Ok(page));
-    }
-
-    #[test]
-    fn descriptor_rejects_bad_input() {
-        let page = Layout::new(1 << 20, true, 2, 0, 1, None)
-            .unwrap()
-            .descriptor()
-            .unwrap();
-        let mut bytes = page.to_bytes();
-        assert_eq!(
-            DescriptorPage::parse(&bytes[..0x37]),
-            Err(DescriptorError::Truncated { len: 0x37 })
-        );
-        bytes[8] = 2;
-        assert_eq!(
-            DescriptorPage::parse(&bytes),
-            Err(DescriptorError::BadVersion(2))
-        );
-        bytes[0] = b'X';
-        assert!(matches!(
-            DescriptorPage::parse(&bytes),
-            Err(DescriptorError::BadMagic(_))
-        ));
+    fn net_minimum_comes_from_the_engine() {
+        // 0x1000 holds netdev's rings, but its data area (0x900) cannot take
+        // two 1514-byte frames, so the engine refuses the default MTU there.
+        assert!(netdev::Layout::new(0x1000).is_ok());
+        assert!(!net_output_section_fits(0x1000));
+        assert_eq!(NET_MIN_OUTPUT_SECTION, 0x2000);
+        assert_eq!(ShmLayout::net_minimum(true), 0x8000);
+        assert_eq!(ShmLayout::net_minimum(false), 0x8000);
     }
 
     #[test]
     fn default_layouts() {
         // v1 (descriptor page), 1 MiB, 2 peers: (0x100000 - 0x2000) / 2 = 0x7f000.
-        let l = Layout::new(1 << 20, true, 2, 2, 1, None).unwrap();
-        assert_eq!(l.output_section_size, 0x7f000);
-        assert_eq!(l.rw_section_size, 0);
-        assert_eq!(l.state_table_offset, 0x1000);
-        assert_eq!(l.output_section_offset(0), 0x2000);
-        assert_eq!(l.output_section_offset(1), 0x81000);
-        assert_eq!(l.output_section_offset(2), 1 << 20);
+        let l = ShmLayout::new(1 << 20, true, 2, 2, 1, None).unwrap();
+        assert_eq!(l.sections.output_section_size, 0x7f000);
+        assert_eq!(l.sections.rw_section_size, 0);
+        assert_eq!(l.sections.state_table_offset, 0x1000);
+        assert_eq!(l.sections.output_section(0).unwrap().offset, 0x2000);
+        assert_eq!(l.sections.output_section(1).unwrap().offset, 0x81000);
+        assert_eq!(l.sections.end(), 1 << 20);
         // v2 (no descriptor page): (0x100000 - 0x1000) / 2 rounded down = 0x7f000.
-        let l = Layout::new(1 << 20, false, 2, 2, 1, None).unwrap();
-        assert_eq!(l.output_section_size, 0x7f000);
-        assert_eq!(l.rw_section_size, 0x1000);
+        let l = ShmLayout::new(1 << 20, false, 2, 2, 1, None).unwrap();
+        assert_eq!(l.sections.output_section_size, 0x7f000);
+        assert_eq!(l.sections.rw_section_size, 0x1000);
         assert_eq!(l.state_offset(1), 4);
-        assert_eq!(l.output_section_offset(0), 0x2000);
+        assert_eq!(l.sections.output_section(0).unwrap().offset, 0x2000);
+        assert!(l.descriptor().is_none());
         // Explicit output section: the rest goes to R/W.
-        let l = Layout::new(1 << 20, true, 2, 2, 1, Some(0x10000)).unwrap();
-        assert_eq!(l.rw_section_size, 0x100000 - 0x2000 - 0x20000);
+        let l = ShmLayout::new(1 << 20, true, 2, 2, 1, Some(0x10000)).unwrap();
+        assert_eq!(l.sections.rw_section_size, 0x100000 - 0x2000 - 0x20000);
         // Odd peer counts round down to pages.
-        let l = Layout::new(1 << 16, false, 3, 1, 0, None).unwrap();
-        assert_eq!(l.output_section_size, 0x5000);
-        assert_eq!(l.rw_section_size, 0x10000 - 0x1000 - 0xf000);
+        let l = ShmLayout::new(1 << 16, false, 3, 1, 0, None).unwrap();
+        assert_eq!(l.sections.output_section_size, 0x5000);
+        assert_eq!(l.sections.rw_section_size, 0x10000 - 0x1000 - 0xf000);
     }
 
     #[test]
     fn layout_validation() {
         use LayoutError::*;
-        assert_eq!(
-            Layout::new(3 << 20, true, 2, 2, 1, None),
-            Err(BadSize(3 << 20))
-        );
-        assert_eq!(Layout::new(0x800, true, 2, 2, 0, None), Err(BadSize(0x800)));
-        assert_eq!(Layout::new(1 << 20, true, 1, 2, 0, None), Err(BadPeers(1)));
-        assert_eq!(
-            Layout::new(1 << 20, true, 17, 2, 0, None),
-            Err(BadPeers(17))
-        );
-        assert_eq!(Layout::new(1 << 20, true, 3, 2, 1, None), Err(NetPeers(3)));
-        assert_eq!(
-            Layout::new(1 << 20, true, 2, 65, 0, None),
-            Err(BadVectors(65))
-        );
-        assert_eq!(
-            Layout::new(1 << 20, true, 2, 2, 1, Some(0x1800)),
-            Err(Unaligned(0x1800))
-        );
-        assert_eq!(
-            Layout::new(1 << 20, true, 2, 2, 1, Some(0x1000)),
-            Err(NetOutputTooSmall(0x1000))
-        );
+        use abi::layout::LayoutError as Sections;
+        let new = |size, peers, vectors, protocol, output| {
+            ShmLayout::new(size, true, peers, vectors, protocol, output)
+        };
+        assert_eq!(new(3 << 20, 2, 2, 1, None), Err(BadSize(3 << 20)));
+        assert_eq!(new(0x800, 2, 2, 0, None), Err(BadSize(0x800)));
+        assert_eq!(new(1 << 20, 1, 2, 0, None), Err(BadPeers(1)));
+        assert_eq!(new(1 << 20, 17, 2, 0, None), Err(BadPeers(17)));
+        assert_eq!(new(1 << 20, 3, 2, 1, None), Err(NetPeers(3)));
+        assert_eq!(new(1 << 20, 2, 65, 0, None), Err(BadVectors(65)));
         assert!(matches!(
-            Layout::new(1 << 20, true, 2, 2, 1, Some(0x80000)),
-            Err(TooSmall { .. })
+            new(1 << 20, 2, 2, 1, Some(0x1800)),
+            Err(Sections(Sections::NotPageAligned { value: 0x1800, .. }))
+        ));
+        let too_small = Err(NetOutputTooSmall {
+            size: 0x1000,
+            minimum: 0x2000,
+        });
+        assert_eq!(new(1 << 20, 2, 2, 1, Some(0x1000)), too_small);
+        assert!(matches!(
+            new(1 << 20, 2, 2, 1, Some(0x80000)),
+            Err(Sections(Sections::TooLarge { .. }))
         ));
         // 16 KiB with a descriptor page: (0x4000 - 0x2000) / 2 = 0x1000 < 0x2000.
-        assert_eq!(
-            Layout::new(0x4000, true, 2, 2, 1, None),
-            Err(NetOutputTooSmall(0x1000))
-        );
+        assert_eq!(new(0x4000, 2, 2, 1, None), too_small);
+        assert!(matches!(new(0x1000, 2, 2, 0, None), Err(Sections(_))));
+        assert!(new(0x8000, 2, 2, 1, None).is_ok());
+    }
+
+    #[test]
+    fn descriptor_pages_round_trip() {
+        let layout = ShmLayout::new(1 << 20, true, 2, 0, 1, None).unwrap();
+        let page = layout.descriptor().unwrap();
+        let bytes = page.emit();
+        assert_eq!(DescriptorPage::parse(&bytes), Ok(page));
+        assert_eq!(ShmLayout::from_descriptor(1 << 20, page), Ok(layout));
         assert!(matches!(
-            Layout::new(0x1000, true, 2, 2, 0, None),
-            Err(TooSmall { .. })
+            ShmLayout::from_descriptor(2 << 20, page),
+            Err(LayoutError::Mismatch {
+                size: 0x20_0000,
+                ..
+            })
         ));
-        assert!(Layout::new(0x8000, true, 2, 2, 1, None).is_ok());
     }
 
     #[test]
@@ -741,8 +584,9 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), 1 << 20);
         let page = DescriptorPage::parse(&bytes).unwrap();
-        assert_eq!(page.output_section_size, 0x7f000);
+        assert_eq!(page.layout.output_section_size, 0x7f000);
         assert_eq!(page.vectors, 0);
+        assert!(bytes[descriptor::LENGTH..0x1000].iter().all(|&b| b == 0));
         // A guest sets its state; the host plays "peer gone".
         region
             .mapping()

@@ -122,7 +122,7 @@ pub struct VmOptions {
     /// `mode=`; `None`: `poll` on plain links, else the kernel's default (irq).
     pub mode: Option<Mode>,
     /// `id=`, required on (and only allowed on) plain links.
-    pub id: Option<u32>,
+    pub id: Option<u16>,
     /// Size of a plain file to create (or the size an existing one must have).
     pub shm_size: Option<u64>,
     /// QEMU machine type.
@@ -243,7 +243,7 @@ fn plain_region(path: &std::path::Path, size: Option<u64>) -> anyhow::Result<Pla
             ))
             .into());
         }
-        if region.layout().protocol != shm::PROTOCOL_NET || region.layout().max_peers != 2 {
+        if region.layout().protocol != shm::PROTOCOL_NET || region.layout().max_peers() != 2 {
             return Err(UsageError(format!(
                 "--link plain:{}: not an ivshmem-net region ({})",
                 path.display(),
@@ -433,7 +433,7 @@ mod tests {
         assert!(parse_apps("link").is_ok());
     }
 
-    fn plain(id: Option<u32>) -> VmOptions {
+    fn plain(id: Option<u16>) -> VmOptions {
         VmOptions {
             app: Some("server".into()),
             link: LinkSpec::Plain("/dev/shm/x".into()),

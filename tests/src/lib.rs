@@ -901,7 +901,7 @@ impl Pair {
         let id = self.vms[index].id;
         self.notes.push(format!("{label} killed ({outcome})"));
         if let Link::Plain(region) = &self.link {
-            region.zero_state(id);
+            region.zero_state(id as u16);
             self.notes.push(format!("state of peer {id} zeroed"));
         }
     }

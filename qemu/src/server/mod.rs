@@ -62,7 +62,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
-use crate::shm::{Layout, LayoutError, SharedMapping};
+use crate::shm::{LayoutError, SharedMapping, ShmLayout};
 use wire::V2Message;
 
 /// Which server protocol to speak.
@@ -101,7 +101,7 @@ pub struct ServerConfig {
     /// Interrupt vectors per peer, 1..=64 (default 2).
     pub vectors: u32,
     /// Size of ONE output section; `None` = the largest page multiple that
-    /// fits (see [`Layout::new`]).
+    /// fits (see [`ShmLayout::new`]).
     pub output_section: Option<u64>,
     /// The 16-bit ivshmem-v2 protocol ID advertised (default 0x0001,
     /// ivshmem-net).
@@ -129,7 +129,7 @@ impl ServerConfig {
     }
 
     /// Validates the settings and computes the shared-memory layout.
-    pub fn layout(&self) -> Result<Layout, ServerError> {
+    pub fn layout(&self) -> Result<ShmLayout, ServerError> {
         if !(1..=64).contains(&self.vectors) {
             return Err(ServerError::BadVectors(self.vectors));
         }
@@ -141,7 +141,7 @@ impl ServerConfig {
             .max(0x1000)
             .checked_next_power_of_two()
             .ok_or(ServerError::Layout(LayoutError::BadSize(self.size)))?;
-        Ok(Layout::new(
+        Ok(ShmLayout::new(
             size,
             self.protocol == Protocol::V1,
             self.max_peers,
@@ -206,7 +206,7 @@ struct Peer {
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
-    layout: Layout,
+    layout: ShmLayout,
     listener: UnixListener,
     /// (device, inode) of the socket file we created, to remove only ours.
     socket_id: (u64, u64),
@@ -235,7 +235,7 @@ impl Server {
         let mut mapping =
             SharedMapping::new(&file).map_err(io_err("cannot map the shared memory"))?;
         if let Some(descriptor) = layout.descriptor() {
-            mapping.write(0, &descriptor.to_bytes());
+            mapping.write(0, &descriptor.emit());
         }
         let shm = OwnedFd::from(file);
 
@@ -278,8 +278,8 @@ impl Server {
         listener
             .set_nonblocking(true)
             .map_err(io_err("cannot make the socket non-blocking"))?;
-        let peers = (0..layout.max_peers).map(|_| None).collect();
-        let eventfds = (0..layout.max_peers).map(|_| None).collect();
+        let peers = (0..layout.max_peers()).map(|_| None).collect();
+        let eventfds = (0..layout.max_peers()).map(|_| None).collect();
         Ok(Server {
             config,
             layout,
@@ -298,7 +298,7 @@ impl Server {
     }
 
     /// The shared-memory layout.
-    pub fn layout(&self) -> &Layout {
+    pub fn layout(&self) -> &ShmLayout {
         &self.layout
     }
 
@@ -309,14 +309,19 @@ impl Server {
 
     /// The IDs of the connected peers.
     pub fn peer_ids(&self) -> Vec<u32> {
-        (0..self.layout.max_peers)
+        (0..self.layout.max_peers())
             .filter(|&id| self.peers[id as usize].is_some())
             .collect()
     }
 
     /// Reads peer `id`'s state-table entry.
     pub fn state(&self, id: u32) -> u32 {
-        self.mapping.load_u32(self.layout.state_offset(id))
+        self.mapping.load_u32(self.state_offset(id))
+    }
+
+    /// Offset of peer `id`'s state-table entry (IDs are below max peers, ≤ 16).
+    fn state_offset(&self, id: u32) -> u64 {
+        self.layout.state_offset(id as u16)
     }
 
     fn log(&self, message: std::fmt::Arguments<'_>) {
@@ -394,11 +399,11 @@ impl Server {
     }
 
     fn connect(&mut self, stream: UnixStream) {
-        let Some(id) = (0..self.layout.max_peers).find(|&id| self.peers[id as usize].is_none())
+        let Some(id) = (0..self.layout.max_peers()).find(|&id| self.peers[id as usize].is_none())
         else {
             self.log(format_args!(
                 "refusing a connection: all {} peer IDs are in use",
-                self.layout.max_peers
+                self.layout.max_peers()
             ));
             return; // dropping `stream` closes it
         };
@@ -422,7 +427,7 @@ impl Server {
         self.peers[id as usize] = Some(Peer {
             stream,
             announced: false,
-            knows: vec![false; self.layout.max_peers as usize],
+            knows: vec![false; self.layout.max_peers() as usize],
         });
         self.log(format_args!("peer {id} connected"));
         let dead = match self.config.protocol {
@@ -538,10 +543,10 @@ impl Server {
             version: wire::V2_PROTOCOL_VERSION,
             compatible_version: wire::V2_PROTOCOL_VERSION,
             id: new,
-            max_peers: self.layout.max_peers,
+            max_peers: self.layout.max_peers(),
             vectors: self.layout.vectors,
             protocol: wire::v2_protocol_for_peer(self.layout.protocol, new),
-            output_section_size: self.layout.output_section_size,
+            output_section_size: self.layout.sections.output_section_size,
         };
         if sys::send_with_fd(
             &self.peer(new).stream,
@@ -566,7 +571,7 @@ impl Server {
             };
             drop(peer.stream);
             // Zero the state entry before anyone hears about the departure.
-            self.mapping.store_u32(self.layout.state_offset(id), 0);
+            self.mapping.store_u32(self.state_offset(id), 0);
             if peer.announced {
                 for other in self.peer_ids() {
                     let gone = match self.config.protocol {
@@ -664,7 +669,7 @@ pub struct ServerThread {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<io::Result<()>>>,
     socket: PathBuf,
-    layout: Layout,
+    layout: ShmLayout,
     protocol: Protocol,
 }
 
@@ -689,7 +694,7 @@ impl ServerThread {
     }
 
     /// The shared-memory layout.
-    pub fn layout(&self) -> &Layout {
+    pub fn layout(&self) -> &ShmLayout {
         &self.layout
     }
 
