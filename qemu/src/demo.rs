@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::server::{Server, ServerConfig, ServerThread};
-use crate::shm::{self, PlainRegion};
+use crate::shm::{PlainRegion, ShmFile};
 use crate::size::Size;
 use crate::summary::Summary;
 use crate::vm::WaitError;
@@ -134,14 +134,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
             }
         }
         Mode::Poll => {
-            let region = shm::create_plain_region(
-                &shm::unique_shm_path("demo"),
-                options.shm_size,
-                2,
-                0,
-                shm::PROTOCOL_NET,
-                None,
-            )?;
+            let region = PlainRegion::create_net(&ShmFile::unique_path("demo"), options.shm_size)?;
             progress(&format!(
                 "ivshmem-plain file {} (polling, no server): {}",
                 region.path().display(),
@@ -273,7 +266,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
 
 /// A unique socket path under `/dev/shm` (or the temporary directory).
 fn socket_path(tag: &str) -> PathBuf {
-    let mut path = shm::unique_shm_path(tag).into_os_string();
+    let mut path = ShmFile::unique_path(tag).into_os_string();
     path.push(".sock");
     PathBuf::from(path)
 }

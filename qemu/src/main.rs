@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use qemu::demo::DemoOptions;
 use qemu::kernel::Profile;
 use qemu::server::{Protocol, Server, ServerConfig, V1Disconnect};
-use qemu::shm::{self, ShmLayout};
+use qemu::shm::{self, PlainRegion, ShmFile, ShmLayout};
 use qemu::size::{Size, parse_size};
 use qemu::standalone::{LinkSpec, UsageError, VmOptions};
 use qemu::{Machine, Mode, ShmDevice, VmConfig};
@@ -66,13 +66,12 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 /// holds the descriptor page, the state table and two output sections.
 fn parse_net_shm_size(s: &str) -> Result<u64, String> {
     let size = parse_bar_size(s)?;
-    ShmLayout::new(size, true, 2, 0, shm::PROTOCOL_NET, None)
-        .map_err(|e| {
-            format!(
-                "{e} (ivshmem-net needs at least {})",
-                Size(ShmLayout::net_minimum(true))
-            )
-        })?;
+    ShmLayout::new(size, true, 2, 0, shm::PROTOCOL_NET, None).map_err(|e| {
+        format!(
+            "{e} (ivshmem-net needs at least {})",
+            Size(ShmLayout::net_minimum(true))
+        )
+    })?;
     Ok(size)
 }
 
@@ -394,8 +393,7 @@ fn boot(args: BootArgs) -> anyhow::Result<bool> {
         Some(elf) => elf,
         None => qemu::kernel::build(args.profile)?,
     };
-    let path = shm::unique_shm_path("boot");
-    let region = shm::create_plain_region(&path, args.shm_size, 2, 0, shm::PROTOCOL_NET, None)?;
+    let region = PlainRegion::create_net(&ShmFile::unique_path("boot"), args.shm_size)?;
     let mut config = VmConfig::new(kernel)
         .name("boot")
         .qemu_binary(qemu)

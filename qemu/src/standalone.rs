@@ -230,7 +230,7 @@ impl VmOptions {
 /// Opens (or creates, with a descriptor page) the plain file.
 fn plain_region(path: &std::path::Path, size: Option<u64>) -> anyhow::Result<PlainRegion> {
     if path.exists() {
-        let region = shm::open_plain_region(path)
+        let region = PlainRegion::open(path)
             .map_err(|e| UsageError(format!("--link plain:{}: {e:#}", path.display())))?;
         if let Some(size) = size
             && size != region.layout().shm_size
@@ -255,7 +255,7 @@ fn plain_region(path: &std::path::Path, size: Option<u64>) -> anyhow::Result<Pla
         Ok(region)
     } else {
         let size = size.unwrap_or(DEFAULT_PLAIN_SIZE);
-        let mut region = shm::create_plain_region(path, size, 2, 0, shm::PROTOCOL_NET, None)?;
+        let mut region = PlainRegion::create_net(path, size)?;
         region.persist();
         eprintln!(
             "eth-ivshmem: created {} for other VMs to share (remove it when done): {}",

@@ -187,7 +187,7 @@ fn vm_bad_arguments_exit_2() {
     );
     // An existing region of another size than asked for.
     let region_path = dir.path().join("region");
-    let mut region = qemu::shm::create_plain_region(&region_path, 1 << 20, 2, 0, 1, None).unwrap();
+    let mut region = qemu::shm::PlainRegion::create(&region_path, 1 << 20, 2, 0, 1, None).unwrap();
     region.persist();
     let link = format!("plain:{}", region_path.display());
     assert_usage_error(

@@ -28,7 +28,7 @@ fn tiny_kernel_succeeds_with_plain_shm() {
     let _lock = VmLock::acquire().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let shm_path = dir.path().join("shm");
-    let region = qemu::shm::create_plain_region(&shm_path, 1 << 20, 2, 0, 1, None).unwrap();
+    let region = qemu::shm::PlainRegion::create(&shm_path, 1 << 20, 2, 0, 1, None).unwrap();
     for machine in [Machine::Pc, Machine::Q35] {
         let mut vm = VmConfig::new(kernel(&dir, "hello\r\nready\n", Some(0x10)))
             .machine(machine)

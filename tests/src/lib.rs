@@ -12,15 +12,14 @@
 //! expected shape is an error, so that a change in the kernel's output format
 //! fails the tests loudly instead of making them vacuous.
 
-use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use abi::exit::ExitCode;
+pub use qemu::shm::ShmFile;
 pub use qemu::{Machine, Outcome, ShmDevice, VmConfig, VmLock};
 
 /// How long any one VM (or launcher) run may take before it is killed and
@@ -128,77 +127,21 @@ pub fn boot(machine: Machine, cmdline: &str, shm: Option<&ShmFile>) -> Run {
         .machine(machine)
         .cmdline(cmdline);
     if let Some(shm) = shm {
-        config = config.shm(ShmDevice::Plain {
-            mem_path: shm.path().to_path_buf(),
-            size: shm.size(),
-        });
+        config = config.shm(shm.device());
     }
     run_vm(config)
 }
 
-/// A sparse shared-memory file for `ivshmem-plain`, created fresh (zeroed)
-/// and removed on drop, also when the test panics.
+/// A fresh, sparse (zeroed) shared-memory file of `size` bytes for
+/// `ivshmem-plain`, removed on drop, also when the test panics. It has no
+/// descriptor page, so the test controls every byte.
 ///
-/// Unlike `qemu::shm::create_plain_region` it writes no descriptor page, so
-/// the test controls every byte.
-#[derive(Debug)]
-pub struct ShmFile {
-    path: PathBuf,
-    size: u64,
-    file: File,
-}
-
-impl ShmFile {
-    /// Creates a `size`-byte sparse file under `/dev/shm` (see
-    /// `qemu::shm::unique_shm_path`).
-    ///
-    /// # Panics
-    ///
-    /// If the file cannot be created or sized.
-    pub fn new(tag: &str, size: u64) -> ShmFile {
-        let path = qemu::shm::unique_shm_path(tag);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        // Construct the guard before sizing, so that a failure below still
-        // removes the file.
-        let shm = ShmFile { path, size, file };
-        shm.file
-            .set_len(size)
-            .unwrap_or_else(|e| panic!("cannot size {} to {size:#x}: {e}", shm.path.display()));
-        shm
-    }
-
-    /// The file's path (QEMU's `mem-path`).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The file's size in bytes.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Writes `value` little-endian at `offset` (as the x86 guest reads it).
-    ///
-    /// # Panics
-    ///
-    /// If the write fails or falls outside the file.
-    pub fn write_u64(&self, offset: u64, value: u64) {
-        assert!(offset + 8 <= self.size, "offset {offset:#x} out of range");
-        self.file
-            .write_all_at(&value.to_le_bytes(), offset)
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", self.path.display()));
-    }
-}
-
-impl Drop for ShmFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// # Panics
+///
+/// If the file cannot be created.
+pub fn shm_file(tag: &str, size: u64) -> ShmFile {
+    let path = ShmFile::unique_path(tag);
+    ShmFile::create(&path, size).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Parses `0x…` hexadecimal.
@@ -630,7 +573,7 @@ impl Drop for Pair {
 /// A unique socket path for a test server (under `/dev/shm` or the temporary
 /// directory, short enough for `sun_path`).
 pub fn unique_socket_path(tag: &str) -> PathBuf {
-    let mut path = qemu::shm::unique_shm_path(tag).into_os_string();
+    let mut path = qemu::shm::ShmFile::unique_path(tag).into_os_string();
     path.push(".sock");
     PathBuf::from(path)
 }
@@ -694,16 +637,9 @@ impl Pair {
         Pair::new(
             name,
             || {
-                let path = qemu::shm::unique_shm_path("e2e-plain");
-                let region = qemu::shm::create_plain_region(
-                    &path,
-                    1 << 20,
-                    2,
-                    0,
-                    qemu::shm::PROTOCOL_NET,
-                    None,
-                )
-                .unwrap_or_else(|e| panic!("{name}: cannot create {}: {e:#}", path.display()));
+                let path = qemu::shm::ShmFile::unique_path("e2e-plain");
+                let region = qemu::shm::PlainRegion::create_net(&path, 1 << 20)
+                    .unwrap_or_else(|e| panic!("{name}: cannot create {}: {e:#}", path.display()));
                 Link::Plain(region)
             },
             lock,

@@ -4,7 +4,7 @@
 
 use abi::exit::ExitCode;
 use e2e::{
-    BarKind, Machine, Outcome, ShmFile, boot, parse_exception, parse_pci_inventory, parse_shm_line,
+    BarKind, Machine, Outcome, boot, parse_exception, parse_pci_inventory, parse_shm_line, shm_file,
 };
 
 const MIB: u64 = 1 << 20;
@@ -14,7 +14,7 @@ const GIB: u64 = 1 << 30;
 /// lists exactly one 1af4:1110 function with BAR0 (registers) and a 64-bit
 /// prefetchable BAR2 of exactly `size`, and that the kernel exits successfully.
 fn inventory_shows_ivshmem(machine: Machine, size: u64) {
-    let shm = ShmFile::new("e2e-inventory", size);
+    let shm = shm_file("e2e-inventory", size);
     let run = boot(machine, "selftest=shm", Some(&shm));
     run.assert_outcome(Outcome::Exit(ExitCode::Success));
     run.line("boot: ok");
@@ -87,9 +87,9 @@ fn pc_inventory_lists_ivshmem_with_2m_bar2() {
 fn shm_above_4g_is_mapped(machine: Machine) {
     const FIRST: u64 = 0x0123_4567_89ab_cdef;
     const LAST: u64 = 0xfedc_ba98_7654_3210;
-    let shm = ShmFile::new("e2e-4g", 4 * GIB);
-    shm.write_u64(0, FIRST);
-    shm.write_u64(shm.size() - 8, LAST);
+    let shm = shm_file("e2e-4g", 4 * GIB);
+    shm.write_at(0, &FIRST.to_le_bytes()).unwrap();
+    shm.write_at(shm.size() - 8, &LAST.to_le_bytes()).unwrap();
 
     let run = boot(machine, "selftest=shm", Some(&shm));
     run.assert_outcome(Outcome::Exit(ExitCode::Success));
