@@ -28,7 +28,6 @@ pub mod shm;
 pub mod size;
 pub mod standalone;
 pub mod summary;
-pub mod testkernel;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

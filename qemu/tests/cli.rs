@@ -1,28 +1,22 @@
 //! The launcher binary's command line: help, bad arguments, `boot` verdicts
 //! and cleanup on signals (the QEMU parts are skipped if QEMU is missing).
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::Guard;
+
 fn launcher() -> Command {
     Command::new(env!("CARGO_BIN_EXE_eth-ivshmem"))
 }
 
-/// A launcher child that is killed and reaped if the test panics.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn tiny(dir: &Path, exit_value: Option<u32>) -> PathBuf {
     let path = dir.join("tiny.elf");
-    std::fs::write(&path, qemu::testkernel::pvh_elf("tiny up\n", exit_value)).unwrap();
+    std::fs::write(&path, support::pvh_elf("tiny up\n", exit_value)).unwrap();
     path
 }
 

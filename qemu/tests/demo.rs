@@ -2,27 +2,12 @@
 //! the default demo (doorbell, irq) passes, prints a summary with the RTT and
 //! the throughput, and leaves no QEMU, socket or shared-memory file behind.
 
-use std::io::Read;
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A launcher child that is killed and reaped if the test panics.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
+use support::{Guard, drain};
 
 /// Files under /dev/shm that the launcher with `pid` made.
 fn leftovers(pid: u32) -> Vec<String> {

@@ -1,5 +1,7 @@
 //! Runs real QEMU on a tiny generated PVH kernel (skipped if QEMU is missing).
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use abi::exit::ExitCode;
@@ -16,7 +18,7 @@ fn qemu_or_skip() -> bool {
 
 fn kernel(dir: &tempfile::TempDir, message: &str, exit_value: Option<u32>) -> std::path::PathBuf {
     let path = dir.path().join("tiny.elf");
-    std::fs::write(&path, qemu::testkernel::pvh_elf(message, exit_value)).unwrap();
+    std::fs::write(&path, support::pvh_elf(message, exit_value)).unwrap();
     path
 }
 
