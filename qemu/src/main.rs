@@ -410,7 +410,7 @@ fn boot(args: BootArgs) -> anyhow::Result<bool> {
     config.gdb = args.gdb;
     eprintln!("eth-ivshmem: {}", region.layout());
     eprintln!("eth-ivshmem: {}", config.command_line());
-    let mut vm = config.spawn()?;
+    let vm = config.spawn()?;
     let timeout = if args.gdb {
         Duration::from_secs(365 * 24 * 3600)
     } else {

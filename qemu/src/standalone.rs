@@ -355,7 +355,7 @@ pub fn run(options: &VmOptions, link: OpenLink) -> anyhow::Result<ExitCode> {
     );
 
     let _defer = crate::cleanup::DeferSignals::new();
-    let mut vm = config.spawn()?;
+    let vm = config.spawn()?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut interrupted = None;
     let outcome = loop {

@@ -2,7 +2,7 @@
 //! turns into ([`VmConfig::argv`]), and the running process ([`VmHandle`]).
 //!
 //! Every VM gets `-accel tcg -nodefaults -display none -no-reboot -smp
-//! 1,maxcpus=2` (toolchain.md §9 and §13: without `maxcpus` > 1 TCG drops the
+//! 1,maxcpus=2` (`docs/toolchain.md` §9 and §13: without `maxcpus` > 1 TCG drops the
 //! guest's memory barriers and cross-VM handshakes lose notifications), an
 //! `isa-debug-exit` device at port 0xf4, and its serial port on QEMU's stdout,
 //! which the handle captures line by line.
@@ -15,10 +15,12 @@ use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use abi::exit::DEBUG_EXIT_PORT;
 use anyhow::Context;
 
 use crate::outcome::Outcome;
@@ -111,6 +113,9 @@ pub struct VmConfig {
     pub shm: Vec<ShmDevice>,
     /// Extra raw QEMU arguments appended at the end (the escape hatch).
     pub extra_args: Vec<String>,
+    /// Firmware and data directories (QEMU `-L`, in order), e.g. for a
+    /// self-built QEMU that does not know where its BIOS files are.
+    pub firmware: Vec<PathBuf>,
     /// `-monitor <spec>`, e.g. `unix:/tmp/mon.sock,server,nowait`.
     pub monitor: Option<String>,
     /// `-s -S`: wait for gdb on tcp::1234 before running.
@@ -139,8 +144,8 @@ fn qemu_opt(value: &Path) -> String {
 }
 
 impl VmConfig {
-    /// A VM running `kernel` with the defaults: `pc`, 128M, empty command
-    /// line, no shared memory, serial captured but not echoed.
+    /// A VM running `kernel` with the defaults: `pc`, 128M, the default
+    /// command line, no shared memory, serial captured but not echoed.
     pub fn new(kernel: impl Into<PathBuf>) -> VmConfig {
         VmConfig {
             name: "vm".into(),
@@ -151,6 +156,7 @@ impl VmConfig {
             memory: "128M".into(),
             shm: Vec::new(),
             extra_args: Vec::new(),
+            firmware: Vec::new(),
             monitor: None,
             gdb: false,
             echo_prefix: None,
@@ -206,6 +212,12 @@ impl VmConfig {
         self
     }
 
+    /// Adds a firmware and data directory (QEMU `-L`).
+    pub fn firmware(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.firmware.push(dir.into());
+        self
+    }
+
     /// Uses another QEMU binary (e.g. a self-built Siemens fork for `ShmDevice::V2`).
     pub fn qemu_binary(mut self, qemu: impl Into<PathBuf>) -> Self {
         self.qemu = qemu.into();
@@ -228,6 +240,9 @@ impl VmConfig {
     pub fn argv(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        for dir in &self.firmware {
+            push(&["-L", &dir.to_string_lossy()]);
+        }
         push(&["-machine", &self.machine.to_string(), "-m", &self.memory]);
         push(&[
             "-accel",
@@ -238,7 +253,8 @@ impl VmConfig {
             "-no-reboot",
         ]);
         push(&["-smp", "1,maxcpus=2"]);
-        push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        let debug_exit = format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04");
+        push(&["-device", &debug_exit]);
         push(&["-serial", "stdio"]);
         push(&[
             "-kernel",
@@ -300,25 +316,33 @@ impl VmConfig {
     }
 }
 
-/// Why [`VmHandle::wait_for_line`] gave up.
+/// Why [`VmHandle::wait_for`] gave up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WaitError {
     /// The deadline passed first.
-    #[error("{vm}: no serial line containing {needle:?} before the deadline")]
+    #[error("{vm}: no {what} before the deadline")]
     Timeout {
         /// VM name.
         vm: String,
         /// What was waited for.
-        needle: String,
+        what: String,
     },
     /// QEMU closed its output (exited) first.
-    #[error("{vm}: exited without printing a line containing {needle:?}")]
+    #[error("{vm}: exited without printing {what}")]
     Exited {
         /// VM name.
         vm: String,
         /// What was waited for.
-        needle: String,
+        what: String,
     },
+}
+
+/// How a wait for a report line of type `T` names it in errors: `a LinkUp
+/// line`.
+pub fn report_name<T>() -> String {
+    let path = std::any::type_name::<T>();
+    let name = path.rsplit("::").next().unwrap_or(path);
+    format!("a {name} line")
 }
 
 #[derive(Debug, Default)]
@@ -340,16 +364,25 @@ impl Log {
     }
 }
 
+/// The QEMU process of a [`VmHandle`] and how it ended.
+#[derive(Debug, Default)]
+struct Process {
+    child: Option<Child>,
+    readers: Vec<JoinHandle<()>>,
+    outcome: Option<Outcome>,
+}
+
 /// A running (or finished) VM. Dropping it kills and reaps QEMU.
+///
+/// Every method takes `&self` (the process sits behind a mutex), so that
+/// code holding the handle only to read logs can still learn the outcome.
 pub struct VmHandle {
     name: String,
     argv: Vec<String>,
-    child: Option<Child>,
     pid: u32,
     log: Arc<Log>,
-    readers: Vec<JoinHandle<()>>,
     started: Instant,
-    outcome: Option<Outcome>,
+    process: Mutex<Process>,
 }
 
 impl fmt::Debug for VmHandle {
@@ -357,7 +390,7 @@ impl fmt::Debug for VmHandle {
         f.debug_struct("VmHandle")
             .field("name", &self.name)
             .field("pid", &self.pid)
-            .field("outcome", &self.outcome)
+            .field("outcome", &self.try_outcome())
             .finish()
     }
 }
@@ -453,12 +486,14 @@ impl VmHandle {
         Ok(VmHandle {
             name: config.name,
             argv,
-            child: Some(child),
             pid,
             log,
-            readers,
             started: Instant::now(),
-            outcome: None,
+            process: Mutex::new(Process {
+                child: Some(child),
+                readers,
+                outcome: None,
+            }),
         })
     }
 
@@ -503,45 +538,38 @@ impl VmHandle {
         self.log.lock().stderr.join("\n")
     }
 
-    /// Blocks until a serial line containing `needle` has arrived (possibly
-    /// already), and returns that line. Fails at `deadline` or when QEMU
-    /// closes its output first.
-    pub fn wait_for_line(&self, needle: &str, deadline: Instant) -> Result<String, WaitError> {
-        self.wait_for_line_from(needle, 0, deadline)
-            .map(|(_, line)| line)
-    }
-
-    /// Like [`VmHandle::wait_for_line`], but only considers lines with index
-    /// ≥ `from` (0-based, as in [`VmHandle::lines`]); returns the index and
-    /// the line, so a caller can wait for the next occurrence with `index + 1`.
-    pub fn wait_for_line_from(
+    /// Blocks until a serial line with index ≥ `from` (0-based, as in
+    /// [`VmHandle::lines`]) makes `pick` return a value (possibly a line
+    /// that has already arrived), and returns the line's index and the
+    /// value; wait for the next one with `index + 1`. Fails at `deadline` or
+    /// when QEMU closes its output first; `what` names the line in errors.
+    pub fn wait_for<T>(
         &self,
-        needle: &str,
         from: usize,
         deadline: Instant,
-    ) -> Result<(usize, String), WaitError> {
+        what: &str,
+        mut pick: impl FnMut(&str) -> Option<T>,
+    ) -> Result<(usize, T), WaitError> {
         let mut state = self.log.lock();
+        let mut checked = from;
         loop {
-            if let Some((index, line)) = state
-                .serial
-                .iter()
-                .enumerate()
-                .skip(from)
-                .find(|(_, l)| l.contains(needle))
-            {
-                return Ok((index, line.clone()));
+            for (index, line) in state.serial.iter().enumerate().skip(checked) {
+                if let Some(value) = pick(line) {
+                    return Ok((index, value));
+                }
             }
+            checked = checked.max(state.serial.len());
             if state.serial_closed {
                 return Err(WaitError::Exited {
                     vm: self.name.clone(),
-                    needle: needle.into(),
+                    what: what.into(),
                 });
             }
             let now = Instant::now();
             if now >= deadline {
                 return Err(WaitError::Timeout {
                     vm: self.name.clone(),
-                    needle: needle.into(),
+                    what: what.into(),
                 });
             }
             state = self
@@ -553,31 +581,72 @@ impl VmHandle {
         }
     }
 
+    /// Waits for the first line from index `from` on that parses as the
+    /// report `T` (see [`VmHandle::wait_for`]).
+    pub fn wait_for_report<T: FromStr>(
+        &self,
+        from: usize,
+        deadline: Instant,
+    ) -> Result<(usize, T), WaitError> {
+        self.wait_for(from, deadline, &report_name::<T>(), |line| {
+            line.parse().ok()
+        })
+    }
+
+    /// Waits for a serial line with index ≥ `from` containing `needle`.
+    pub fn wait_for_line_from(
+        &self,
+        needle: &str,
+        from: usize,
+        deadline: Instant,
+    ) -> Result<(usize, String), WaitError> {
+        let what = format!("a line containing {needle:?}");
+        self.wait_for(from, deadline, &what, |line| {
+            line.contains(needle).then(|| line.to_string())
+        })
+    }
+
+    /// Waits for a serial line containing `needle` and returns it (for
+    /// output that is not a report line of the kernel's, e.g. a test kernel's).
+    pub fn wait_for_line(&self, needle: &str, deadline: Instant) -> Result<String, WaitError> {
+        let what = format!("a line containing {needle:?}");
+        self.wait_for(0, deadline, &what, |line| {
+            line.contains(needle).then(|| line.to_string())
+        })
+        .map(|(_, line)| line)
+    }
+
+    fn process(&self) -> MutexGuard<'_, Process> {
+        self.process.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The outcome if QEMU has already exited, without blocking.
-    pub fn try_outcome(&mut self) -> Option<Outcome> {
-        if self.outcome.is_none() {
-            let child = self.child.as_mut()?;
-            if let Ok(Some(status)) = child.try_wait() {
-                self.finish(Outcome::from_status(status));
-            }
+    pub fn try_outcome(&self) -> Option<Outcome> {
+        let mut process = self.process();
+        if process.outcome.is_none()
+            && let Some(child) = process.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            self.finish(&mut process, Outcome::from_status(status));
         }
-        self.outcome
+        process.outcome
     }
 
     /// Waits up to `timeout` for QEMU to exit and decodes its status. On
     /// timeout QEMU is killed and the outcome is [`Outcome::Timeout`]. Once
     /// QEMU has ended, the serial log is complete. Repeated calls return the
     /// same outcome.
-    pub fn wait(&mut self, timeout: Duration) -> Outcome {
+    pub fn wait(&self, timeout: Duration) -> Outcome {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(outcome) = self.try_outcome() {
                 return outcome;
             }
             if Instant::now() >= deadline {
-                self.kill_and_reap();
-                self.finish(Outcome::Timeout(timeout));
-                return Outcome::Timeout(timeout);
+                let mut process = self.process();
+                self.kill_and_reap(&mut process);
+                self.finish(&mut process, Outcome::Timeout(timeout));
+                return process.outcome.unwrap_or(Outcome::Timeout(timeout));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -585,30 +654,34 @@ impl VmHandle {
 
     /// Kills QEMU (SIGKILL) and reaps it; the outcome becomes
     /// `Outcome::Signal(9)` unless it had already exited.
-    pub fn kill(&mut self) -> Outcome {
+    pub fn kill(&self) -> Outcome {
         if let Some(outcome) = self.try_outcome() {
             return outcome;
         }
-        let status = self.kill_and_reap();
-        self.finish(status.map_or(Outcome::Signal(9), Outcome::from_status));
-        self.outcome.unwrap_or(Outcome::Signal(9))
+        let mut process = self.process();
+        let status = self.kill_and_reap(&mut process);
+        self.finish(
+            &mut process,
+            status.map_or(Outcome::Signal(9), Outcome::from_status),
+        );
+        process.outcome.unwrap_or(Outcome::Signal(9))
     }
 
-    fn kill_and_reap(&mut self) -> Option<std::process::ExitStatus> {
-        let child = self.child.as_mut()?;
+    fn kill_and_reap(&self, process: &mut Process) -> Option<std::process::ExitStatus> {
+        let child = process.child.as_mut()?;
         let _ = child.kill();
         let status = child.wait().ok();
         crate::cleanup::unregister_child(self.pid);
         status
     }
 
-    fn finish(&mut self, outcome: Outcome) {
-        if self.outcome.is_none() {
-            self.outcome = Some(outcome);
+    fn finish(&self, process: &mut Process, outcome: Outcome) {
+        if process.outcome.is_none() {
+            process.outcome = Some(outcome);
         }
         crate::cleanup::unregister_child(self.pid);
-        self.child = None;
-        for reader in self.readers.drain(..) {
+        process.child = None;
+        for reader in process.readers.drain(..) {
             let _ = reader.join();
         }
     }
@@ -616,10 +689,11 @@ impl VmHandle {
 
 impl Drop for VmHandle {
     fn drop(&mut self) {
-        if self.child.is_some() {
-            self.kill_and_reap();
+        let mut process = self.process();
+        if process.child.is_some() {
+            self.kill_and_reap(&mut process);
         }
-        self.child = None;
+        process.child = None;
         // The readers end on EOF now that QEMU is gone; no need to join.
     }
 }
@@ -662,13 +736,19 @@ mod tests {
             .shm(ShmDevice::V2 {
                 socket: "/tmp/v2.sock".into(),
             })
-            .qemu_args(["-d", "int"]);
+            .qemu_args(["-d", "int"])
+            .firmware("/opt/fork/share/qemu")
+            .firmware("/usr/share/seabios");
         config.monitor = Some("unix:/tmp/m,server,nowait".into());
         config.gdb = true;
         let argv = config.argv();
         let pos = |s: &str| argv.iter().position(|a| a == s);
-        assert_eq!(argv[1], "q35");
-        assert_eq!(argv[3], "256M");
+        assert_eq!(
+            argv[..4],
+            ["-L", "/opt/fork/share/qemu", "-L", "/usr/share/seabios"]
+        );
+        assert_eq!(argv[5], "q35");
+        assert_eq!(argv[7], "256M");
         let i = pos("memory-backend-file,id=hm0,share=on,mem-path=/dev/shm/a,,b,size=1M").unwrap();
         assert_eq!(argv[i - 1], "-object");
         assert_eq!(argv[i + 2], "ivshmem-plain,memdev=hm0");
@@ -692,7 +772,7 @@ mod tests {
         assert!(
             config
                 .command_line()
-                .starts_with("qemu-system-x86_64 -machine q35")
+                .starts_with("qemu-system-x86_64 -L /opt/fork/share/qemu")
         );
     }
 
@@ -727,7 +807,7 @@ mod tests {
         let (_dir, config) =
             fake_vm("printf 'hello\\r\\nready: yes\\n'; echo oops >&2; printf partial; exit 33");
         let seen2 = Arc::clone(&seen);
-        let mut vm = config
+        let vm = config
             .on_line(move |l| seen2.lock().unwrap().push(l.to_string()))
             .spawn()
             .unwrap();
@@ -752,15 +832,24 @@ mod tests {
             vm.wait_for_line("never", Instant::now() + Duration::from_secs(10)),
             Err(WaitError::Exited {
                 vm: "fake".into(),
-                needle: "never".into()
+                what: "a line containing \"never\"".into()
             })
+        );
+        // Typed waits parse report lines; "ready: yes" is not one.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let err = vm
+            .wait_for_report::<abi::report::BootOk>(0, deadline)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "fake: exited without printing a BootOk line"
         );
     }
 
     #[test]
     fn handle_times_out_and_kills() {
         let (_dir, config) = fake_vm("echo started; exec sleep 30");
-        let mut vm = config.spawn().unwrap();
+        let vm = config.spawn().unwrap();
         let pid = vm.pid();
         assert!(matches!(
             vm.wait_for_line("nothing", Instant::now() + Duration::from_millis(200)),

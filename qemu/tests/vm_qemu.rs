@@ -32,7 +32,7 @@ fn tiny_kernel_succeeds_with_plain_shm() {
     let shm_path = dir.path().join("shm");
     let region = qemu::shm::PlainRegion::create(&shm_path, 1 << 20, 2, 0, 1, None).unwrap();
     for machine in [Machine::Pc, Machine::Q35] {
-        let mut vm = VmConfig::new(kernel(&dir, "hello\r\nready\n", Some(0x10)))
+        let vm = VmConfig::new(kernel(&dir, "hello\r\nready\n", Some(0x10)))
             .machine(machine)
             .shm(ShmDevice::Plain {
                 mem_path: region.path().into(),
@@ -61,7 +61,7 @@ fn tiny_kernel_failure_codes_decode() {
     }
     let _lock = VmLock::acquire().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut vm = VmConfig::new(kernel(&dir, "", Some(0x13))).spawn().unwrap();
+    let vm = VmConfig::new(kernel(&dir, "", Some(0x13))).spawn().unwrap();
     assert_eq!(
         vm.wait(Duration::from_secs(20)),
         Outcome::Exit(ExitCode::CpuException)
@@ -74,7 +74,7 @@ fn qemu_startup_error_is_reported() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut vm = VmConfig::new(kernel(&dir, "", Some(0x10)))
+    let vm = VmConfig::new(kernel(&dir, "", Some(0x10)))
         .shm(ShmDevice::Doorbell {
             socket: dir.path().join("no-such.sock"),
             vectors: 2,
@@ -100,7 +100,7 @@ fn doorbell_vm_talks_to_our_v1_server() {
         .unwrap();
     for machine in [Machine::Pc, Machine::Q35] {
         // The VM halts after printing, holding its connection (peer 0).
-        let mut vm = VmConfig::new(kernel(&dir, "up\n", None))
+        let vm = VmConfig::new(kernel(&dir, "up\n", None))
             .machine(machine)
             .shm(server.device())
             .spawn()
@@ -156,14 +156,14 @@ fn doorbell_survivor_outlives_a_reused_id_leaving_repeatedly() {
         .unwrap();
     let elf = kernel(&dir, "up\n", None);
     let deadline = || Instant::now() + Duration::from_secs(20);
-    let mut a = VmConfig::new(&elf)
+    let a = VmConfig::new(&elf)
         .name("A")
         .shm(server.device())
         .spawn()
         .unwrap();
     a.wait_for_line("up", deadline()).unwrap();
     for round in 0..3 {
-        let mut b = VmConfig::new(&elf)
+        let b = VmConfig::new(&elf)
             .name("B")
             .shm(server.device())
             .spawn()

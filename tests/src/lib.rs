@@ -106,7 +106,7 @@ impl Run {
 pub fn run_vm(config: VmConfig) -> Run {
     let _lock = VmLock::acquire().expect("cannot take the VM lock");
     let command_line = config.command_line();
-    let mut vm = config
+    let vm = config
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e:#}\ncommand: {command_line}"));
     let outcome = vm.wait(VM_TIMEOUT);
