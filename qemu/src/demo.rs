@@ -17,6 +17,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use abi::cmdline::App;
+
 use crate::server::{Server, ServerConfig, ServerThread};
 use crate::shm::{PlainRegion, ShmFile};
 use crate::size::Size;
@@ -53,7 +55,7 @@ pub struct DemoOptions {
 }
 
 /// The apps VM A runs to completion (their verdict lines decide `--keep`).
-const CLIENT_APPS: [&str; 2] = ["ping", "tcp-echo"];
+const CLIENT_APPS: [App; 2] = [App::Ping, App::TcpEcho];
 
 fn progress(message: &str) {
     eprintln!("eth-ivshmem: {message}");
@@ -145,7 +147,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
     };
 
     let b_apps = "server".to_string();
-    let mut a_apps = CLIENT_APPS.join(",");
+    let mut a_apps = CLIENT_APPS.map(App::name).join(",");
     if options.keep {
         a_apps.push_str(",server");
     }
