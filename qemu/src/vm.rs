@@ -2,10 +2,12 @@
 //! turns into ([`VmConfig::argv`]), and the running process ([`VmHandle`]).
 //!
 //! Every VM gets `-accel tcg -nodefaults -display none -no-reboot -smp
-//! 1,maxcpus=2` (`docs/toolchain.md` §9 and §13: without `maxcpus` > 1 TCG drops the
-//! guest's memory barriers and cross-VM handshakes lose notifications), an
-//! `isa-debug-exit` device at port 0xf4, and its serial port on QEMU's stdout,
-//! which the handle captures line by line.
+//! 1,maxcpus=2` (`docs/toolchain.md` §9 and §13: without `maxcpus` > 1 TCG
+//! drops the guest's memory barriers and cross-VM handshakes lose
+//! notifications), an `isa-debug-exit` device at port 0xf4, and its serial
+//! port on QEMU's stdout, which the handle captures line by line. The kernel
+//! command line is an [`abi::cmdline::CommandLine`], written with its
+//! `Display`.
 //!
 //! A QEMU process never outlives its [`VmHandle`]: dropping the handle kills
 //! and reaps it (also when a test panics), and see [`crate::cleanup`] for
@@ -20,6 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use abi::cmdline::CommandLine;
 use abi::exit::DEBUG_EXIT_PORT;
 use anyhow::Context;
 
@@ -41,25 +44,6 @@ impl fmt::Display for Machine {
         f.write_str(match self {
             Machine::Pc => "pc",
             Machine::Q35 => "q35",
-        })
-    }
-}
-
-/// How the guest learns about ring and state changes (the kernel's `mode=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Mode {
-    /// MSI-X doorbells wake the kernel (`ivshmem-doorbell`, ivshmem-v2).
-    #[default]
-    Irq,
-    /// Busy polling (the only choice on `ivshmem-plain`).
-    Poll,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Irq => "irq",
-            Mode::Poll => "poll",
         })
     }
 }
@@ -103,8 +87,11 @@ pub struct VmConfig {
     pub qemu: PathBuf,
     /// The kernel ELF (PVH), see [`crate::kernel::build`].
     pub kernel: PathBuf,
-    /// The kernel command line (`-append`).
-    pub cmdline: String,
+    /// The kernel command line (`-append`), checked on the host.
+    pub cmdline: CommandLine,
+    /// Words appended to the kernel command line as they are, without the
+    /// host's check: for tests of the kernel's own (empty by default).
+    pub unchecked_cmdline: String,
     /// Machine type (default `pc`).
     pub machine: Machine,
     /// Guest memory as QEMU's `-m` takes it (default `128M`).
@@ -151,7 +138,8 @@ impl VmConfig {
             name: "vm".into(),
             qemu: PathBuf::from(crate::install::QEMU_BINARY),
             kernel: kernel.into(),
-            cmdline: String::new(),
+            cmdline: CommandLine::default(),
+            unchecked_cmdline: String::new(),
             machine: Machine::Pc,
             memory: "128M".into(),
             shm: Vec::new(),
@@ -183,21 +171,33 @@ impl VmConfig {
     }
 
     /// Replaces the kernel command line.
-    pub fn cmdline(mut self, cmdline: impl Into<String>) -> Self {
-        self.cmdline = cmdline.into();
+    pub fn cmdline(mut self, cmdline: CommandLine) -> Self {
+        self.cmdline = cmdline;
         self
     }
 
-    /// Appends space-separated words to the kernel command line.
-    pub fn append(mut self, extra: &str) -> Self {
-        let extra = extra.trim();
-        if !extra.is_empty() {
-            if !self.cmdline.is_empty() {
-                self.cmdline.push(' ');
+    /// Appends words to the kernel command line without checking them (see
+    /// [`VmConfig::unchecked_cmdline`]).
+    pub fn unchecked(mut self, words: &str) -> Self {
+        let words = words.trim();
+        if !words.is_empty() {
+            if !self.unchecked_cmdline.is_empty() {
+                self.unchecked_cmdline.push(' ');
             }
-            self.cmdline.push_str(extra);
+            self.unchecked_cmdline.push_str(words);
         }
         self
+    }
+
+    /// The text passed to `-append`: the command line's non-default keys,
+    /// then the unchecked words.
+    pub fn kernel_cmdline(&self) -> String {
+        let typed = self.cmdline.to_string();
+        match (typed.is_empty(), self.unchecked_cmdline.is_empty()) {
+            (_, true) => typed,
+            (true, false) => self.unchecked_cmdline.clone(),
+            (false, false) => format!("{typed} {}", self.unchecked_cmdline),
+        }
     }
 
     /// Attaches a shared-memory device.
@@ -260,7 +260,7 @@ impl VmConfig {
             "-kernel",
             &self.kernel.to_string_lossy(),
             "-append",
-            &self.cmdline,
+            &self.kernel_cmdline(),
         ]);
         for (i, device) in self.shm.iter().enumerate() {
             match device {
@@ -320,7 +320,7 @@ impl VmConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WaitError {
     /// The deadline passed first.
-    #[error("{vm}: no {what} before the deadline")]
+    #[error("{vm}: {what} did not come before the deadline")]
     Timeout {
         /// VM name.
         vm: String,
@@ -533,6 +533,11 @@ impl VmHandle {
         s
     }
 
+    /// Whether QEMU has closed its serial output (it has ended or is ending).
+    pub fn output_closed(&self) -> bool {
+        self.log.lock().serial_closed
+    }
+
     /// What QEMU printed on its stderr so far (start-up errors land here).
     pub fn stderr(&self) -> String {
         self.log.lock().stderr.join("\n")
@@ -590,19 +595,6 @@ impl VmHandle {
     ) -> Result<(usize, T), WaitError> {
         self.wait_for(from, deadline, &report_name::<T>(), |line| {
             line.parse().ok()
-        })
-    }
-
-    /// Waits for a serial line with index ≥ `from` containing `needle`.
-    pub fn wait_for_line_from(
-        &self,
-        needle: &str,
-        from: usize,
-        deadline: Instant,
-    ) -> Result<(usize, String), WaitError> {
-        let what = format!("a line containing {needle:?}");
-        self.wait_for(from, deadline, &what, |line| {
-            line.contains(needle).then(|| line.to_string())
         })
     }
 
@@ -701,13 +693,16 @@ impl Drop for VmHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi::cmdline::{LogLevel, SelfTest};
     use abi::exit::ExitCode;
 
     #[test]
     fn argv_has_the_fixed_flags() {
-        let config = VmConfig::new("/k/kernel")
-            .append("log=debug")
-            .append("selftest=shm");
+        let config = VmConfig::new("/k/kernel").cmdline(CommandLine {
+            log: LogLevel::Debug,
+            selftest: Some(SelfTest::SharedMemory),
+            ..CommandLine::default()
+        });
         let argv = config.argv();
         let joined = argv.join(" ");
         assert_eq!(
@@ -716,8 +711,15 @@ mod tests {
              -smp 1,maxcpus=2 -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
              -serial stdio -kernel /k/kernel -append log=debug selftest=shm"
         );
-        // The command line stays one argument.
+        // The command line stays one argument; unchecked words come last.
         assert_eq!(argv.last().unwrap(), "log=debug selftest=shm");
+        let config = config.unchecked(" bogus=1 ").unchecked("log=loud");
+        assert_eq!(
+            config.kernel_cmdline(),
+            "log=debug selftest=shm bogus=1 log=loud"
+        );
+        let config = VmConfig::new("/k").unchecked("bogus=1");
+        assert_eq!(config.kernel_cmdline(), "bogus=1");
     }
 
     #[test]
@@ -816,10 +818,8 @@ mod tests {
             .unwrap();
         assert_eq!(line, "ready: yes");
         let deadline = Instant::now() + Duration::from_secs(10);
-        assert_eq!(
-            vm.wait_for_line_from("e", 1, deadline),
-            Ok((1, "ready: yes".to_string()))
-        );
+        let pick = |line: &str| line.contains('e').then_some(line.len());
+        assert_eq!(vm.wait_for(1, deadline, "an e", pick), Ok((1, 10)));
         assert_eq!(
             vm.wait(Duration::from_secs(10)),
             Outcome::Exit(ExitCode::Success)

@@ -125,7 +125,7 @@ pub fn boot(machine: Machine, cmdline: &str, shm: Option<&ShmFile>) -> Run {
     let mut config = VmConfig::new(kernel())
         .name(format!("e2e-{machine}"))
         .machine(machine)
-        .cmdline(cmdline);
+        .unchecked(cmdline);
     if let Some(shm) = shm {
         config = config.shm(shm.device());
     }
@@ -688,15 +688,15 @@ impl Pair {
         let mut config = VmConfig::new(&self.kernel)
             .name(label)
             .machine(machine)
-            .cmdline(cmdline)
+            .unchecked(cmdline)
             .shm(self.link.device());
         if self.is_plain() {
             let has = |key: &str| cmdline.split_whitespace().any(|w| w.starts_with(key));
             if !has("mode=") {
-                config = config.append("mode=poll");
+                config = config.unchecked("mode=poll");
             }
             if !has("id=") {
-                config = config.append(&format!("id={id}"));
+                config = config.unchecked(&format!("id={id}"));
             }
         }
         let command_line = config.command_line();
@@ -755,10 +755,7 @@ impl Pair {
     pub fn wait_line_from(&self, label: &str, needle: &str, from: usize) -> (usize, String) {
         let vm = &self.vms[self.index(label)];
         // End the borrow before a failure message collects the verdicts.
-        let found = vm
-            .handle
-            .borrow()
-            .wait_for_line_from(needle, from, self.deadline);
+        let found = wait_for_line_from(&vm.handle.borrow(), needle, from, self.deadline);
         found.unwrap_or_else(|e| self.fail(&format!("{e}")))
     }
 
@@ -774,7 +771,7 @@ impl Pair {
     ) -> Option<(usize, String)> {
         let vm = &self.vms[self.index(label)];
         let until = (Instant::now() + within).min(self.deadline);
-        let found = vm.handle.borrow().wait_for_line_from(needle, from, until);
+        let found = wait_for_line_from(&vm.handle.borrow(), needle, from, until);
         match found {
             Ok(found) => Some(found),
             Err(qemu::vm::WaitError::Timeout { .. }) => None,
@@ -884,6 +881,18 @@ impl Pair {
         }
         panic!("{}: {message}\n{}", self.name, self.context())
     }
+}
+
+fn wait_for_line_from(
+    vm: &qemu::VmHandle,
+    needle: &str,
+    from: usize,
+    deadline: Instant,
+) -> Result<(usize, String), qemu::vm::WaitError> {
+    let what = format!("a line containing {needle:?}");
+    vm.wait_for(from, deadline, &what, |line| {
+        line.contains(needle).then(|| line.to_string())
+    })
 }
 
 /// The `ivshmem: <kind> at BB:DD.F, id N of M, protocol 0xPPPP, V vector(s)` line.

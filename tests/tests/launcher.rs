@@ -60,7 +60,8 @@ fn boot_passes_a_guest_failure_on_as_status_1() {
     e2e::kernel();
     let run = {
         let _lock = VmLock::acquire().expect("cannot take the VM lock");
-        run_launcher(&["boot", "--append", "bogus=1"], VM_TIMEOUT)
+        // --raw-append reaches the kernel unchecked; --append would not.
+        run_launcher(&["boot", "--raw-append", "bogus=1"], VM_TIMEOUT)
     };
     assert_eq!(run.code(), 1, "{}", run.context());
     assert!(
@@ -73,6 +74,15 @@ fn boot_passes_a_guest_failure_on_as_status_1() {
         "{}",
         run.context()
     );
+}
+
+#[test]
+fn bad_kernel_command_line_is_a_usage_error() {
+    assert_usage_error(
+        &["boot", "--append", "bogus=1"],
+        &["--append", "unknown key 'bogus'"],
+    );
+    assert_usage_error(&["boot", "--append", "log=loud"], &["'loud'", "'log'"]);
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //!
 //! * [`layout`]: how a region is laid out and how small it may be.
 //! * [`mapping`]: a mapping of a region that guests use at the same time.
-//! * [`file`]: shared-memory files for `ivshmem-plain` and their life cycle.
+//! * [`file`](mod@file): shared-memory files for `ivshmem-plain` and their life cycle.
 
 pub mod file;
 pub mod layout;
