@@ -2,7 +2,8 @@
 //! kernel and passes its verdict on; bad arguments are rejected with exit
 //! status 2 and a message, never a panic.
 
-use e2e::{VM_TIMEOUT, VmLock, parse_pci_inventory, run_launcher};
+use abi::report::parse_inventory;
+use e2e::{VM_TIMEOUT, VmLock, run_launcher};
 
 /// Asserts a clean usage error: status 2, a message containing `needles`,
 /// and no panic.
@@ -35,11 +36,10 @@ fn boot_prints_the_inventory_and_succeeds() {
     };
     assert_eq!(run.code(), 0, "{}", run.context());
     let lines: Vec<&str> = run.stdout.lines().collect();
-    let functions =
-        parse_pci_inventory(&lines).unwrap_or_else(|e| panic!("{e}\n{}", run.context()));
-    let ivshmem = functions
+    let entries = parse_inventory(&lines).unwrap_or_else(|e| panic!("{e}\n{}", run.context()));
+    let ivshmem = entries
         .iter()
-        .find(|f| (f.vendor, f.device) == (0x1af4, 0x1110))
+        .find(|entry| (entry.function.vendor, entry.function.device) == (0x1af4, 0x1110))
         .unwrap_or_else(|| panic!("no ivshmem in the inventory\n{}", run.context()));
     assert_eq!(
         ivshmem.bar(2).map(|b| b.size),
@@ -47,7 +47,7 @@ fn boot_prints_the_inventory_and_succeeds() {
         "{}",
         run.context()
     );
-    assert!(run.stdout.contains("boot: ok"), "{}", run.context());
+    assert!(lines.contains(&"boot: ok"), "{}", run.context());
     assert!(
         run.stderr.contains("guest reported success"),
         "the verdict is printed\n{}",
