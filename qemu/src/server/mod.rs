@@ -2,17 +2,17 @@
 //!
 //! One poll-based thread serves a UNIX socket in one of two protocols:
 //!
-//! * [`Protocol::V1`], for stock QEMU's `ivshmem-doorbell` (ivshmem-v2.md
-//!   §14.3; every message an 8-byte LE `i64`, optionally with one fd). On
-//!   connect the new peer gets: version 0; its ID; `-1` + the shm fd; for each
-//!   existing peer that peer's ID once per vector with its eventfds. Every
-//!   existing peer then gets the new ID once per vector with the new eventfds,
-//!   and finally the new peer its own ID with its own eventfds. The shared
-//!   memory starts with the descriptor page (see [`crate::shm`]) followed by
-//!   the ivshmem-v2 layout. On disconnect the server zeroes the peer's
-//!   state-table entry (full fence) and **rings vector 0 of every remaining
-//!   peer** (writes 1 to that peer's own vector-0 eventfd), reproducing
-//!   ivshmem-v2 "peer gone" semantics.
+//! * [`Protocol::V1`], for stock QEMU's `ivshmem-doorbell`
+//!   (`docs/ivshmem-v2.md` §14.3; every message an 8-byte LE `i64`,
+//!   optionally with one fd). On connect the new peer gets: version 0; its
+//!   ID; `-1` + the shm fd; for each existing peer that peer's ID once per
+//!   vector with its eventfds. Every existing peer then gets the new ID once
+//!   per vector with the new eventfds, and finally the new peer its own ID
+//!   with its own eventfds. The shared memory starts with the descriptor page
+//!   (see [`crate::shm`]) followed by the ivshmem-v2 layout. On disconnect
+//!   the server zeroes the peer's state-table entry (full fence) and **rings
+//!   vector 0 of every remaining peer** (writes 1 to that peer's own vector-0
+//!   eventfd), reproducing ivshmem-v2 "peer gone" semantics.
 //!
 //!   What the remaining peers' QEMUs are *told* depends on
 //!   [`V1Disconnect`]. The default, [`V1Disconnect::Quiet`], tells them
@@ -29,7 +29,7 @@
 //!   to the remaining peers as the protocol describes (fresh eventfds per
 //!   connection).
 //! * [`Protocol::V2`], the Siemens fork's ivshmem2-server protocol
-//!   (ivshmem-v2.md §11.2; [`wire::V2Message`]): INIT + shm fd, then
+//!   (`docs/ivshmem-v2.md` §11.2; [`wire::V2Message`]): INIT + shm fd, then
 //!   EVENT_FD messages in the order of §11.2 steps 4–6; PEER_GONE on
 //!   disconnect (after zeroing the state-table entry; QEMU itself raises
 //!   vector 0). No descriptor page: the state table is at offset 0.
@@ -476,10 +476,10 @@ impl Server {
     }
 
     /// Steps shared by both protocols after the first message(s): the
-    /// existing peers learn the new peer's eventfds (step 4 in §11.2; in v1
-    /// quiet mode only those that do not hold them yet), the new peer learns
-    /// theirs (in v1 right after the shm fd) and finally its own. Returns the
-    /// peers whose sockets failed.
+    /// existing peers learn the new peer's eventfds (step 4 in
+    /// `docs/ivshmem-v2.md` §11.2; in v1 quiet mode only those that do not
+    /// hold them yet), the new peer learns theirs (in v1 right after the shm
+    /// fd) and finally its own. Returns the peers whose sockets failed.
     fn distribute_eventfds(&mut self, new: u32) -> Vec<u32> {
         let others = self.others(new);
         let mut dead = Vec::new();
@@ -536,8 +536,8 @@ impl Server {
         self.distribute_eventfds(new)
     }
 
-    /// v2 greeting (ivshmem-v2.md §11.2 steps 3–6); returns the peers whose
-    /// sockets failed.
+    /// v2 greeting (`docs/ivshmem-v2.md` §11.2 steps 3–6); returns the peers
+    /// whose sockets failed.
     fn greet_v2(&mut self, new: u32) -> Vec<u32> {
         let init = V2Message::Init {
             version: wire::V2_PROTOCOL_VERSION,
