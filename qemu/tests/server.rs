@@ -226,6 +226,34 @@ fn v1_quiet_peer_gone_zeroes_state_rings_vector0_and_keeps_eventfds() {
     assert!(eventfd_fires(&d.own[0]));
 }
 
+/// QEMU makes the eventfds it receives blocking (`O_NONBLOCK` is shared with
+/// the server's descriptors); the server must still drain a returning ID's
+/// eventfds without blocking.
+#[test]
+fn v1_reconnect_survives_eventfds_made_blocking() {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Protocol::V1);
+    let socket = server.socket_path().to_path_buf();
+    let a = v1_connect(&socket, &[], 2);
+    for fd in &a.own {
+        let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+        fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).unwrap();
+    }
+    drop(a);
+    let greeted = std::thread::spawn(move || v1_connect(&socket, &[], 2).id);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !greeted.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !greeted.is_finished() {
+        // The server thread is stuck; do not wait for it on drop.
+        std::mem::forget(server);
+        panic!("the server blocked draining the eventfds of a returning ID");
+    }
+    assert_eq!(greeted.join().unwrap(), 0);
+}
+
 #[test]
 fn v1_notify_peer_gone_sends_the_bare_id() {
     let dir = tempfile::tempdir().unwrap();

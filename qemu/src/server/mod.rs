@@ -421,7 +421,7 @@ impl Server {
         }
         // Rings aimed at a previous holder of this ID must not reach the new one.
         for eventfd in self.own_eventfds(id) {
-            while eventfd.read().is_ok() {}
+            drain(eventfd);
         }
         let _ = stream.set_nonblocking(true);
         self.peers[id as usize] = Some(Peer {
@@ -634,6 +634,17 @@ impl Drop for Server {
         {
             let _ = std::fs::remove_file(&self.config.socket);
         }
+    }
+}
+
+/// Empties `eventfd` without blocking, whatever its mode: QEMU clears
+/// `O_NONBLOCK` on the eventfds it receives, and that flag lives in the file
+/// description it shares with us, so a plain read of an empty counter could
+/// block the server for ever. One read takes the whole counter.
+fn drain(eventfd: &EventFd) {
+    let mut fds = [PollFd::new(eventfd.as_fd(), PollFlags::POLLIN)];
+    if poll(&mut fds, PollTimeout::ZERO).is_ok_and(|ready| ready > 0) {
+        let _ = eventfd.read();
     }
 }
 
