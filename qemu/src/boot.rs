@@ -2,15 +2,13 @@
 //! the PCI inventory (or what `--append` asks for) and exits; the launcher
 //! passes its verdict on.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use abi::cmdline::CommandLine;
 
 use crate::Machine;
-use crate::kernel::Profile;
 use crate::link::Link;
-use crate::options::{self, CmdlineOptions, QemuOptions};
+use crate::options::{self, StartOptions};
 use crate::scenario::Scenario;
 use crate::shm::{PlainRegion, ShmFile};
 
@@ -30,42 +28,30 @@ pub struct BootOptions {
     /// Guest memory (QEMU -m syntax).
     #[arg(long, value_name = "SIZE", default_value = "128M")]
     pub memory: String,
-    /// Kernel build profile.
-    #[arg(long, value_enum, default_value_t = Profile::Release)]
-    pub profile: Profile,
-    /// Boot this ELF instead of building the kernel.
-    #[arg(long, value_name = "ELF")]
-    pub kernel: Option<PathBuf>,
-    /// The kernel command line.
+    /// The kernel, its command line and QEMU.
     #[command(flatten)]
-    pub cmdline: CmdlineOptions,
-    /// QEMU.
-    #[command(flatten)]
-    pub qemu: QemuOptions,
+    pub start: StartOptions,
 }
 
 /// Boots the VM and waits for it; returns whether the guest reported
 /// success. The serial output goes to stdout, the launcher's words to stderr.
 pub fn run(options: &BootOptions) -> anyhow::Result<bool> {
-    let kernel = match &options.kernel {
-        Some(elf) => elf.clone(),
-        None => crate::kernel::build(options.profile)?,
-    };
     let template = options
-        .qemu
-        .template(kernel)?
+        .start
+        .template()?
         .machine(options.machine)
         .memory(options.memory.clone());
     // A descriptor page for two ivshmem-net peers, as the network apps need.
     let region = PlainRegion::create_net(&ShmFile::unique_path("boot"), options.shm_size)?;
     eprintln!("eth-ivshmem: {}", region.layout());
     let mut scenario = Scenario::new("boot", template, Link::Plain(region));
-    scenario.set_timeout(options.qemu.timeout(Some(options.timeout)));
+    scenario.set_timeout(options.start.qemu.timeout(Some(options.timeout)));
     let config = options
+        .start
         .cmdline
         .configure(scenario.vm("boot"), &CommandLine::default())?
         .echo("");
-    let config = options.qemu.debug(config);
+    let config = options.start.qemu.debug(config);
     eprintln!("eth-ivshmem: {}", config.command_line());
     scenario.spawn(config, None)?;
     let outcome = scenario.wait_exit("boot")?;

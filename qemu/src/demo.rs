@@ -21,9 +21,8 @@ use abi::cmdline::{App, CommandLine, Mode};
 use abi::report::{AppVerdict, LinkUp};
 
 use crate::Machine;
-use crate::kernel::Profile;
 use crate::link::{Link, unique_socket_path};
-use crate::options::{self, CmdlineOptions, QemuOptions, kernel_key};
+use crate::options::{self, StartOptions, kernel_key};
 use crate::scenario::{DeviceReport, Scenario};
 use crate::server::ServerConfig;
 use crate::shm::{PlainRegion, ShmFile};
@@ -61,12 +60,9 @@ pub struct DemoOptions {
     /// print their QEMU monitor sockets; Ctrl-C stops them.
     #[arg(long)]
     pub keep: bool,
-    /// The kernel command line.
+    /// The kernel, its command line and QEMU.
     #[command(flatten)]
-    pub cmdline: CmdlineOptions,
-    /// QEMU.
-    #[command(flatten)]
-    pub qemu: QemuOptions,
+    pub start: StartOptions,
 }
 
 /// The apps VM A runs to completion (their verdict lines decide `--keep`).
@@ -115,12 +111,9 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
         client_apps.push(App::Server);
     }
     let client_line = options.cmdline(client_apps);
-    let template = options
-        .qemu
-        .template(crate::kernel::build(Profile::Release)?)?
-        .machine(options.machine);
+    let template = options.start.template()?.machine(options.machine);
 
-    let timeout = options.qemu.timeout(Some(options.timeout));
+    let timeout = options.start.qemu.timeout(Some(options.timeout));
     let link = match options.mode {
         Mode::Interrupt => {
             let mut config = ServerConfig::new(unique_socket_path("demo"));
@@ -137,7 +130,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
     scenario.set_timeout(timeout);
     let mut monitors = Vec::new();
     let mut start = |scenario: &mut Scenario, name: &str, id: u16, line: &CommandLine| {
-        let mut config = options.cmdline.configure(scenario.vm(name), line)?;
+        let mut config = options.start.cmdline.configure(scenario.vm(name), line)?;
         config = config.echo(format!("[{name}] "));
         if options.keep {
             let monitor = TempPath::new(unique_socket_path(&format!("monitor-{name}")));
@@ -145,7 +138,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
             monitors.push((name.to_string(), id, monitor));
         }
         if name == "A" {
-            config = options.qemu.debug(config);
+            config = options.start.qemu.debug(config);
         }
         anyhow::Ok(scenario.start(config, Some(id)))
     };
@@ -217,7 +210,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
     let mut summary = Summary::parse(&a_lines, a_outcome, &CLIENT_APPS);
     summary.link_up = link_up;
     let mut final_line = client_line.clone();
-    options.cmdline.apply(&mut final_line)?;
+    options.start.cmdline.apply(&mut final_line)?;
     summary.setup = Some(format!(
         "{}, {}, MTU {}, shared memory {}",
         match options.mode {

@@ -1,6 +1,6 @@
 //! Command-line options shared by the commands that start VMs (`demo`, `vm`,
-//! `boot`): QEMU's ([`QemuOptions`]) and the kernel command line's
-//! ([`CmdlineOptions`]), and value parsers that check kernel values as the
+//! `boot`): the kernel, its command line and QEMU's options
+//! ([`StartOptions`]), and value parsers that check kernel values as the
 //! kernel does ([`abi::cmdline`]).
 //!
 //! A bad value is a [`UsageError`]: the launcher reports it like clap's own
@@ -13,6 +13,7 @@ use std::time::Duration;
 use abi::cmdline::{App, CommandLine, Mode};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 
+use crate::kernel::Profile;
 use crate::shm::ShmLayout;
 use crate::size::{Size, parse_size};
 use crate::vm::VmConfig;
@@ -21,6 +22,40 @@ use crate::vm::VmConfig;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// What every command that starts VMs takes: the kernel, its command line,
+/// and QEMU's options.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StartOptions {
+    /// Boot this ELF instead of building the kernel.
+    #[arg(long, value_name = "ELF")]
+    pub kernel: Option<PathBuf>,
+    /// Kernel build profile (when the kernel is built).
+    #[arg(long, value_enum, default_value_t = Profile::Release)]
+    pub profile: Profile,
+    /// The kernel command line.
+    #[command(flatten)]
+    pub cmdline: CmdlineOptions,
+    /// QEMU.
+    #[command(flatten)]
+    pub qemu: QemuOptions,
+}
+
+impl StartOptions {
+    /// The kernel ELF: as given, or built ([`crate::kernel::build`]).
+    pub fn kernel(&self) -> anyhow::Result<PathBuf> {
+        match &self.kernel {
+            Some(elf) => Ok(elf.clone()),
+            None => crate::kernel::build(self.profile),
+        }
+    }
+
+    /// A VM booting [`StartOptions::kernel`] with the QEMU options (see
+    /// [`QemuOptions::template`]).
+    pub fn template(&self) -> anyhow::Result<VmConfig> {
+        self.qemu.template(self.kernel()?)
+    }
+}
 
 /// The QEMU options of every command that starts VMs.
 #[derive(Debug, Clone, Default, clap::Args)]

@@ -198,7 +198,7 @@ impl Scenario {
         let name = config.name.clone();
         self.spawn(config, id)?;
         let what = format!("a line starting with {DEVICE_PREFIX:?}");
-        let (_, report) = self.wait_with(&name, 0, None, &what, DeviceReport::parse)?;
+        let (_, report) = self.wait_with(&name, 0, &what, DeviceReport::parse)?;
         if let DeviceReport::Found(device) = &report {
             if let Some(id) = id
                 && device.id != id
@@ -240,38 +240,24 @@ impl Scenario {
             .collect())
     }
 
-    /// Waits (until the deadline, or `within` if that comes first, giving
-    /// `Ok(None)`) for a line from index `from` on that `pick` turns into a
-    /// value; `what` names it in errors.
+    /// Waits (until the deadline) for a line from index `from` on that
+    /// `pick` turns into a value; `what` names it in errors.
     fn wait_with<T>(
         &self,
         name: &str,
         from: usize,
-        within: Option<Duration>,
         what: &str,
         pick: impl FnMut(&str) -> Option<T>,
     ) -> Result<(usize, T), ScenarioError> {
-        self.poll_with(name, from, within, what, pick)?
-            .ok_or_else(|| self.error(format!("{name}: {what} did not come in time")))
+        self.handle(name)?
+            .wait_for(from, self.deadline_or_never(), what, pick)
+            .map_err(|e| self.error(e))
     }
 
-    fn poll_with<T>(
-        &self,
-        name: &str,
-        from: usize,
-        within: Option<Duration>,
-        what: &str,
-        pick: impl FnMut(&str) -> Option<T>,
-    ) -> Result<Option<(usize, T)>, ScenarioError> {
-        let handle = self.handle(name)?;
-        let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
-        let deadline = self.deadline.unwrap_or(far);
-        let until = within.map_or(deadline, |within| deadline.min(Instant::now() + within));
-        match handle.wait_for(from, until, what, pick) {
-            Ok(found) => Ok(Some(found)),
-            Err(WaitError::Timeout { .. }) if until < deadline => Ok(None),
-            Err(e) => Err(self.error(e)),
-        }
+    /// The deadline, or a year from now.
+    fn deadline_or_never(&self) -> Instant {
+        self.deadline
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600))
     }
 
     /// Waits (until the deadline) for the first line of VM `name` from index
@@ -291,7 +277,7 @@ impl Scenario {
         from: usize,
         accept: impl Fn(&T) -> bool,
     ) -> Result<(usize, T), ScenarioError> {
-        self.wait_with(name, from, None, &report_name::<T>(), |line| {
+        self.wait_with(name, from, &report_name::<T>(), |line| {
             line.parse().ok().filter(&accept)
         })
     }
@@ -307,7 +293,14 @@ impl Scenario {
         what: &str,
         pick: impl FnMut(&str) -> Option<T>,
     ) -> Result<Option<(usize, T)>, ScenarioError> {
-        self.poll_with(name, from, Some(within), what, pick)
+        let handle = self.handle(name)?;
+        let deadline = self.deadline_or_never();
+        let until = deadline.min(Instant::now() + within);
+        match handle.wait_for(from, until, what, pick) {
+            Ok(found) => Ok(Some(found)),
+            Err(WaitError::Timeout { .. }) if until < deadline => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     /// Handles the end of VM `index` once: plays "peer gone" on the link.

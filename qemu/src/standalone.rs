@@ -11,15 +11,13 @@
 //! Ctrl-C or a timeout) it zeroes the VM's state-table entry, as the server
 //! does on the other links.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use abi::cmdline::{App, CommandLine, Mode};
 
-use crate::kernel::Profile;
 use crate::link::{Link, LinkSpec};
-use crate::options::{self, AppList, CmdlineOptions, QemuOptions, UsageError, kernel_key};
+use crate::options::{self, AppList, StartOptions, UsageError, kernel_key};
 use crate::scenario::Scenario;
 use crate::{Machine, Outcome};
 
@@ -61,15 +59,9 @@ pub struct VmOptions {
     /// Name of the VM; its serial output is prefixed with `[NAME] `.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// Boot this ELF instead of building the kernel.
-    #[arg(long, value_name = "ELF")]
-    pub kernel: Option<PathBuf>,
-    /// The kernel command line.
+    /// The kernel, its command line and QEMU.
     #[command(flatten)]
-    pub cmdline: CmdlineOptions,
-    /// QEMU.
-    #[command(flatten)]
-    pub qemu: QemuOptions,
+    pub start: StartOptions,
 }
 
 impl VmOptions {
@@ -171,14 +163,11 @@ pub fn open_link(options: &VmOptions) -> anyhow::Result<Link> {
 /// with 33, 128 + signal if interrupted, else 1.
 pub fn run(options: &VmOptions, link: Link) -> anyhow::Result<ExitCode> {
     let name = options.name.clone().unwrap_or_else(|| "vm".into());
-    let kernel = match &options.kernel {
-        Some(elf) => elf.clone(),
-        None => crate::kernel::build(Profile::Release)?,
-    };
-    let template = options.qemu.template(kernel)?.machine(options.machine);
+    let template = options.start.template()?.machine(options.machine);
     let mut scenario = Scenario::new(name.clone(), template, link);
-    let timeout = options.qemu.timeout(options.effective_timeout());
+    let timeout = options.start.qemu.timeout(options.effective_timeout());
     let config = options
+        .start
         .cmdline
         .configure(scenario.vm(&name), &options.kernel_cmdline())?
         .echo(
@@ -187,7 +176,7 @@ pub fn run(options: &VmOptions, link: Link) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map_or(String::new(), |n| format!("[{n}] ")),
         );
-    let config = options.qemu.debug(config);
+    let config = options.start.qemu.debug(config);
     eprintln!("eth-ivshmem: {}", config.command_line());
     eprintln!(
         "eth-ivshmem: {name}: {}; Ctrl-C stops it",
@@ -301,9 +290,9 @@ mod tests {
         let link = Link::open(&LinkSpec::Plain(dir.path().join("shm")), None).unwrap();
         let mut line = options.kernel_cmdline();
         link.configure(&mut line, options.id);
-        let append = CmdlineOptions {
+        let append = crate::options::CmdlineOptions {
             append: "log=debug".into(),
-            ..CmdlineOptions::default()
+            ..crate::options::CmdlineOptions::default()
         };
         append.apply(&mut line).unwrap();
         assert_eq!(
