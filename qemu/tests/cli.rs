@@ -20,18 +20,6 @@ fn tiny(dir: &Path, exit_value: Option<u32>) -> PathBuf {
     path
 }
 
-fn shm_leftovers(pid: u32) -> Vec<String> {
-    let prefix = format!("eth-ivshmem-boot-{pid}-");
-    std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn help_works_everywhere() {
     for args in [
@@ -280,7 +268,7 @@ fn sigterm_kills_qemu_and_removes_shm() {
         assert_eq!(line.trim(), "tiny up");
         let qemus = children_of(pid);
         assert_eq!(qemus.len(), 1, "{qemus:?}");
-        assert_eq!(shm_leftovers(pid).len(), 1);
+        assert_eq!(support::leftovers(pid, "boot").len(), 1);
         // SAFETY: kill(2) on our own child's pid, which has not been reaped.
         assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
         let status = child.0.wait().unwrap();
@@ -290,7 +278,11 @@ fn sigterm_kills_qemu_and_removes_shm() {
             assert!(Instant::now() < deadline, "QEMU {} survived", qemus[0]);
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(shm_leftovers(pid).is_empty(), "{:?}", shm_leftovers(pid));
+        assert!(
+            support::leftovers(pid, "boot").is_empty(),
+            "{:?}",
+            support::leftovers(pid, "boot")
+        );
     }
 }
 

@@ -9,19 +9,6 @@ use std::time::{Duration, Instant};
 
 use support::{Guard, drain};
 
-/// Files under /dev/shm that the launcher with `pid` made.
-fn leftovers(pid: u32) -> Vec<String> {
-    let marker = format!("-{pid}-");
-    std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("eth-ivshmem-") && n.contains(&marker))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn default_demo_passes_with_a_summary() {
     if !qemu::install::available() {
@@ -80,5 +67,9 @@ fn default_demo_passes_with_a_summary() {
     for progress in ["waiting for the link…", "VM A: pinging", "demo passed"] {
         assert!(stderr.contains(progress), "{progress:?}\n{context}");
     }
-    assert!(leftovers(pid).is_empty(), "{:?}", leftovers(pid));
+    assert!(
+        support::leftovers(pid, "").is_empty(),
+        "{:?}",
+        support::leftovers(pid, "")
+    );
 }

@@ -26,6 +26,21 @@ pub fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
     })
 }
 
+/// Files under /dev/shm that the launcher with `pid` made, for a `tag`
+/// (`eth-ivshmem-<tag>-<pid>-…`) or any (an empty tag).
+pub fn leftovers(pid: u32, tag: &str) -> Vec<String> {
+    let marker = format!("-{pid}-");
+    let prefix = format!("eth-ivshmem-{tag}");
+    std::fs::read_dir("/dev/shm")
+        .map(|dir| {
+            dir.filter_map(|entry| entry.ok())
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(&prefix) && name.contains(&marker))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A tiny PVH kernel generated in memory, for testing the launcher without
 /// the real kernel: it writes a message to COM1 and leaves through
 /// `isa-debug-exit` with a chosen value.
