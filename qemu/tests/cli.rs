@@ -51,6 +51,23 @@ fn help_works_everywhere() {
     ] {
         assert!(vm.contains(option), "{vm}");
     }
+    // Every command that starts VMs takes the same kernel and QEMU options.
+    for command in ["demo", "vm", "boot"] {
+        let help = launcher().args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&help.stdout);
+        for option in [
+            "--kernel",
+            "--append",
+            "--raw-append",
+            "--qemu ",
+            "--qemu-arg",
+            "-L, --firmware",
+            "--monitor",
+            "--gdb",
+        ] {
+            assert!(help.contains(option), "{command} lacks {option}: {help}");
+        }
+    }
 }
 
 #[test]
@@ -84,6 +101,25 @@ fn assert_usage_error(args: &[&str], needle: &str) {
     assert!(stderr.contains(needle), "{args:?}: {stderr}");
     assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     assert!(!stderr.contains("backtrace"), "{args:?}: {stderr}");
+}
+
+#[test]
+fn bad_qemu_and_kernel_options_exit_2() {
+    for command in ["demo", "vm", "boot"] {
+        for (args, needle) in [
+            (&["--qemu", "/nonexistent/qemu"][..], "is not a file"),
+            (&["--qemu", "no-such-qemu-binary"], "not in PATH"),
+            (&["-L", "/nonexistent/share"], "not a directory"),
+            (&["--monitor", ""], "--monitor"),
+            (&["--append", "bogus=1"], "unknown key 'bogus'"),
+            (&["--append", "mtu=1"], "bad value '1' for 'mtu'"),
+            (&["--append", "count=1 count=2"], "more than once"),
+        ] {
+            let mut all = vec![command];
+            all.extend_from_slice(args);
+            assert_usage_error(&all, needle);
+        }
+    }
 }
 
 #[test]
@@ -197,6 +233,21 @@ fn boot_verdicts() {
     assert_eq!(child.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("tiny up"), "{stdout}");
     assert!(stderr.contains("guest reported success"), "{stderr}");
+
+    // Firmware directories and raw arguments reach QEMU.
+    let child = launcher()
+        .args(["boot", "--timeout", "20", "-L", "/usr/share/qemu"])
+        .args(["--qemu-arg=-d", "--qemu-arg=guest_errors", "--kernel"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert_eq!(child.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(" -L /usr/share/qemu -machine pc"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(" -d guest_errors"), "{stderr}");
 
     let bad = tiny(dir.path(), Some(0x14));
     let child = launcher()
