@@ -447,3 +447,85 @@ impl Scenario {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::PlainRegion;
+    use abi::cmdline::{App, CommandLine};
+    use abi::report::{LinkDown, LinkUp};
+
+    /// A fake QEMU that prints what the kernel would as peer 1 on a plain
+    /// file, then waits to be killed.
+    const PEER_1: &str = "\
+echo 'ivshmem: ivshmem-v2 emulated on ivshmem-plain at 00:02.0, id 1 of 2, protocol 0x0001, 0 vector(s)'
+echo 'link: up (link-ups 1, resets 0)'
+exec sleep 30";
+
+    #[test]
+    fn a_scenario_runs_named_vms_and_plays_peer_gone() {
+        let (dir, template) = crate::vm::fake_vm(PEER_1);
+        let region = PlainRegion::create_net(&dir.path().join("shm"), 1 << 16).unwrap();
+        let mut scenario = Scenario::new("fake", template, Link::Plain(region));
+        scenario.set_timeout(Some(Duration::from_secs(10)));
+        let link_app = CommandLine {
+            apps: vec![App::Link],
+            ..CommandLine::default()
+        };
+        let report = scenario
+            .start(scenario.vm("B").cmdline(link_app.clone()), Some(1))
+            .unwrap();
+        assert_eq!(report.device().map(|device| device.id), Some(1));
+        let (index, up) = scenario.wait_for::<LinkUp>("B", 0).unwrap();
+        assert_eq!((index, up.link_ups), (1, 1));
+        assert!(
+            scenario
+                .context()
+                .contains("-append 'app=link mode=poll id=1'"),
+            "the plain link adds polling and the ID\n{}",
+            scenario.context()
+        );
+        // B's state entry is zeroed when it is killed (no server does it).
+        let Link::Plain(region) = scenario.link() else {
+            unreachable!()
+        };
+        let entry = region.layout().state_offset(1);
+        region.mapping().store_u32(entry, 4);
+        assert_eq!(scenario.kill("B").unwrap(), Outcome::Signal(9));
+        let Link::Plain(region) = scenario.link() else {
+            unreachable!()
+        };
+        assert_eq!(region.state(1), 0);
+        let error = scenario.wait_for::<LinkDown>("B", 0).unwrap_err();
+        assert_eq!(
+            error.message,
+            "fake: B: exited without printing a LinkDown line"
+        );
+        assert!(
+            error.logs.contains("state of peer 1 zeroed"),
+            "{}",
+            error.logs
+        );
+        assert!(
+            error.logs.contains("link: up (link-ups 1"),
+            "{}",
+            error.logs
+        );
+        // A restart is the current B; a device with another ID is an error.
+        let error = scenario
+            .start(scenario.vm("B").cmdline(link_app), Some(0))
+            .unwrap_err();
+        assert!(
+            error.message.contains("B got peer ID 1 instead of 0"),
+            "{error}"
+        );
+        assert!(
+            error.logs.contains("=== VM B (run 2, peer 0) ==="),
+            "{}",
+            error.logs
+        );
+        assert_eq!(scenario.reap(), []);
+        scenario.kill_all();
+        assert!(scenario.wait_for::<LinkUp>("nobody", 0).is_err());
+    }
+}

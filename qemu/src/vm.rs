@@ -690,6 +690,21 @@ impl Drop for VmHandle {
     }
 }
 
+/// A fake "QEMU" (a shell script that ignores its arguments) and a VM
+/// configured to run it, to exercise handles and scenarios without QEMU.
+#[cfg(test)]
+pub(crate) fn fake_vm(script: &str) -> (tempfile::TempDir, VmConfig) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let qemu = dir.path().join("fake-qemu");
+    std::fs::write(&qemu, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kernel = dir.path().join("kernel");
+    std::fs::write(&kernel, b"").unwrap();
+    let config = VmConfig::new(&kernel).qemu_binary(&qemu).name("fake");
+    (dir, config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -788,19 +803,6 @@ mod tests {
     fn spawn_fails_cleanly_without_kernel() {
         let err = VmConfig::new("/nonexistent/kernel").spawn().unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
-    }
-
-    /// Runs a fake "QEMU" (a shell script) to exercise the handle without QEMU.
-    fn fake_vm(script: &str) -> (tempfile::TempDir, VmConfig) {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let qemu = dir.path().join("fake-qemu");
-        std::fs::write(&qemu, format!("#!/bin/sh\n{script}\n")).unwrap();
-        std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let kernel = dir.path().join("kernel");
-        std::fs::write(&kernel, b"").unwrap();
-        let config = VmConfig::new(&kernel).qemu_binary(&qemu).name("fake");
-        (dir, config)
     }
 
     #[test]
