@@ -16,7 +16,7 @@ use abi::cmdline::{CommandLine, Mode};
 use crate::ShmDevice;
 use crate::options::UsageError;
 use crate::server::{Protocol, Server, ServerConfig, ServerError, ServerThread};
-use crate::shm::{PROTOCOL_NET, PlainRegion, ShmFile, ShmLayout};
+use crate::shm::{PROTOCOL_NET, PlainRegion, ShmFile};
 use crate::size::Size;
 
 /// Size of a plain file the launcher creates when none is given.
@@ -98,11 +98,6 @@ impl ServerSocket {
     /// The socket QEMU connects to.
     pub fn path(&self) -> &Path {
         &self.socket
-    }
-
-    /// Our server, if it runs in this process.
-    pub fn server(&self) -> Option<&ServerThread> {
-        self.server.as_ref()
     }
 }
 
@@ -262,17 +257,6 @@ impl Link {
                 Some(format!("state of peer {id} zeroed"))
             }
             Link::Doorbell(_) | Link::V2(_) | Link::None => None,
-        }
-    }
-
-    /// The shared memory's layout, if this process made it.
-    pub fn layout(&self) -> Option<&ShmLayout> {
-        match self {
-            Link::Doorbell(socket) | Link::V2(socket) => {
-                socket.server.as_ref().map(ServerThread::layout)
-            }
-            Link::Plain(region) => Some(region.layout()),
-            Link::None => None,
         }
     }
 

@@ -397,11 +397,6 @@ impl Scenario {
         Ok(())
     }
 
-    /// Adds a remark to the logs.
-    pub fn note(&mut self, note: impl Into<String>) {
-        self.notes.push(note.into());
-    }
-
     /// The scenario's notes, then every VM's command line, outcome, serial
     /// log and QEMU stderr.
     pub fn context(&self) -> String {
