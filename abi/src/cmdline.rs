@@ -148,8 +148,30 @@ pub enum Mode {
 }
 
 impl Mode {
-    const NAMES: [(&'static str, Self); 2] = [("irq", Self::Interrupt), ("poll", Self::Poll)];
+    /// Every mode with its name on the command line.
+    pub const NAMES: [(&'static str, Self); 2] = [("irq", Self::Interrupt), ("poll", Self::Poll)];
+
+    /// The mode's name on the command line.
+    pub fn name(self) -> &'static str {
+        name_of(&Self::NAMES, self)
+    }
 }
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl core::str::FromStr for Mode {
+    type Err = CmdlineError;
+
+    fn from_str(name: &str) -> Result<Self, CmdlineError> {
+        value_of(&Self::NAMES, name).ok_or_else(|| bad("mode", name, MODES_EXPECTED))
+    }
+}
+
+const MODES_EXPECTED: &str = "irq or poll";
 
 /// An IPv4 address with its prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -360,8 +382,7 @@ impl CommandLine {
                     .ok_or_else(|| bad("app", value, APPS_EXPECTED))?;
             }
             "mode" => {
-                self.mode = value_of(&Mode::NAMES, value)
-                    .ok_or_else(|| bad("mode", value, "irq or poll"))?;
+                self.mode = value.parse()?;
             }
             "id" => self.id = Some(number(value, "id", 0, 1, "0 or 1")? as u16),
             "mtu" => {
@@ -455,7 +476,7 @@ impl fmt::Display for CommandLine {
             word(f, "app", &AppList(&self.apps))?;
         }
         if self.mode != default.mode {
-            word(f, "mode", &name_of(&Mode::NAMES, self.mode))?;
+            word(f, "mode", &self.mode)?;
         }
         if let Some(id) = self.id {
             word(f, "id", &id)?;
@@ -638,6 +659,9 @@ mod tests {
         assert_eq!("ivshmem".parse::<App>(), Ok(App::Ivshmem));
         assert_eq!(App::Ivshmem.to_string(), "ivshmem");
         assert!(App::Ivshmem.needs_link() && !App::Ivshmem.is_endless());
+        assert_eq!(Mode::Interrupt.to_string(), "irq");
+        assert_eq!("poll".parse::<Mode>(), Ok(Mode::Poll));
+        assert!("fast".parse::<Mode>().is_err());
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //!
 //! VM B runs `app=server`, VM A runs `app=ping,tcp-echo` against it; both
 //! share one ivshmem-net link: `ivshmem-doorbell` on our in-process v1 server
-//! ([`Mode::Irq`]) or an `ivshmem-plain` file ([`Mode::Poll`], no server). B
+//! (`--mode irq`) or an `ivshmem-plain` file (`--mode poll`, no server). B
 //! starts first and the demo waits for its `ivshmem:` line, so that B is peer
 //! 0 (10.0.0.1) and A peer 1 (10.0.0.2, whose default peer is B). When A
 //! exits, B is killed, the server stopped, and a [`Summary`] of A's output
-//! printed. With `keep`, A also runs `server` afterwards and both VMs stay up
-//! (with QEMU monitors) until Ctrl-C.
+//! printed. With `--keep`, A also runs `server` afterwards and both VMs stay
+//! up (with QEMU monitors) until Ctrl-C.
 //!
 //! The caller installs [`crate::cleanup::exit_on_signal`] first (the binary
 //! does): an interrupt then kills QEMU and removes the shared-memory file and
@@ -15,45 +15,58 @@
 //! runs the demo takes it around the run.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::server::{Server, ServerConfig, ServerThread};
-use crate::shm::{self, PlainRegion};
+use abi::cmdline::{App, CommandLine, Mode};
+use abi::report::{AppVerdict, LinkUp};
+
+use crate::Machine;
+use crate::link::{Link, unique_socket_path};
+use crate::options::{self, StartOptions, kernel_key};
+use crate::scenario::{DeviceReport, Scenario};
+use crate::server::ServerConfig;
+use crate::shm::{PlainRegion, ShmFile};
 use crate::size::Size;
 use crate::summary::Summary;
-use crate::vm::WaitError;
-use crate::{Machine, Mode, Outcome, ShmDevice, VmConfig, VmHandle};
 
-/// Everything the demo needs (the CLI's options, with QEMU and the kernel
-/// already found).
-#[derive(Debug, Clone)]
+/// The demo's options (`cargo run -- demo --help`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct DemoOptions {
-    /// `irq`: doorbells on our server; `poll`: `ivshmem-plain`, no server.
+    /// irq: ivshmem-doorbell on our server (MSI-X doorbells); poll:
+    /// ivshmem-plain on a shared file, no server, both VMs poll.
+    #[arg(long, default_value = "irq", value_parser = options::mode_parser())]
     pub mode: Mode,
-    /// QEMU machine type for both VMs.
+    /// QEMU machine type of both VMs.
+    #[arg(long, value_enum, default_value_t = Machine::Pc)]
     pub machine: Machine,
-    /// `mtu=` for both VMs (`None`: the kernel's default, 1500).
+    /// IP MTU of the link (kernel `mtu=`, 68–65535) [default: the kernel's, 1500].
+    #[arg(long, value_name = "N", value_parser = kernel_key("mtu", |line| line.mtu.unwrap_or_default()))]
     pub mtu: Option<u16>,
-    /// Shared-memory size (a power of two that holds the ivshmem-net layout).
+    /// Shared memory size (a power of two ≥ 32K).
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = options::parse_net_shm_size)]
     pub shm_size: u64,
-    /// Bytes sent through the TCP echo.
+    /// Bytes sent through the TCP echo (e.g. 64K, 16M; up to 4G).
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = options::parse_echo_bytes)]
     pub bytes: u64,
-    /// Number of pings.
+    /// Number of pings (1–65535, the ICMP sequence space).
+    #[arg(long, value_name = "N", default_value = "4", value_parser = kernel_key("count", |line| line.count))]
     pub count: u32,
-    /// Limit for the whole demo from the start of the first VM.
+    /// Limit for the whole demo in seconds, from the first VM's start to the
+    /// summary (the kernel build is not counted; with --keep the VMs then run
+    /// on until Ctrl-C).
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = options::parse_seconds)]
     pub timeout: Duration,
-    /// Keep both VMs running after the summary until Ctrl-C.
+    /// Keep both VMs running after the summary (A then serves echo too) and
+    /// print their QEMU monitor sockets; Ctrl-C stops them.
+    #[arg(long)]
     pub keep: bool,
-    /// Extra kernel command line for both VMs.
-    pub append: String,
-    /// The QEMU binary.
-    pub qemu: PathBuf,
-    /// The kernel ELF.
-    pub kernel: PathBuf,
+    /// The kernel, its command line and QEMU.
+    #[command(flatten)]
+    pub start: StartOptions,
 }
 
 /// The apps VM A runs to completion (their verdict lines decide `--keep`).
-const CLIENT_APPS: [&str; 2] = ["ping", "tcp-echo"];
+const CLIENT_APPS: [App; 2] = [App::Ping, App::TcpEcho];
 
 fn progress(message: &str) {
     eprintln!("eth-ivshmem: {message}");
@@ -77,161 +90,135 @@ impl Drop for TempPath {
     }
 }
 
-/// What the two VMs share. Field order is drop order (server, then socket).
-#[derive(Debug)]
-enum Shared {
-    Server {
-        server: ServerThread,
-        _socket: TempPath,
-    },
-    Plain(PlainRegion),
-}
-
-impl Shared {
-    fn device(&self) -> ShmDevice {
-        match self {
-            Shared::Server { server, .. } => server.device(),
-            Shared::Plain(region) => region.device(),
-        }
-    }
-
-    /// Plays "peer gone" for `id` in plain mode (the server does it otherwise).
-    fn peer_gone(&self, id: u32) {
-        if let Shared::Plain(region) = self {
-            region.zero_state(id);
+impl DemoOptions {
+    /// The kernel command line of VM B (`server`) or A (the client).
+    fn cmdline(&self, apps: Vec<App>) -> CommandLine {
+        CommandLine {
+            apps,
+            mtu: self.mtu,
+            count: self.count,
+            bytes: self.bytes,
+            ..CommandLine::default()
         }
     }
 }
 
-/// One VM of the demo.
-struct DemoVm {
-    label: &'static str,
-    id: u32,
-    handle: VmHandle,
-    monitor: Option<TempPath>,
-    /// Whether its exit has been handled (state zeroed, reported).
-    gone: bool,
-}
-
-/// Runs the demo; returns whether it passed.
+/// Builds the kernel and runs the demo; returns whether it passed.
 pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
-    let deadline = Instant::now() + options.timeout;
-    let shared = match options.mode {
-        Mode::Irq => {
-            let socket = TempPath::new(socket_path("demo"));
-            let mut config = ServerConfig::new(&socket.0);
+    let server_line = options.cmdline(vec![App::Server]);
+    let mut client_apps = CLIENT_APPS.to_vec();
+    if options.keep {
+        client_apps.push(App::Server);
+    }
+    let client_line = options.cmdline(client_apps);
+    let template = options.start.template()?.machine(options.machine);
+
+    let timeout = options.start.qemu.timeout(Some(options.timeout));
+    let link = match options.mode {
+        Mode::Interrupt => {
+            let mut config = ServerConfig::new(unique_socket_path("demo"));
             config.size = options.shm_size;
-            let server = Server::bind(config)?.spawn()?;
-            progress(&format!(
-                "ivshmem server (v1, {} vectors) on {}: {}",
-                server.layout().vectors,
-                socket.0.display(),
-                server.layout()
-            ));
-            Shared::Server {
-                server,
-                _socket: socket,
-            }
+            Link::serve(config)?
         }
-        Mode::Poll => {
-            let region = shm::create_plain_region(
-                &shm::unique_shm_path("demo"),
-                options.shm_size,
-                2,
-                0,
-                shm::PROTOCOL_NET,
-                None,
-            )?;
-            progress(&format!(
-                "ivshmem-plain file {} (polling, no server): {}",
-                region.path().display(),
-                region.layout()
-            ));
-            Shared::Plain(region)
+        Mode::Poll => Link::Plain(PlainRegion::create_net(
+            &ShmFile::unique_path("demo"),
+            options.shm_size,
+        )?),
+    };
+    progress(&link.to_string());
+    let mut scenario = Scenario::new("demo", template, link);
+    scenario.set_timeout(timeout);
+    let mut monitors = Vec::new();
+    let mut start = |scenario: &mut Scenario, name: &str, id: u16, line: &CommandLine| {
+        let mut config = options.start.cmdline.configure(scenario.vm(name), line)?;
+        config = config.echo(format!("[{name}] "));
+        if options.keep {
+            let monitor = TempPath::new(unique_socket_path(&format!("monitor-{name}")));
+            config.monitor = Some(format!("unix:{},server,nowait", qemu_path(&monitor.0)));
+            monitors.push((name.to_string(), id, monitor));
         }
+        if name == "A" {
+            config = options.start.qemu.debug(config);
+        }
+        anyhow::Ok(scenario.start(config, Some(id)))
     };
 
-    let b_apps = "server".to_string();
-    let mut a_apps = CLIENT_APPS.join(",");
-    if options.keep {
-        a_apps.push_str(",server");
-    }
     progress(&format!(
-        "starting VM B (app={b_apps}, {} mode, {})…",
+        "starting VM B ({server_line}, {} mode, {})…",
         options.mode, options.machine
     ));
-    let mut b = start(options, &shared, "B", 0, &format!("app={b_apps}"))?;
-    match wait_device_line(&b.handle, deadline) {
-        Ok(line) if options.mode == Mode::Poll || line.contains(", id 0 of ") => {}
-        Ok(line) => {
-            b.handle.kill();
+    match start(&mut scenario, "B", 0, &server_line)? {
+        Ok(DeviceReport::Found(_)) => {}
+        Ok(unusable) => {
+            scenario.kill("B")?;
             return Ok(fail_early(
-                &b,
-                &format!("B did not get peer ID 0: {line:?}"),
+                &scenario,
+                &format!("B found no device: {unusable}"),
             ));
         }
         Err(e) => {
-            let outcome = b.handle.kill();
-            return Ok(fail_early(&b, &format!("{e} ({outcome})")));
+            scenario.kill("B")?;
+            return Ok(fail_early(&scenario, &e.message));
         }
     }
     progress(&format!(
-        "VM B is peer 0 (10.0.0.1); starting VM A (app={a_apps} count={} bytes={})…",
+        "VM B is peer 0 (10.0.0.1); starting VM A (app={} count={} bytes={})…",
+        client_line
+            .apps
+            .iter()
+            .map(|app| app.name())
+            .collect::<Vec<_>>()
+            .join(","),
         options.count,
         Size(options.bytes)
     ));
-    let client_cmdline = format!(
-        "app={a_apps} count={} bytes={}",
-        options.count, options.bytes
-    );
-    let mut a = start(options, &shared, "A", 1, &client_cmdline)?;
+    if let Err(e) = start(&mut scenario, "A", 1, &client_line)? {
+        scenario.kill("A")?;
+        scenario.kill("B")?;
+        return Ok(fail_early(&scenario, &e.message));
+    }
 
     progress("waiting for the link…");
-    let link_up = a
-        .handle
-        .wait_for_line("link: up", deadline)
+    let link_up = scenario
+        .wait_for::<LinkUp>("A", 0)
         .ok()
-        .map(|_| a.handle.elapsed());
+        .map(|_| scenario.handle("A").map(|vm| vm.elapsed()))
+        .transpose()?;
     if let Some(t) = link_up {
         progress(&format!(
             "link up {:.3} s after VM A started; VM A: pinging 10.0.0.1 ({} pings)…",
             t.as_secs_f64(),
             options.count
         ));
-        if wait_verdict(&a.handle, "ping", deadline).is_some() {
+        let verdict = |app: App| move |verdict: &AppVerdict| verdict.app == app;
+        if scenario.wait_for_where("A", 0, verdict(App::Ping)).is_ok() {
             progress(&format!(
                 "VM A: TCP echo of {} through 10.0.0.1:7…",
                 Size(options.bytes)
             ));
-            wait_verdict(&a.handle, "tcp-echo", deadline);
+            let _ = scenario.wait_for_where("A", 0, verdict(App::TcpEcho));
         }
     }
 
     let a_outcome = if options.keep {
-        a.handle.try_outcome()
+        scenario.outcome("A")?
     } else {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let outcome = a.handle.wait(left);
-        Some(match outcome {
-            Outcome::Timeout(_) => Outcome::Timeout(options.timeout),
-            other => other,
-        })
+        Some(scenario.wait_exit("A")?)
     };
-    if a_outcome.is_some() {
-        shared.peer_gone(a.id);
-        a.gone = true;
-    }
-    let b_early = b.handle.try_outcome();
-    let mut summary = Summary::parse(&a.handle.lines(), a_outcome, &CLIENT_APPS);
+    let b_early = scenario.outcome("B")?;
+    let a_lines = scenario.lines("A")?;
+    let mut summary = Summary::parse(&a_lines, a_outcome, &CLIENT_APPS);
     summary.link_up = link_up;
+    let mut final_line = client_line.clone();
+    options.start.cmdline.apply(&mut final_line)?;
     summary.setup = Some(format!(
         "{}, {}, MTU {}, shared memory {}",
         match options.mode {
-            Mode::Irq => "irq (ivshmem-doorbell on our v1 server)",
+            Mode::Interrupt => "irq (ivshmem-doorbell on our v1 server)",
             Mode::Poll => "poll (ivshmem-plain, no server)",
         },
         options.machine,
-        options.mtu.unwrap_or(1500),
+        final_line.mtu.unwrap_or(1500),
         Size(options.shm_size)
     ));
     if let Some(outcome) = b_early {
@@ -240,80 +227,25 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
             .push(format!("VM B (the server) ended early: {outcome}"));
         summary.verdict.pass = false;
     }
-    let qemu_stderr = a.handle.stderr();
+    let qemu_stderr = scenario.handle("A")?.stderr();
     if !summary.verdict.pass && !qemu_stderr.is_empty() {
         summary
             .notes
             .push(format!("QEMU of VM A said: {qemu_stderr}"));
     }
     if !options.keep {
-        b.handle.kill();
-        shared.peer_gone(b.id);
-        b.gone = true;
+        scenario.kill("B")?;
     }
     let pass = summary.verdict.pass;
     println!("{summary}");
 
     if options.keep {
-        keep_running(&shared, &mut [&mut a, &mut b]);
-        for vm in [&mut a, &mut b] {
-            vm.handle.kill();
-            if !vm.gone {
-                shared.peer_gone(vm.id);
-            }
-        }
+        keep_running(&mut scenario, &monitors);
     }
-    drop(a);
-    drop(b);
-    if let Shared::Server { server, .. } = shared {
-        server.stop()?;
-    }
+    scenario.kill_all();
+    drop(scenario);
+    drop(monitors);
     Ok(pass)
-}
-
-/// A unique socket path under `/dev/shm` (or the temporary directory).
-fn socket_path(tag: &str) -> PathBuf {
-    let mut path = shm::unique_shm_path(tag).into_os_string();
-    path.push(".sock");
-    PathBuf::from(path)
-}
-
-/// Starts VM `label` as peer `id` with `apps` (e.g. `app=server`).
-fn start(
-    options: &DemoOptions,
-    shared: &Shared,
-    label: &'static str,
-    id: u32,
-    apps: &str,
-) -> anyhow::Result<DemoVm> {
-    let mut config = VmConfig::new(&options.kernel)
-        .name(format!("VM {label}"))
-        .qemu_binary(&options.qemu)
-        .machine(options.machine)
-        .cmdline(apps)
-        .shm(shared.device())
-        .echo(format!("[{label}] "));
-    if options.mode == Mode::Poll {
-        config = config.append(&format!("mode=poll id={id}"));
-    }
-    if let Some(mtu) = options.mtu {
-        config = config.append(&format!("mtu={mtu}"));
-    }
-    config = config.append(&options.append);
-    let monitor = options
-        .keep
-        .then(|| TempPath::new(socket_path(&format!("monitor-{label}"))));
-    if let Some(monitor) = &monitor {
-        config.monitor = Some(format!("unix:{},server,nowait", qemu_path(&monitor.0)));
-    }
-    let handle = config.spawn()?;
-    Ok(DemoVm {
-        label,
-        id,
-        handle,
-        monitor,
-        gone: false,
-    })
 }
 
 /// Escapes a path for QEMU's `-monitor unix:PATH,…` syntax.
@@ -321,88 +253,55 @@ fn qemu_path(path: &Path) -> String {
     path.to_string_lossy().replace(',', ",,")
 }
 
-/// Waits for the first line that starts with `ivshmem: ` (the device found,
-/// or why none was): by then QEMU has connected to the server.
-fn wait_device_line(vm: &VmHandle, deadline: Instant) -> Result<String, WaitError> {
-    let mut from = 0;
-    loop {
-        let (index, line) = vm.wait_for_line_from("ivshmem: ", from, deadline)?;
-        if line.starts_with("ivshmem: ") {
-            return Ok(line);
-        }
-        from = index + 1;
-    }
-}
-
-/// Waits for `<app>: PASS` or `<app>: FAIL`; `None` if the VM ended or the
-/// deadline passed first.
-fn wait_verdict(vm: &VmHandle, app: &str, deadline: Instant) -> Option<String> {
-    let prefix = format!("{app}: ");
-    let (pass, fail) = (format!("{app}: PASS"), format!("{app}: FAIL"));
-    let mut from = 0;
-    loop {
-        let (index, line) = vm.wait_for_line_from(&prefix, from, deadline).ok()?;
-        if line == pass || line == fail {
-            return Some(line);
-        }
-        from = index + 1;
-    }
-}
-
-/// Reports a failure before VM A was started; returns `false`.
-fn fail_early(b: &DemoVm, why: &str) -> bool {
+/// Reports a failure before VM A ran; returns `false`.
+fn fail_early(scenario: &Scenario, why: &str) -> bool {
     println!("==================== summary ====================");
     println!("result:    FAIL ({why})");
-    let lines = b.handle.lines();
-    let start = lines.len().saturating_sub(8);
-    if !lines.is_empty() {
-        println!("last lines of VM B:");
-        for line in &lines[start..] {
-            println!("  {line}");
+    for name in ["B", "A"] {
+        let Ok(vm) = scenario.handle(name) else {
+            continue;
+        };
+        let lines = vm.lines();
+        if !lines.is_empty() {
+            println!("last lines of VM {name}:");
+            for line in &lines[lines.len().saturating_sub(8)..] {
+                println!("  {line}");
+            }
         }
-    }
-    let stderr = b.handle.stderr();
-    if !stderr.is_empty() {
-        println!("QEMU of VM B said: {stderr}");
+        let stderr = vm.stderr();
+        if !stderr.is_empty() {
+            println!("QEMU of VM {name} said: {stderr}");
+        }
     }
     println!("=================================================");
     false
 }
 
 /// `--keep`: prints the monitors and waits for Ctrl-C (or for both VMs to end).
-fn keep_running(shared: &Shared, vms: &mut [&mut DemoVm]) {
+fn keep_running(scenario: &mut Scenario, monitors: &[(String, u16, TempPath)]) {
     let _defer = crate::cleanup::DeferSignals::new();
     eprintln!("eth-ivshmem: keeping the VMs running; press Ctrl-C to stop them");
-    for vm in vms.iter() {
-        let address = format!("10.0.0.{}", vm.id + 1);
-        match (&vm.monitor, vm.gone) {
-            (_, true) => eprintln!("  VM {} ({address}) has ended", vm.label),
-            (Some(monitor), false) => eprintln!(
-                "  VM {} ({address}, TCP/UDP/ICMP echo): QEMU monitor: socat - UNIX-CONNECT:{}",
-                vm.label,
-                monitor.0.display()
-            ),
-            (None, false) => {}
+    let mut running = Vec::new();
+    for (name, id, monitor) in monitors {
+        let address = format!("10.0.0.{}", id + 1);
+        match scenario.outcome(name) {
+            Ok(None) => {
+                eprintln!(
+                    "  VM {name} ({address}, TCP/UDP/ICMP echo): QEMU monitor: socat - UNIX-CONNECT:{}",
+                    monitor.0.display()
+                );
+                running.push(name.clone());
+            }
+            _ => eprintln!("  VM {name} ({address}) has ended"),
         }
     }
-    loop {
-        if crate::cleanup::pending_signal().is_some() {
-            break;
+    while !running.is_empty() && crate::cleanup::pending_signal().is_none() {
+        for (name, outcome) in scenario.reap() {
+            running.retain(|running| *running != name);
+            eprintln!("eth-ivshmem: VM {name} ended: {outcome}");
         }
-        for vm in vms.iter_mut() {
-            if !vm.gone
-                && let Some(outcome) = vm.handle.try_outcome()
-            {
-                shared.peer_gone(vm.id);
-                vm.gone = true;
-                if crate::cleanup::pending_signal().is_none() {
-                    eprintln!("eth-ivshmem: VM {} ended: {outcome}", vm.label);
-                }
-            }
-        }
-        if vms.iter().all(|vm| vm.gone) {
+        if running.is_empty() {
             eprintln!("eth-ivshmem: both VMs have ended");
-            break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }

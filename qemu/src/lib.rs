@@ -1,41 +1,53 @@
 //! Host side of eth-ivshmem: builds the kernel, runs QEMU VMs, and serves ivshmem.
 //!
 //! This library is used by the `eth-ivshmem` launcher binary and by the
-//! end-to-end tests in `tests/`. The pieces:
+//! end-to-end tests in `tests/`. What the kernel and the host agree on
+//! (descriptor page, layout, command line, exit codes, report lines) is in
+//! the [`abi`] crate. The pieces:
 //!
-//! * [`kernel`]: build the unikernel ELF (`cargo build -p kernel --features runtime --release`).
-//! * [`qemu`]: make sure `qemu-system-x86_64` is installed.
-//! * [`vm`]: describe a VM ([`VmConfig`]), start it ([`VmHandle`]), watch its
-//!   serial output, judge its exit ([`Outcome`]). QEMU never outlives its handle.
-//! * [`shm`]: the descriptor page (the host↔kernel contract for v1 devices)
-//!   and shared-memory files for `ivshmem-plain`.
-//! * [`server`]: our ivshmem server, speaking the v1 (`ivshmem-doorbell`) and
-//!   v2 (Siemens `ivshmem` device) protocols.
-//! * [`lock`]: the "one VM pair at a time" lock for tests.
-//! * [`demo`]: the two-VM demo (`cargo run`), [`summary`] its final report.
-//! * [`standalone`]: one VM with a chosen app and link (`cargo run -- vm`).
-//! * [`cleanup`]: the process-wide registry of children and files that are
-//!   removed when the launcher is interrupted.
+//! * Running VMs, from the bottom up:
+//!   * [`vm`]: one QEMU process: its configuration ([`VmConfig`]), its
+//!     serial output read as typed report lines ([`VmHandle`]), how it ended
+//!     ([`outcome`]). QEMU never outlives its handle.
+//!   * [`link`]: what VMs share (a doorbell or v2 server, a plain file, or
+//!     nothing), with the QEMU device and the "peer gone" duty of each.
+//!   * [`scenario`]: named VMs on one link under one deadline, with every
+//!     VM's logs in each error; `demo`, `vm`, `boot` and the end-to-end
+//!     tests run VMs through it.
+//! * The commands: [`demo`] (two VMs, [`summary`] its report), [`standalone`]
+//!   (`vm`: one VM on a chosen link), [`boot`] (one VM, the PCI inventory),
+//!   with the options they share ([`options`]), and [`server`] (our ivshmem
+//!   server for `ivshmem-doorbell` and the Siemens `ivshmem` device).
+//! * Underneath: [`shm`] (shared-memory layout, mappings and files),
+//!   [`kernel`] (builds the unikernel ELF), [`install`] (makes sure
+//!   `qemu-system-x86_64` is installed), [`lock`] (one VM pair at a time),
+//!   [`cleanup`] (children and files removed when the launcher is
+//!   interrupted), [`size`] (`1M`, `4G`).
 
+pub mod boot;
 pub mod cleanup;
 pub mod demo;
+pub mod install;
 pub mod kernel;
+pub mod link;
 pub mod lock;
+pub mod options;
 pub mod outcome;
-pub mod qemu;
+pub mod scenario;
 pub mod server;
 pub mod shm;
 pub mod size;
 pub mod standalone;
 pub mod summary;
-pub mod testkernel;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
 
+pub use link::{Link, LinkSpec};
 pub use lock::VmLock;
 pub use outcome::Outcome;
-pub use vm::{Machine, Mode, ShmDevice, VmConfig, VmHandle};
+pub use scenario::{DeviceReport, Scenario, ScenarioError};
+pub use vm::{Machine, ShmDevice, VmConfig, VmHandle};
 
 /// The workspace root (the directory holding the top-level `Cargo.toml`),
 /// fixed at compile time from this crate's manifest directory.

@@ -1,8 +1,8 @@
 //! "One VM pair at a time": a process-wide and cross-process lock.
 //!
 //! Under TCG each busy-polling QEMU uses a whole host core, so on a 2-core
-//! machine only one VM pair may run at a time (toolchain.md §9). End-to-end
-//! tests hold a [`VmLock`] around each scenario.
+//! machine only one VM pair may run at a time (`docs/toolchain.md` §9).
+//! End-to-end tests hold a [`VmLock`] around each scenario.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;

@@ -11,137 +11,64 @@
 //! Ctrl-C or a timeout) it zeroes the VM's state-table entry, as the server
 //! does on the other links.
 
-use std::fmt;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use crate::shm::{self, PlainRegion};
-use crate::{Machine, Mode, Outcome, ShmDevice, VmConfig};
+use abi::cmdline::{App, CommandLine, Mode};
 
-/// The kernel's apps (`app=` accepts a comma-separated list of them).
-pub const APPS: [&str; 6] = [
-    "inventory",
-    "link",
-    "server",
-    "ping",
-    "tcp-echo",
-    "udp-echo",
-];
-
-/// Apps that run until stopped (no default timeout).
-const ENDLESS_APPS: [&str; 2] = ["link", "server"];
+use crate::link::{Link, LinkSpec};
+use crate::options::{self, AppList, StartOptions, UsageError, kernel_key};
+use crate::scenario::Scenario;
+use crate::{Machine, Outcome};
 
 /// The default timeout for apps that end by themselves.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Default size of a plain file the launcher creates.
-pub const DEFAULT_PLAIN_SIZE: u64 = 1 << 20;
-
-/// What the VM is attached to.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum LinkSpec {
-    /// `doorbell:SOCKET`: `ivshmem-doorbell` on a v1 server.
-    Doorbell(PathBuf),
-    /// `v2:SOCKET`: the Siemens `ivshmem` device on a v2 server.
-    V2(PathBuf),
-    /// `plain:PATH`: `ivshmem-plain` on a shared file with a descriptor page.
-    Plain(PathBuf),
-    /// `none`: no shared memory.
-    #[default]
-    None,
-}
-
-impl FromStr for LinkSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<LinkSpec, String> {
-        if s == "none" {
-            return Ok(LinkSpec::None);
-        }
-        let (kind, path) = s.split_once(':').ok_or_else(|| {
-            format!("{s:?} is not doorbell:SOCKET, v2:SOCKET, plain:PATH or none")
-        })?;
-        if path.is_empty() {
-            return Err(format!("{s:?} names no path after \"{kind}:\""));
-        }
-        let path = PathBuf::from(path);
-        match kind {
-            "doorbell" => Ok(LinkSpec::Doorbell(path)),
-            "v2" => Ok(LinkSpec::V2(path)),
-            "plain" => Ok(LinkSpec::Plain(path)),
-            _ => Err(format!(
-                "unknown link kind {kind:?} (doorbell:SOCKET, v2:SOCKET, plain:PATH or none)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for LinkSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LinkSpec::Doorbell(p) => write!(f, "doorbell:{}", p.display()),
-            LinkSpec::V2(p) => write!(f, "v2:{}", p.display()),
-            LinkSpec::Plain(p) => write!(f, "plain:{}", p.display()),
-            LinkSpec::None => f.write_str("none"),
-        }
-    }
-}
-
-/// Parses and checks an `app=` list (`ping,tcp-echo`).
-pub fn parse_apps(s: &str) -> Result<String, String> {
-    let apps: Vec<&str> = s.split(',').collect();
-    for app in &apps {
-        if !APPS.contains(app) {
-            return Err(format!(
-                "unknown app {app:?} (one or more of {}, comma-separated)",
-                APPS.join(", ")
-            ));
-        }
-    }
-    if apps.contains(&"link") && apps.len() > 1 {
-        return Err("the link app runs alone".into());
-    }
-    Ok(s.to_string())
-}
-
-/// A bad combination of options or a bad file named by one: the binary
-/// reports it like clap's own errors (exit status 2).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// Everything `vm` needs (the CLI's options, with QEMU and the kernel found).
-#[derive(Debug, Clone, Default)]
+/// The `vm` command's options (`cargo run -- vm --help`).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct VmOptions {
-    /// `app=` (checked by [`parse_apps`]); `None`: the kernel's default.
-    pub app: Option<String>,
-    /// The link.
+    /// Apps to run, comma-separated: inventory, link, server, ping, tcp-echo,
+    /// udp-echo [default: the kernel's, inventory].
+    #[arg(long, value_name = "LIST")]
+    pub app: Option<AppList>,
+    /// doorbell:SOCKET (a `server`), v2:SOCKET (a `server --protocol v2`,
+    /// Siemens QEMU), plain:PATH (a shared file, created with a descriptor
+    /// page if missing and then kept for other VMs), or none.
+    #[arg(long, value_name = "LINK", default_value = "none")]
     pub link: LinkSpec,
-    /// `mode=`; `None`: `poll` on plain links, else the kernel's default (irq).
+    /// Kernel `mode=` [default: poll on plain links, irq otherwise].
+    #[arg(long, value_parser = options::mode_parser())]
     pub mode: Option<Mode>,
-    /// `id=`, required on (and only allowed on) plain links.
-    pub id: Option<u32>,
-    /// Size of a plain file to create (or the size an existing one must have).
+    /// Peer ID on a plain link (required there; 0 or 1).
+    #[arg(long, value_name = "N", value_parser = kernel_key("id", |line| line.id.unwrap_or_default()))]
+    pub id: Option<u16>,
+    /// Size of the plain file to create (a power of two ≥ 32K) [default: 1M,
+    /// or the size of an existing file].
+    #[arg(long, value_name = "SIZE", value_parser = options::parse_net_shm_size)]
     pub shm_size: Option<u64>,
     /// QEMU machine type.
+    #[arg(long, value_enum, default_value_t = Machine::Pc)]
     pub machine: Machine,
-    /// `mtu=`.
+    /// IP MTU of the link (kernel `mtu=`, 68–65535).
+    #[arg(long, value_name = "N", value_parser = kernel_key("mtu", |line| line.mtu.unwrap_or_default()))]
     pub mtu: Option<u16>,
-    /// Extra kernel command line.
-    pub append: String,
-    /// Kill the VM after this long (`None`: see [`VmOptions::effective_timeout`]).
+    /// Kill the VM after this many seconds [default: none for the server and
+    /// link apps, 120 otherwise].
+    #[arg(long, value_name = "SECS", value_parser = options::parse_seconds)]
     pub timeout: Option<Duration>,
-    /// Name (output prefix `[NAME] `; no prefix if `None`).
+    /// Name of the VM; its serial output is prefixed with `[NAME] `.
+    #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// The QEMU binary.
-    pub qemu: PathBuf,
-    /// The kernel ELF.
-    pub kernel: PathBuf,
+    /// The kernel, its command line and QEMU.
+    #[command(flatten)]
+    pub start: StartOptions,
 }
 
 impl VmOptions {
+    fn apps(&self) -> &[App] {
+        self.app.as_ref().map_or(&[], |apps| &apps.0)
+    }
+
     /// Checks the combination of options (nothing on disk yet).
     pub fn check(&self) -> Result<(), UsageError> {
         let bad = |m: String| Err(UsageError(m));
@@ -153,7 +80,7 @@ impl VmOptions {
                             .into(),
                     );
                 }
-                if self.mode == Some(Mode::Irq) {
+                if self.mode == Some(Mode::Interrupt) {
                     return bad(
                         "--mode irq is impossible on a plain link (ivshmem-plain has no interrupts); use --mode poll"
                             .into(),
@@ -173,12 +100,7 @@ impl VmOptions {
                 }
             }
         }
-        if let LinkSpec::None = self.link
-            && self
-                .app
-                .as_deref()
-                .is_some_and(|apps| apps.split(',').any(|a| a != "inventory"))
-        {
+        if self.link == LinkSpec::None && self.apps().iter().any(|app| app.needs_link()) {
             return bad(
                 "the network apps need a link (--link …); only inventory runs without".into(),
             );
@@ -188,10 +110,7 @@ impl VmOptions {
 
     /// The timeout: as given, else none for `server`/`link`, else 120 s.
     pub fn effective_timeout(&self) -> Option<Duration> {
-        let endless = self
-            .app
-            .as_deref()
-            .is_some_and(|apps| apps.split(',').any(|a| ENDLESS_APPS.contains(&a)));
+        let endless = self.apps().iter().any(|app| app.is_endless());
         match self.timeout {
             Some(t) => Some(t),
             None if endless => None,
@@ -199,152 +118,65 @@ impl VmOptions {
         }
     }
 
-    /// The kernel command line.
-    pub fn cmdline(&self) -> String {
-        let mut words = Vec::new();
-        if let Some(app) = &self.app {
-            words.push(format!("app={app}"));
-        }
-        let mode = match (&self.link, self.mode) {
-            (_, Some(mode)) => Some(mode),
-            (LinkSpec::Plain(_), None) => Some(Mode::Poll),
-            _ => None,
+    /// The kernel command line from the options (the link adds `mode=poll`
+    /// and `id=` on plain files, `--append` comes on top).
+    pub fn kernel_cmdline(&self) -> CommandLine {
+        let mut line = CommandLine {
+            mtu: self.mtu,
+            ..CommandLine::default()
         };
-        if let Some(mode) = mode {
-            words.push(format!("mode={mode}"));
+        if let Some(apps) = &self.app {
+            line.apps = apps.0.clone();
         }
-        if let Some(id) = self.id {
-            words.push(format!("id={id}"));
+        if let Some(mode) = self.mode {
+            line.mode = mode;
         }
-        if let Some(mtu) = self.mtu {
-            words.push(format!("mtu={mtu}"));
-        }
-        let append = self.append.trim();
-        if !append.is_empty() {
-            words.push(append.to_string());
-        }
-        words.join(" ")
+        line
     }
 }
 
-/// Opens (or creates, with a descriptor page) the plain file.
-fn plain_region(path: &std::path::Path, size: Option<u64>) -> anyhow::Result<PlainRegion> {
-    if path.exists() {
-        let region = shm::open_plain_region(path)
-            .map_err(|e| UsageError(format!("--link plain:{}: {e:#}", path.display())))?;
-        if let Some(size) = size
-            && size != region.layout().shm_size
-        {
-            return Err(UsageError(format!(
-                "--shm-size {}: {} already exists with {} bytes",
-                crate::size::Size(size),
-                path.display(),
-                crate::size::Size(region.layout().shm_size)
-            ))
-            .into());
-        }
-        if region.layout().protocol != shm::PROTOCOL_NET || region.layout().max_peers != 2 {
-            return Err(UsageError(format!(
-                "--link plain:{}: not an ivshmem-net region ({})",
-                path.display(),
-                region.layout()
-            ))
-            .into());
-        }
-        eprintln!("eth-ivshmem: using {}: {}", path.display(), region.layout());
-        Ok(region)
-    } else {
-        let size = size.unwrap_or(DEFAULT_PLAIN_SIZE);
-        let mut region = shm::create_plain_region(path, size, 2, 0, shm::PROTOCOL_NET, None)?;
-        region.persist();
+/// Checks the options and opens the link: a server socket must exist; a
+/// plain file is opened (it must carry a valid ivshmem-net descriptor page)
+/// or created. Cheap, so the binary calls it before building the kernel.
+pub fn open_link(options: &VmOptions) -> anyhow::Result<Link> {
+    options.check()?;
+    let created = matches!(&options.link, LinkSpec::Plain(path) if !path.exists());
+    let link = Link::open(&options.link, options.shm_size)?;
+    if let Link::Plain(region) = &link {
+        let what = if created {
+            "created for other VMs to share (remove it when done)"
+        } else {
+            "using"
+        };
         eprintln!(
-            "eth-ivshmem: created {} for other VMs to share (remove it when done): {}",
-            path.display(),
+            "eth-ivshmem: {} {what}: {}",
+            region.path().display(),
             region.layout()
         );
-        Ok(region)
     }
-}
-
-/// The VM's link, checked and ready: the device to attach and, on a plain
-/// link, the region to play "peer gone" on.
-#[derive(Debug)]
-pub struct OpenLink {
-    device: Option<ShmDevice>,
-    region: Option<PlainRegion>,
-}
-
-/// Checks the options and the link: a server socket must exist; a plain file
-/// is opened (it must carry a valid ivshmem-net descriptor page) or created.
-/// Cheap, so the binary calls it before building the kernel.
-pub fn open_link(options: &VmOptions) -> anyhow::Result<OpenLink> {
-    options.check()?;
-    match &options.link {
-        LinkSpec::Doorbell(socket) | LinkSpec::V2(socket) => {
-            if !socket.exists() {
-                return Err(UsageError(format!(
-                    "--link {}: {} does not exist (start a server: cargo run -- server --socket {}{})",
-                    options.link,
-                    socket.display(),
-                    socket.display(),
-                    if matches!(options.link, LinkSpec::V2(_)) {
-                        " --protocol v2"
-                    } else {
-                        ""
-                    }
-                ))
-                .into());
-            }
-            let device = match &options.link {
-                LinkSpec::V2(_) => ShmDevice::V2 {
-                    socket: socket.clone(),
-                },
-                _ => ShmDevice::Doorbell {
-                    socket: socket.clone(),
-                    vectors: 2,
-                },
-            };
-            Ok(OpenLink {
-                device: Some(device),
-                region: None,
-            })
-        }
-        LinkSpec::Plain(path) => {
-            let region = plain_region(path, options.shm_size)?;
-            Ok(OpenLink {
-                device: Some(region.device()),
-                region: Some(region),
-            })
-        }
-        LinkSpec::None => Ok(OpenLink {
-            device: None,
-            region: None,
-        }),
-    }
+    Ok(link)
 }
 
 /// Runs the VM on `link` (from [`open_link`]) until it ends, the timeout
 /// passes, or a signal arrives (the caller has installed
 /// [`crate::cleanup::exit_on_signal`]). Exit status: 0 if the guest exits
 /// with 33, 128 + signal if interrupted, else 1.
-pub fn run(options: &VmOptions, link: OpenLink) -> anyhow::Result<ExitCode> {
-    let OpenLink { device, region } = link;
+pub fn run(options: &VmOptions, link: Link) -> anyhow::Result<ExitCode> {
     let name = options.name.clone().unwrap_or_else(|| "vm".into());
-    let mut config = VmConfig::new(&options.kernel)
-        .name(&name)
-        .qemu_binary(&options.qemu)
-        .machine(options.machine)
-        .cmdline(options.cmdline())
+    let template = options.start.template()?.machine(options.machine);
+    let mut scenario = Scenario::new(name.clone(), template, link);
+    let timeout = options.start.qemu.timeout(options.effective_timeout());
+    let config = options
+        .start
+        .cmdline
+        .configure(scenario.vm(&name), &options.kernel_cmdline())?
         .echo(
             options
                 .name
                 .as_ref()
                 .map_or(String::new(), |n| format!("[{n}] ")),
         );
-    if let Some(device) = device {
-        config = config.shm(device);
-    }
-    let timeout = options.effective_timeout();
+    let config = options.start.qemu.debug(config);
     eprintln!("eth-ivshmem: {}", config.command_line());
     eprintln!(
         "eth-ivshmem: {name}: {}; Ctrl-C stops it",
@@ -355,29 +187,29 @@ pub fn run(options: &VmOptions, link: OpenLink) -> anyhow::Result<ExitCode> {
     );
 
     let _defer = crate::cleanup::DeferSignals::new();
-    let mut vm = config.spawn()?;
+    scenario.spawn(config, options.id)?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut interrupted = None;
     let outcome = loop {
-        if let Some(outcome) = vm.try_outcome() {
+        if let Some(outcome) = scenario.outcome(&name)? {
             break outcome;
         }
         if let Some(signal) = crate::cleanup::pending_signal() {
             interrupted = Some(signal);
-            break vm.kill();
+            break scenario.kill(&name)?;
         }
         if let (Some(deadline), Some(timeout)) = (deadline, timeout)
             && Instant::now() >= deadline
         {
-            vm.kill();
+            scenario.kill(&name)?;
             break Outcome::Timeout(timeout);
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    if let (Some(region), Some(id)) = (&region, options.id) {
-        region.zero_state(id);
+    if let (true, Some(id)) = (scenario.link().is_plain(), options.id) {
         eprintln!("eth-ivshmem: {name}: peer {id} gone (state entry zeroed)");
     }
+    let vm = scenario.handle(&name)?;
     let elapsed = vm.elapsed().as_secs_f64();
     if let Some(signal) = interrupted {
         eprintln!("eth-ivshmem: {name}: stopped by signal {signal} after {elapsed:.2} s");
@@ -406,36 +238,9 @@ pub fn run(options: &VmOptions, link: OpenLink) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn link_specs_parse() {
-        assert_eq!("none".parse(), Ok(LinkSpec::None));
-        assert_eq!(
-            "doorbell:/tmp/s.sock".parse(),
-            Ok(LinkSpec::Doorbell("/tmp/s.sock".into()))
-        );
-        assert_eq!("v2:s".parse(), Ok(LinkSpec::V2("s".into())));
-        assert_eq!(
-            "plain:/dev/shm/x:y".parse(),
-            Ok(LinkSpec::Plain("/dev/shm/x:y".into()))
-        );
-        for bad in ["", "plain:", "doorbell", "tcp:1.2.3.4", "None"] {
-            assert!(bad.parse::<LinkSpec>().is_err(), "{bad:?}");
-        }
-        assert_eq!(LinkSpec::Plain("/a".into()).to_string(), "plain:/a");
-    }
-
-    #[test]
-    fn apps_are_checked() {
-        assert_eq!(parse_apps("ping,tcp-echo").as_deref(), Ok("ping,tcp-echo"));
-        assert!(parse_apps("ping,,tcp-echo").is_err());
-        assert!(parse_apps("pong").is_err());
-        assert!(parse_apps("link,server").is_err());
-        assert!(parse_apps("link").is_ok());
-    }
-
-    fn plain(id: Option<u32>) -> VmOptions {
+    fn plain(id: Option<u16>) -> VmOptions {
         VmOptions {
-            app: Some("server".into()),
+            app: Some(AppList(vec![App::Server])),
             link: LinkSpec::Plain("/dev/shm/x".into()),
             id,
             ..VmOptions::default()
@@ -447,7 +252,7 @@ mod tests {
         assert!(plain(Some(0)).check().is_ok());
         assert!(plain(None).check().unwrap_err().0.contains("--id"));
         let irq = VmOptions {
-            mode: Some(Mode::Irq),
+            mode: Some(Mode::Interrupt),
             ..plain(Some(1))
         };
         assert!(irq.check().unwrap_err().0.contains("--mode irq"));
@@ -477,23 +282,33 @@ mod tests {
     fn cmdline_and_timeout() {
         let options = VmOptions {
             mtu: Some(9000),
-            append: " log=debug ".into(),
             ..plain(Some(1))
         };
+        assert_eq!(options.kernel_cmdline().to_string(), "app=server mtu=9000");
+        // The plain link adds polling and the ID; --append comes on top.
+        let dir = tempfile::tempdir().unwrap();
+        let link = Link::open(&LinkSpec::Plain(dir.path().join("shm")), None).unwrap();
+        let mut line = options.kernel_cmdline();
+        link.configure(&mut line, options.id);
+        let append = crate::options::CmdlineOptions {
+            append: "log=debug".into(),
+            ..crate::options::CmdlineOptions::default()
+        };
+        append.apply(&mut line).unwrap();
         assert_eq!(
-            options.cmdline(),
-            "app=server mode=poll id=1 mtu=9000 log=debug"
+            line.to_string(),
+            "log=debug app=server mode=poll id=1 mtu=9000"
         );
         assert_eq!(options.effective_timeout(), None);
         let client = VmOptions {
-            app: Some("ping,tcp-echo".into()),
+            app: Some(AppList(vec![App::Ping, App::TcpEcho])),
             link: LinkSpec::Doorbell("/s".into()),
             ..VmOptions::default()
         };
-        assert_eq!(client.cmdline(), "app=ping,tcp-echo");
+        assert_eq!(client.kernel_cmdline().to_string(), "app=ping,tcp-echo");
         assert_eq!(client.effective_timeout(), Some(DEFAULT_TIMEOUT));
         let inventory = VmOptions::default();
-        assert_eq!(inventory.cmdline(), "");
+        assert_eq!(inventory.kernel_cmdline().to_string(), "");
         assert_eq!(inventory.effective_timeout(), Some(DEFAULT_TIMEOUT));
         let limited = VmOptions {
             timeout: Some(Duration::from_secs(5)),

@@ -1,34 +1,19 @@
-//! The demo's final summary, parsed from the client VM's serial output (the
-//! lines listed in the README under "Serial output the host relies on").
+//! The demo's final summary, read from the client VM's typed report lines
+//! ([`abi::report`]).
 
 use std::fmt;
 use std::time::Duration;
 
+use abi::cmdline::App;
+use abi::report::{
+    AppVerdict, AppsVerdict, BootOk, DeviceFound, ExceptionHeadline, Fatal, FatalKind,
+    InventoryHeader, LinkDown, LinkUp, PciBar, PciFunction, PingReply, PingRtt, PingStart,
+    PingSummary, ServerReady, SharedMemoryProbe, StackGuard, TcpEchoProgress, TcpEchoResult,
+    TcpEchoRound, UdpEchoResult,
+};
+
 use crate::outcome::Outcome;
 use crate::size::Size;
-
-/// `ping: N transmitted, M received, X% loss` and, if any reply came back,
-/// `ping: rtt min/avg/max = a/b/c ms`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PingStats {
-    /// Requests sent.
-    pub transmitted: u32,
-    /// Replies received.
-    pub received: u32,
-    /// Loss in percent.
-    pub loss_percent: u32,
-    /// Round-trip time min/avg/max in milliseconds.
-    pub rtt_ms: Option<(f64, f64, f64)>,
-}
-
-/// `tcp-echo: N bytes verified, throughput X Mbit/s`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EchoStats {
-    /// Bytes sent through the echo and verified.
-    pub bytes: u64,
-    /// Throughput in Mbit/s.
-    pub mbit_per_s: f64,
-}
 
 /// Pass or fail, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,10 +32,12 @@ pub struct Summary {
     /// Time from starting the client VM to its `link: up` line (measured by
     /// the host; not part of the serial output).
     pub link_up: Option<Duration>,
-    /// Ping results, if the ping app got that far.
-    pub ping: Option<PingStats>,
-    /// TCP echo results, if the echo completed.
-    pub echo: Option<EchoStats>,
+    /// The ping totals, if the ping app got that far.
+    pub ping: Option<PingSummary>,
+    /// The ping round-trip times, if any reply came back.
+    pub rtt: Option<PingRtt>,
+    /// The TCP echo result, if the echo completed.
+    pub echo: Option<TcpEchoResult>,
     /// The verdict.
     pub verdict: Verdict,
     /// Serial lines that explain a failure (empty on success).
@@ -59,86 +46,92 @@ pub struct Summary {
     pub notes: Vec<String>,
 }
 
-/// Parses `ping: N transmitted, M received, X% loss`.
-pub fn parse_ping_totals(line: &str) -> Option<(u32, u32, u32)> {
-    let rest = line.trim().strip_prefix("ping: ")?;
-    let (sent, rest) = rest.split_once(" transmitted, ")?;
-    let (received, loss) = rest.split_once(" received, ")?;
-    Some((
-        sent.parse().ok()?,
-        received.parse().ok()?,
-        loss.strip_suffix("% loss")?.parse().ok()?,
-    ))
+/// The level of a log line (`[   1.234567] WARN  …`); log lines are not
+/// report lines.
+fn log_level(line: &str) -> Option<&str> {
+    let (_, rest) = line.strip_prefix('[')?.split_once("] ")?;
+    let level = rest.split_whitespace().next()?;
+    ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
+        .contains(&level)
+        .then_some(level)
 }
 
-/// Parses `ping: rtt min/avg/max = a/b/c ms`.
-pub fn parse_rtt(line: &str) -> Option<(f64, f64, f64)> {
-    let values = line
-        .trim()
-        .strip_prefix("ping: rtt min/avg/max = ")?
-        .strip_suffix(" ms")?;
-    let mut parts = values.split('/').map(|v| v.parse::<f64>().ok());
-    let result = (parts.next()??, parts.next()??, parts.next()??);
-    parts.next().is_none().then_some(result)
+/// Whether a line parses as `T`.
+fn is<T: std::str::FromStr>(line: &str) -> bool {
+    line.parse::<T>().is_ok()
 }
 
-/// Parses `tcp-echo: N bytes verified, throughput X Mbit/s`.
-pub fn parse_echo(line: &str) -> Option<EchoStats> {
-    let rest = line.trim().strip_prefix("tcp-echo: ")?;
-    let (bytes, rest) = rest.split_once(" bytes verified, throughput ")?;
-    Some(EchoStats {
-        bytes: bytes.parse().ok()?,
-        mbit_per_s: rest.strip_suffix(" Mbit/s")?.parse().ok()?,
-    })
+/// Whether `line` is a report of progress or success.
+fn is_progress(line: &str) -> bool {
+    is::<InventoryHeader>(line)
+        || is::<PciFunction>(line)
+        || is::<PciBar>(line)
+        || is::<BootOk>(line)
+        || is::<SharedMemoryProbe>(line)
+        || is::<StackGuard>(line)
+        || is::<DeviceFound>(line)
+        || is::<LinkUp>(line)
+        || is::<PingStart>(line)
+        || is::<PingReply>(line)
+        || is::<PingRtt>(line)
+        || is::<TcpEchoProgress>(line)
+        || is::<TcpEchoRound>(line)
+        || is::<TcpEchoResult>(line)
+        || is::<ServerReady>(line)
 }
 
-/// Whether a serial line reports a problem (verdicts, fatal paths, warnings
-/// and errors of the log, the apps' own complaints).
+/// Whether a serial line explains a failure: a warning or error of the log,
+/// a failed verdict, a lossy result, the link going down, or any other line
+/// the kernel prints unconditionally that is not a report of progress (its
+/// fatal reports and the apps' complaints).
 fn is_failing_line(line: &str) -> bool {
-    const MARKERS: &[&str] = &[
-        ": FAIL",
-        "FAILED",
-        "KERNEL PANIC",
-        "CPU EXCEPTION",
-        "OUT OF MEMORY",
-        "] WARN ",
-        "] ERROR ",
-        "corrupted",
-        "closed early",
-        "no progress",
-        "not echoed",
-        "link: down",
-    ];
-    let trimmed = line.trim();
-    trimmed.starts_with("cmdline:")
-        || MARKERS.iter().any(|m| trimmed.contains(m))
-        || parse_ping_totals(trimmed).is_some_and(|(_, _, loss)| loss > 0)
+    if line.trim().is_empty() {
+        return false;
+    }
+    if let Some(level) = log_level(line) {
+        return matches!(level, "ERROR" | "WARN");
+    }
+    if let Ok(verdict) = line.parse::<AppVerdict>() {
+        return !verdict.pass;
+    }
+    if let Ok(verdict) = line.parse::<AppsVerdict>() {
+        return !verdict.pass;
+    }
+    if let Ok(ping) = line.parse::<PingSummary>() {
+        return ping.received < ping.transmitted;
+    }
+    if let Ok(udp) = line.parse::<UdpEchoResult>() {
+        return udp.echoed < udp.count;
+    }
+    is::<LinkDown>(line) || !is_progress(line)
+}
+
+/// Whether a line starts a fatal report that goes on for a few lines
+/// (registers, backtrace).
+fn starts_crash_report(line: &str) -> bool {
+    is::<ExceptionHeadline<String>>(line)
+        || line
+            .parse::<Fatal<String>>()
+            .is_ok_and(|fatal| fatal.kind == FatalKind::Panic)
 }
 
 /// How many trailing lines to show when a failure left no telltale line.
 const TAIL_LINES: usize = 8;
 
-/// The serial lines that explain a failure: verdicts, fatal reports (with
-/// the lines that follow them), warnings and errors of the log, the apps'
-/// complaints; if there are none, the last few lines.
+/// The serial lines that explain a failure (see `is_failing_line`), with
+/// the whole of a crash report; if there are none, the last few lines.
 pub fn failing_lines<S: AsRef<str>>(lines: &[S]) -> Vec<String> {
     let lines: Vec<&str> = lines.iter().map(AsRef::as_ref).collect();
+    let crash = lines
+        .iter()
+        .position(|line| starts_crash_report(line))
+        .unwrap_or(lines.len());
     let mut failing: Vec<String> = lines
         .iter()
-        .filter(|l| is_failing_line(l))
-        .map(|l| l.to_string())
+        .enumerate()
+        .filter(|&(index, line)| index >= crash || is_failing_line(line))
+        .map(|(_, line)| line.to_string())
         .collect();
-    // A fatal report goes on for a few lines (registers, backtrace).
-    if let Some(start) = lines
-        .iter()
-        .position(|l| l.contains("KERNEL PANIC") || l.contains("CPU EXCEPTION"))
-    {
-        for line in &lines[start..] {
-            if !failing.iter().any(|f| f == line) {
-                failing.push(line.to_string());
-            }
-        }
-    }
     if failing.is_empty() {
         let start = lines.len().saturating_sub(TAIL_LINES);
         failing = lines[start..].iter().map(|l| l.to_string()).collect();
@@ -147,53 +140,38 @@ pub fn failing_lines<S: AsRef<str>>(lines: &[S]) -> Vec<String> {
 }
 
 impl Summary {
-    /// Parses the client VM's serial `lines`.
+    /// Reads the client VM's serial `lines`.
     ///
     /// `outcome` is how the VM ended, or `None` if it is still running (the
     /// `--keep` demo, whose client goes on serving): then the verdict comes
-    /// from the `<app>: PASS` lines of `apps`.
-    pub fn parse<S: AsRef<str>>(lines: &[S], outcome: Option<Outcome>, apps: &[&str]) -> Summary {
+    /// from the verdict lines of `apps`.
+    pub fn parse<S: AsRef<str>>(lines: &[S], outcome: Option<Outcome>, apps: &[App]) -> Summary {
         let lines: Vec<&str> = lines.iter().map(AsRef::as_ref).collect();
-        let mut ping: Option<PingStats> = None;
-        let mut echo = None;
-        for line in &lines {
-            if let Some((transmitted, received, loss_percent)) = parse_ping_totals(line) {
-                ping = Some(PingStats {
-                    transmitted,
-                    received,
-                    loss_percent,
-                    rtt_ms: None,
-                });
-            } else if let Some(rtt) = parse_rtt(line) {
-                if let Some(ping) = &mut ping {
-                    ping.rtt_ms = Some(rtt);
-                }
-            } else if let Some(stats) = parse_echo(line) {
-                echo = Some(stats);
-            }
-        }
+        let ping = lines.iter().rev().find_map(|l| l.parse().ok());
+        let rtt = lines.iter().rev().find_map(|l| l.parse().ok());
+        let echo = lines.iter().rev().find_map(|l| l.parse().ok());
         let verdict = match outcome {
-            Some(outcome) if outcome.is_success() => Verdict {
-                pass: true,
-                reason: outcome.to_string(),
-            },
             Some(outcome) => Verdict {
-                pass: false,
+                pass: outcome.is_success(),
                 reason: outcome.to_string(),
             },
             None => {
+                let passed: Vec<App> = lines
+                    .iter()
+                    .filter_map(|l| l.parse::<AppVerdict>().ok())
+                    .filter(|verdict| verdict.pass)
+                    .map(|verdict| verdict.app)
+                    .collect();
                 let missing: Vec<&str> = apps
                     .iter()
-                    .copied()
-                    .filter(|app| {
-                        let pass = format!("{app}: PASS");
-                        !lines.iter().any(|l| l.trim() == pass)
-                    })
+                    .filter(|app| !passed.contains(app))
+                    .map(|app| app.name())
                     .collect();
+                let names: Vec<&str> = apps.iter().map(|app| app.name()).collect();
                 if missing.is_empty() {
                     Verdict {
                         pass: true,
-                        reason: format!("{} passed; the VM is still running", apps.join(", ")),
+                        reason: format!("{} passed; the VM is still running", names.join(", ")),
                     }
                 } else {
                     Verdict {
@@ -212,6 +190,7 @@ impl Summary {
             setup: None,
             link_up: None,
             ping,
+            rtt,
             echo,
             verdict,
             failing_lines,
@@ -238,10 +217,12 @@ impl fmt::Display for Summary {
                     "ping:      {} transmitted, {} received, {}% loss",
                     p.transmitted, p.received, p.loss_percent
                 )?;
-                match p.rtt_ms {
-                    Some((min, avg, max)) => {
-                        writeln!(f, "; rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms")?
-                    }
+                match &self.rtt {
+                    Some(rtt) => writeln!(
+                        f,
+                        "; rtt min/avg/max = {}/{}/{} ms",
+                        rtt.min, rtt.avg, rtt.max
+                    )?,
                     None => writeln!(f)?,
                 }
             }
@@ -250,10 +231,10 @@ impl fmt::Display for Summary {
         match &self.echo {
             Some(e) => writeln!(
                 f,
-                "tcp-echo:  {} bytes ({}) verified, throughput {:.1} Mbit/s",
+                "tcp-echo:  {} bytes ({}) verified, throughput {} Mbit/s",
                 e.bytes,
                 Size(e.bytes),
-                e.mbit_per_s
+                e.throughput
             )?,
             None => writeln!(f, "tcp-echo:  no result")?,
         }
@@ -274,6 +255,10 @@ impl fmt::Display for Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi::exit::ExitCode;
+    use abi::report::{Mbits, Millis};
+
+    const CLIENT: [App; 2] = [App::Ping, App::TcpEcho];
 
     /// Captured from `cargo run -- demo` (VM A, doorbell, pc).
     const PASSING: &str = "\
@@ -308,23 +293,23 @@ apps: PASS
     fn parses_a_passing_run() {
         let mut summary = Summary::parse(
             &lines(PASSING),
-            Some(Outcome::Success),
-            &["ping", "tcp-echo"],
+            Some(Outcome::Exit(ExitCode::Success)),
+            &CLIENT,
         );
+        assert_eq!(summary.ping, Some(PingSummary::new(4, 4)));
         assert_eq!(
-            summary.ping,
-            Some(PingStats {
-                transmitted: 4,
-                received: 4,
-                loss_percent: 0,
-                rtt_ms: Some((0.203, 3.697, 14.059)),
+            summary.rtt,
+            Some(PingRtt {
+                min: Millis(203),
+                avg: Millis(3_697),
+                max: Millis(14_059)
             })
         );
         assert_eq!(
             summary.echo,
-            Some(EchoStats {
+            Some(TcpEchoResult {
                 bytes: 1 << 20,
-                mbit_per_s: 398.7
+                throughput: Mbits(3987)
             })
         );
         assert!(summary.verdict.pass);
@@ -348,13 +333,13 @@ apps: PASS
 
     #[test]
     fn a_still_running_client_passes_on_its_app_verdicts() {
-        let summary = Summary::parse(&lines(PASSING), None, &["ping", "tcp-echo"]);
+        let summary = Summary::parse(&lines(PASSING), None, &CLIENT);
         assert!(summary.verdict.pass, "{summary:?}");
         let cut: Vec<&str> = lines(PASSING)
             .into_iter()
             .filter(|l| !l.starts_with("tcp-echo: PASS"))
             .collect();
-        let summary = Summary::parse(&cut, None, &["ping", "tcp-echo"]);
+        let summary = Summary::parse(&cut, None, &CLIENT);
         assert!(!summary.verdict.pass);
         assert_eq!(summary.verdict.reason, "tcp-echo did not pass");
     }
@@ -376,8 +361,8 @@ apps: FAIL
 ";
         let summary = Summary::parse(
             &lines(text),
-            Some(Outcome::AppFailure),
-            &["ping", "tcp-echo"],
+            Some(Outcome::Exit(ExitCode::Failure)),
+            &CLIENT,
         );
         assert!(!summary.verdict.pass);
         assert_eq!(summary.echo, None);
@@ -397,7 +382,7 @@ apps: FAIL
         let shown = summary.to_string();
         assert!(shown.contains("tcp-echo:  no result"), "{shown}");
         assert!(
-            shown.contains("FAIL (guest reported an application failure (exit status 35))"),
+            shown.contains("FAIL (guest reported a failure (exit status 35))"),
             "{shown}"
         );
         assert!(
@@ -410,46 +395,58 @@ apps: FAIL
     fn a_crash_shows_the_report_or_the_tail() {
         let text =
             "link: up (link-ups 1, resets 0)\nKERNEL PANIC: oops at x.rs:1\n  backtrace 0x1\n";
-        let summary = Summary::parse(&lines(text), Some(Outcome::Panic), &["ping"]);
+        let summary = Summary::parse(
+            &lines(text),
+            Some(Outcome::Exit(ExitCode::Panic)),
+            &[App::Ping],
+        );
         assert_eq!(
             summary.failing_lines,
             ["KERNEL PANIC: oops at x.rs:1", "  backtrace 0x1"]
         );
-        let quiet: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
+        // Only log lines below WARN: nothing tells, so the tail is shown.
+        let quiet: Vec<String> = (0..20)
+            .map(|i| format!("[   1.{i:06}] INFO  line {i}"))
+            .collect();
         let summary = Summary::parse(
             &quiet,
             Some(Outcome::Timeout(Duration::from_secs(120))),
-            &["ping"],
+            &[App::Ping],
         );
         assert_eq!(summary.failing_lines.len(), TAIL_LINES);
-        assert_eq!(summary.failing_lines[0], "line 12");
+        assert_eq!(summary.failing_lines[0], "[   1.000012] INFO  line 12");
         assert!(summary.to_string().contains("timed out after 120.0 s"));
         assert!(summary.to_string().contains("link up:   never"));
     }
 
     #[test]
-    fn line_parsers_are_strict() {
-        assert_eq!(
-            parse_ping_totals("ping: 4 transmitted, 4 received, 0% loss"),
-            Some((4, 4, 0))
-        );
-        assert_eq!(parse_ping_totals("ping: 4 transmitted, 4 received"), None);
-        assert_eq!(
-            parse_rtt("ping: rtt min/avg/max = 1/2.5/3 ms"),
-            Some((1.0, 2.5, 3.0))
-        );
-        assert_eq!(parse_rtt("ping: rtt min/avg/max = 1/2/3/4 ms"), None);
-        assert_eq!(parse_rtt("ping: rtt min/avg/max = 1/2 ms"), None);
-        assert_eq!(
-            parse_echo("tcp-echo: 12 bytes verified, throughput x Mbit/s"),
-            None
-        );
-        assert_eq!(
-            parse_echo("tcp-echo: 12 bytes verified, throughput 0.5 Mbit/s"),
-            Some(EchoStats {
-                bytes: 12,
-                mbit_per_s: 0.5
-            })
-        );
+    fn failing_lines_are_told_by_their_type() {
+        for line in [
+            "ping: FAIL",
+            "apps: FAIL",
+            "ping: 4 transmitted, 3 received, 25% loss",
+            "udp-echo: 4 of 5 datagrams of 56 bytes echoed intact",
+            "link: down (resets 1)",
+            "cmdline: unknown key 'bogus'",
+            "ivshmem: device speaks protocol 0x4000, expected 0x0001",
+            "tcp-echo: connection 0 to 10.0.0.1 closed early (CLOSED)",
+            "[   0.1] ERROR net: oops",
+        ] {
+            assert!(is_failing_line(line), "{line}");
+        }
+        for line in [
+            "ping: PASS",
+            "apps: PASS",
+            "ping: 4 transmitted, 4 received, 0% loss",
+            "udp-echo: 5 of 5 datagrams of 56 bytes echoed intact",
+            "link: up (link-ups 1, resets 0)",
+            "boot: ok",
+            "pci 00:03.0 1af4:1110 class 05.00.00 rev 01",
+            "server: TCP and UDP echo on 10.0.0.1:7",
+            "[   0.1] INFO  tcp-echo: 25% (262144 bytes)",
+            "",
+        ] {
+            assert!(!is_failing_line(line), "{line}");
+        }
     }
 }

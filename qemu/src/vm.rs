@@ -2,10 +2,12 @@
 //! turns into ([`VmConfig::argv`]), and the running process ([`VmHandle`]).
 //!
 //! Every VM gets `-accel tcg -nodefaults -display none -no-reboot -smp
-//! 1,maxcpus=2` (toolchain.md §9 and §13: without `maxcpus` > 1 TCG drops the
-//! guest's memory barriers and cross-VM handshakes lose notifications), an
-//! `isa-debug-exit` device at port 0xf4, and its serial port on QEMU's stdout,
-//! which the handle captures line by line.
+//! 1,maxcpus=2` (`docs/toolchain.md` §9 and §13: without `maxcpus` > 1 TCG
+//! drops the guest's memory barriers and cross-VM handshakes lose
+//! notifications), an `isa-debug-exit` device at port 0xf4, and its serial
+//! port on QEMU's stdout, which the handle captures line by line. The kernel
+//! command line is an [`abi::cmdline::CommandLine`], written with its
+//! `Display`.
 //!
 //! A QEMU process never outlives its [`VmHandle`]: dropping the handle kills
 //! and reaps it (also when a test panics), and see [`crate::cleanup`] for
@@ -15,10 +17,13 @@ use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use abi::cmdline::CommandLine;
+use abi::exit::DEBUG_EXIT_PORT;
 use anyhow::Context;
 
 use crate::outcome::Outcome;
@@ -39,25 +44,6 @@ impl fmt::Display for Machine {
         f.write_str(match self {
             Machine::Pc => "pc",
             Machine::Q35 => "q35",
-        })
-    }
-}
-
-/// How the guest learns about ring and state changes (the kernel's `mode=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Mode {
-    /// MSI-X doorbells wake the kernel (`ivshmem-doorbell`, ivshmem-v2).
-    #[default]
-    Irq,
-    /// Busy polling (the only choice on `ivshmem-plain`).
-    Poll,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Irq => "irq",
-            Mode::Poll => "poll",
         })
     }
 }
@@ -101,8 +87,11 @@ pub struct VmConfig {
     pub qemu: PathBuf,
     /// The kernel ELF (PVH), see [`crate::kernel::build`].
     pub kernel: PathBuf,
-    /// The kernel command line (`-append`).
-    pub cmdline: String,
+    /// The kernel command line (`-append`), checked on the host.
+    pub cmdline: CommandLine,
+    /// Words appended to the kernel command line as they are, without the
+    /// host's check: for tests of the kernel's own (empty by default).
+    pub unchecked_cmdline: String,
     /// Machine type (default `pc`).
     pub machine: Machine,
     /// Guest memory as QEMU's `-m` takes it (default `128M`).
@@ -111,6 +100,9 @@ pub struct VmConfig {
     pub shm: Vec<ShmDevice>,
     /// Extra raw QEMU arguments appended at the end (the escape hatch).
     pub extra_args: Vec<String>,
+    /// Firmware and data directories (QEMU `-L`, in order), e.g. for a
+    /// self-built QEMU that does not know where its BIOS files are.
+    pub firmware: Vec<PathBuf>,
     /// `-monitor <spec>`, e.g. `unix:/tmp/mon.sock,server,nowait`.
     pub monitor: Option<String>,
     /// `-s -S`: wait for gdb on tcp::1234 before running.
@@ -139,18 +131,20 @@ fn qemu_opt(value: &Path) -> String {
 }
 
 impl VmConfig {
-    /// A VM running `kernel` with the defaults: `pc`, 128M, empty command
-    /// line, no shared memory, serial captured but not echoed.
+    /// A VM running `kernel` with the defaults: `pc`, 128M, the default
+    /// command line, no shared memory, serial captured but not echoed.
     pub fn new(kernel: impl Into<PathBuf>) -> VmConfig {
         VmConfig {
             name: "vm".into(),
-            qemu: PathBuf::from(crate::qemu::QEMU_BINARY),
+            qemu: PathBuf::from(crate::install::QEMU_BINARY),
             kernel: kernel.into(),
-            cmdline: String::new(),
+            cmdline: CommandLine::default(),
+            unchecked_cmdline: String::new(),
             machine: Machine::Pc,
             memory: "128M".into(),
             shm: Vec::new(),
             extra_args: Vec::new(),
+            firmware: Vec::new(),
             monitor: None,
             gdb: false,
             echo_prefix: None,
@@ -177,21 +171,33 @@ impl VmConfig {
     }
 
     /// Replaces the kernel command line.
-    pub fn cmdline(mut self, cmdline: impl Into<String>) -> Self {
-        self.cmdline = cmdline.into();
+    pub fn cmdline(mut self, cmdline: CommandLine) -> Self {
+        self.cmdline = cmdline;
         self
     }
 
-    /// Appends space-separated words to the kernel command line.
-    pub fn append(mut self, extra: &str) -> Self {
-        let extra = extra.trim();
-        if !extra.is_empty() {
-            if !self.cmdline.is_empty() {
-                self.cmdline.push(' ');
+    /// Appends words to the kernel command line without checking them (see
+    /// [`VmConfig::unchecked_cmdline`]).
+    pub fn unchecked(mut self, words: &str) -> Self {
+        let words = words.trim();
+        if !words.is_empty() {
+            if !self.unchecked_cmdline.is_empty() {
+                self.unchecked_cmdline.push(' ');
             }
-            self.cmdline.push_str(extra);
+            self.unchecked_cmdline.push_str(words);
         }
         self
+    }
+
+    /// The text passed to `-append`: the command line's non-default keys,
+    /// then the unchecked words.
+    pub fn kernel_cmdline(&self) -> String {
+        let typed = self.cmdline.to_string();
+        match (typed.is_empty(), self.unchecked_cmdline.is_empty()) {
+            (_, true) => typed,
+            (true, false) => self.unchecked_cmdline.clone(),
+            (false, false) => format!("{typed} {}", self.unchecked_cmdline),
+        }
     }
 
     /// Attaches a shared-memory device.
@@ -203,6 +209,12 @@ impl VmConfig {
     /// Appends raw QEMU arguments.
     pub fn qemu_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
         self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds a firmware and data directory (QEMU `-L`).
+    pub fn firmware(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.firmware.push(dir.into());
         self
     }
 
@@ -228,6 +240,9 @@ impl VmConfig {
     pub fn argv(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        for dir in &self.firmware {
+            push(&["-L", &dir.to_string_lossy()]);
+        }
         push(&["-machine", &self.machine.to_string(), "-m", &self.memory]);
         push(&[
             "-accel",
@@ -238,13 +253,14 @@ impl VmConfig {
             "-no-reboot",
         ]);
         push(&["-smp", "1,maxcpus=2"]);
-        push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        let debug_exit = format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04");
+        push(&["-device", &debug_exit]);
         push(&["-serial", "stdio"]);
         push(&[
             "-kernel",
             &self.kernel.to_string_lossy(),
             "-append",
-            &self.cmdline,
+            &self.kernel_cmdline(),
         ]);
         for (i, device) in self.shm.iter().enumerate() {
             match device {
@@ -300,25 +316,33 @@ impl VmConfig {
     }
 }
 
-/// Why [`VmHandle::wait_for_line`] gave up.
+/// Why [`VmHandle::wait_for`] gave up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WaitError {
     /// The deadline passed first.
-    #[error("{vm}: no serial line containing {needle:?} before the deadline")]
+    #[error("{vm}: {what} did not come before the deadline")]
     Timeout {
         /// VM name.
         vm: String,
         /// What was waited for.
-        needle: String,
+        what: String,
     },
     /// QEMU closed its output (exited) first.
-    #[error("{vm}: exited without printing a line containing {needle:?}")]
+    #[error("{vm}: exited without printing {what}")]
     Exited {
         /// VM name.
         vm: String,
         /// What was waited for.
-        needle: String,
+        what: String,
     },
+}
+
+/// How a wait for a report line of type `T` names it in errors: `a LinkUp
+/// line`.
+pub fn report_name<T>() -> String {
+    let path = std::any::type_name::<T>();
+    let name = path.rsplit("::").next().unwrap_or(path);
+    format!("a {name} line")
 }
 
 #[derive(Debug, Default)]
@@ -340,16 +364,25 @@ impl Log {
     }
 }
 
+/// The QEMU process of a [`VmHandle`] and how it ended.
+#[derive(Debug, Default)]
+struct Process {
+    child: Option<Child>,
+    readers: Vec<JoinHandle<()>>,
+    outcome: Option<Outcome>,
+}
+
 /// A running (or finished) VM. Dropping it kills and reaps QEMU.
+///
+/// Every method takes `&self` (the process sits behind a mutex), so that
+/// code holding the handle only to read logs can still learn the outcome.
 pub struct VmHandle {
     name: String,
     argv: Vec<String>,
-    child: Option<Child>,
     pid: u32,
     log: Arc<Log>,
-    readers: Vec<JoinHandle<()>>,
     started: Instant,
-    outcome: Option<Outcome>,
+    process: Mutex<Process>,
 }
 
 impl fmt::Debug for VmHandle {
@@ -357,7 +390,7 @@ impl fmt::Debug for VmHandle {
         f.debug_struct("VmHandle")
             .field("name", &self.name)
             .field("pid", &self.pid)
-            .field("outcome", &self.outcome)
+            .field("outcome", &self.try_outcome())
             .finish()
     }
 }
@@ -453,12 +486,14 @@ impl VmHandle {
         Ok(VmHandle {
             name: config.name,
             argv,
-            child: Some(child),
             pid,
             log,
-            readers,
             started: Instant::now(),
-            outcome: None,
+            process: Mutex::new(Process {
+                child: Some(child),
+                readers,
+                outcome: None,
+            }),
         })
     }
 
@@ -498,50 +533,48 @@ impl VmHandle {
         s
     }
 
+    /// Whether QEMU has closed its serial output (it has ended or is ending).
+    pub fn output_closed(&self) -> bool {
+        self.log.lock().serial_closed
+    }
+
     /// What QEMU printed on its stderr so far (start-up errors land here).
     pub fn stderr(&self) -> String {
         self.log.lock().stderr.join("\n")
     }
 
-    /// Blocks until a serial line containing `needle` has arrived (possibly
-    /// already), and returns that line. Fails at `deadline` or when QEMU
-    /// closes its output first.
-    pub fn wait_for_line(&self, needle: &str, deadline: Instant) -> Result<String, WaitError> {
-        self.wait_for_line_from(needle, 0, deadline)
-            .map(|(_, line)| line)
-    }
-
-    /// Like [`VmHandle::wait_for_line`], but only considers lines with index
-    /// ≥ `from` (0-based, as in [`VmHandle::lines`]); returns the index and
-    /// the line, so a caller can wait for the next occurrence with `index + 1`.
-    pub fn wait_for_line_from(
+    /// Blocks until a serial line with index ≥ `from` (0-based, as in
+    /// [`VmHandle::lines`]) makes `pick` return a value (possibly a line
+    /// that has already arrived), and returns the line's index and the
+    /// value; wait for the next one with `index + 1`. Fails at `deadline` or
+    /// when QEMU closes its output first; `what` names the line in errors.
+    pub fn wait_for<T>(
         &self,
-        needle: &str,
         from: usize,
         deadline: Instant,
-    ) -> Result<(usize, String), WaitError> {
+        what: &str,
+        mut pick: impl FnMut(&str) -> Option<T>,
+    ) -> Result<(usize, T), WaitError> {
         let mut state = self.log.lock();
+        let mut checked = from;
         loop {
-            if let Some((index, line)) = state
-                .serial
-                .iter()
-                .enumerate()
-                .skip(from)
-                .find(|(_, l)| l.contains(needle))
-            {
-                return Ok((index, line.clone()));
+            for (index, line) in state.serial.iter().enumerate().skip(checked) {
+                if let Some(value) = pick(line) {
+                    return Ok((index, value));
+                }
             }
+            checked = checked.max(state.serial.len());
             if state.serial_closed {
                 return Err(WaitError::Exited {
                     vm: self.name.clone(),
-                    needle: needle.into(),
+                    what: what.into(),
                 });
             }
             let now = Instant::now();
             if now >= deadline {
                 return Err(WaitError::Timeout {
                     vm: self.name.clone(),
-                    needle: needle.into(),
+                    what: what.into(),
                 });
             }
             state = self
@@ -553,31 +586,59 @@ impl VmHandle {
         }
     }
 
+    /// Waits for the first line from index `from` on that parses as the
+    /// report `T` (see [`VmHandle::wait_for`]).
+    pub fn wait_for_report<T: FromStr>(
+        &self,
+        from: usize,
+        deadline: Instant,
+    ) -> Result<(usize, T), WaitError> {
+        self.wait_for(from, deadline, &report_name::<T>(), |line| {
+            line.parse().ok()
+        })
+    }
+
+    /// Waits for a serial line containing `needle` and returns it (for
+    /// output that is not a report line of the kernel's, e.g. a test kernel's).
+    pub fn wait_for_line(&self, needle: &str, deadline: Instant) -> Result<String, WaitError> {
+        let what = format!("a line containing {needle:?}");
+        self.wait_for(0, deadline, &what, |line| {
+            line.contains(needle).then(|| line.to_string())
+        })
+        .map(|(_, line)| line)
+    }
+
+    fn process(&self) -> MutexGuard<'_, Process> {
+        self.process.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The outcome if QEMU has already exited, without blocking.
-    pub fn try_outcome(&mut self) -> Option<Outcome> {
-        if self.outcome.is_none() {
-            let child = self.child.as_mut()?;
-            if let Ok(Some(status)) = child.try_wait() {
-                self.finish(Outcome::from_status(status));
-            }
+    pub fn try_outcome(&self) -> Option<Outcome> {
+        let mut process = self.process();
+        if process.outcome.is_none()
+            && let Some(child) = process.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            self.finish(&mut process, Outcome::from_status(status));
         }
-        self.outcome
+        process.outcome
     }
 
     /// Waits up to `timeout` for QEMU to exit and decodes its status. On
     /// timeout QEMU is killed and the outcome is [`Outcome::Timeout`]. Once
     /// QEMU has ended, the serial log is complete. Repeated calls return the
     /// same outcome.
-    pub fn wait(&mut self, timeout: Duration) -> Outcome {
+    pub fn wait(&self, timeout: Duration) -> Outcome {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(outcome) = self.try_outcome() {
                 return outcome;
             }
             if Instant::now() >= deadline {
-                self.kill_and_reap();
-                self.finish(Outcome::Timeout(timeout));
-                return Outcome::Timeout(timeout);
+                let mut process = self.process();
+                self.kill_and_reap(&mut process);
+                self.finish(&mut process, Outcome::Timeout(timeout));
+                return process.outcome.unwrap_or(Outcome::Timeout(timeout));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -585,30 +646,34 @@ impl VmHandle {
 
     /// Kills QEMU (SIGKILL) and reaps it; the outcome becomes
     /// `Outcome::Signal(9)` unless it had already exited.
-    pub fn kill(&mut self) -> Outcome {
+    pub fn kill(&self) -> Outcome {
         if let Some(outcome) = self.try_outcome() {
             return outcome;
         }
-        let status = self.kill_and_reap();
-        self.finish(status.map_or(Outcome::Signal(9), Outcome::from_status));
-        self.outcome.unwrap_or(Outcome::Signal(9))
+        let mut process = self.process();
+        let status = self.kill_and_reap(&mut process);
+        self.finish(
+            &mut process,
+            status.map_or(Outcome::Signal(9), Outcome::from_status),
+        );
+        process.outcome.unwrap_or(Outcome::Signal(9))
     }
 
-    fn kill_and_reap(&mut self) -> Option<std::process::ExitStatus> {
-        let child = self.child.as_mut()?;
+    fn kill_and_reap(&self, process: &mut Process) -> Option<std::process::ExitStatus> {
+        let child = process.child.as_mut()?;
         let _ = child.kill();
         let status = child.wait().ok();
         crate::cleanup::unregister_child(self.pid);
         status
     }
 
-    fn finish(&mut self, outcome: Outcome) {
-        if self.outcome.is_none() {
-            self.outcome = Some(outcome);
+    fn finish(&self, process: &mut Process, outcome: Outcome) {
+        if process.outcome.is_none() {
+            process.outcome = Some(outcome);
         }
         crate::cleanup::unregister_child(self.pid);
-        self.child = None;
-        for reader in self.readers.drain(..) {
+        process.child = None;
+        for reader in process.readers.drain(..) {
             let _ = reader.join();
         }
     }
@@ -616,23 +681,43 @@ impl VmHandle {
 
 impl Drop for VmHandle {
     fn drop(&mut self) {
-        if self.child.is_some() {
-            self.kill_and_reap();
+        let mut process = self.process();
+        if process.child.is_some() {
+            self.kill_and_reap(&mut process);
         }
-        self.child = None;
+        process.child = None;
         // The readers end on EOF now that QEMU is gone; no need to join.
     }
+}
+
+/// A fake "QEMU" (a shell script that ignores its arguments) and a VM
+/// configured to run it, to exercise handles and scenarios without QEMU.
+#[cfg(test)]
+pub(crate) fn fake_vm(script: &str) -> (tempfile::TempDir, VmConfig) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let qemu = dir.path().join("fake-qemu");
+    std::fs::write(&qemu, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kernel = dir.path().join("kernel");
+    std::fs::write(&kernel, b"").unwrap();
+    let config = VmConfig::new(&kernel).qemu_binary(&qemu).name("fake");
+    (dir, config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi::cmdline::{LogLevel, SelfTest};
+    use abi::exit::ExitCode;
 
     #[test]
     fn argv_has_the_fixed_flags() {
-        let config = VmConfig::new("/k/kernel")
-            .append("log=debug")
-            .append("selftest=shm");
+        let config = VmConfig::new("/k/kernel").cmdline(CommandLine {
+            log: LogLevel::Debug,
+            selftest: Some(SelfTest::SharedMemory),
+            ..CommandLine::default()
+        });
         let argv = config.argv();
         let joined = argv.join(" ");
         assert_eq!(
@@ -641,8 +726,15 @@ mod tests {
              -smp 1,maxcpus=2 -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
              -serial stdio -kernel /k/kernel -append log=debug selftest=shm"
         );
-        // The command line stays one argument.
+        // The command line stays one argument; unchecked words come last.
         assert_eq!(argv.last().unwrap(), "log=debug selftest=shm");
+        let config = config.unchecked(" bogus=1 ").unchecked("log=loud");
+        assert_eq!(
+            config.kernel_cmdline(),
+            "log=debug selftest=shm bogus=1 log=loud"
+        );
+        let config = VmConfig::new("/k").unchecked("bogus=1");
+        assert_eq!(config.kernel_cmdline(), "bogus=1");
     }
 
     #[test]
@@ -661,13 +753,19 @@ mod tests {
             .shm(ShmDevice::V2 {
                 socket: "/tmp/v2.sock".into(),
             })
-            .qemu_args(["-d", "int"]);
+            .qemu_args(["-d", "int"])
+            .firmware("/opt/fork/share/qemu")
+            .firmware("/usr/share/seabios");
         config.monitor = Some("unix:/tmp/m,server,nowait".into());
         config.gdb = true;
         let argv = config.argv();
         let pos = |s: &str| argv.iter().position(|a| a == s);
-        assert_eq!(argv[1], "q35");
-        assert_eq!(argv[3], "256M");
+        assert_eq!(
+            argv[..4],
+            ["-L", "/opt/fork/share/qemu", "-L", "/usr/share/seabios"]
+        );
+        assert_eq!(argv[5], "q35");
+        assert_eq!(argv[7], "256M");
         let i = pos("memory-backend-file,id=hm0,share=on,mem-path=/dev/shm/a,,b,size=1M").unwrap();
         assert_eq!(argv[i - 1], "-object");
         assert_eq!(argv[i + 2], "ivshmem-plain,memdev=hm0");
@@ -691,7 +789,7 @@ mod tests {
         assert!(
             config
                 .command_line()
-                .starts_with("qemu-system-x86_64 -machine q35")
+                .starts_with("qemu-system-x86_64 -L /opt/fork/share/qemu")
         );
     }
 
@@ -707,26 +805,13 @@ mod tests {
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 
-    /// Runs a fake "QEMU" (a shell script) to exercise the handle without QEMU.
-    fn fake_vm(script: &str) -> (tempfile::TempDir, VmConfig) {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let qemu = dir.path().join("fake-qemu");
-        std::fs::write(&qemu, format!("#!/bin/sh\n{script}\n")).unwrap();
-        std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let kernel = dir.path().join("kernel");
-        std::fs::write(&kernel, b"").unwrap();
-        let config = VmConfig::new(&kernel).qemu_binary(&qemu).name("fake");
-        (dir, config)
-    }
-
     #[test]
     fn handle_captures_lines_and_exit_status() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (_dir, config) =
             fake_vm("printf 'hello\\r\\nready: yes\\n'; echo oops >&2; printf partial; exit 33");
         let seen2 = Arc::clone(&seen);
-        let mut vm = config
+        let vm = config
             .on_line(move |l| seen2.lock().unwrap().push(l.to_string()))
             .spawn()
             .unwrap();
@@ -735,11 +820,12 @@ mod tests {
             .unwrap();
         assert_eq!(line, "ready: yes");
         let deadline = Instant::now() + Duration::from_secs(10);
+        let pick = |line: &str| line.contains('e').then_some(line.len());
+        assert_eq!(vm.wait_for(1, deadline, "an e", pick), Ok((1, 10)));
         assert_eq!(
-            vm.wait_for_line_from("e", 1, deadline),
-            Ok((1, "ready: yes".to_string()))
+            vm.wait(Duration::from_secs(10)),
+            Outcome::Exit(ExitCode::Success)
         );
-        assert_eq!(vm.wait(Duration::from_secs(10)), Outcome::Success);
         assert_eq!(vm.lines(), ["hello", "ready: yes", "partial"]);
         assert_eq!(vm.log(), "hello\nready: yes\npartial\n");
         assert_eq!(vm.stderr(), "oops");
@@ -748,15 +834,24 @@ mod tests {
             vm.wait_for_line("never", Instant::now() + Duration::from_secs(10)),
             Err(WaitError::Exited {
                 vm: "fake".into(),
-                needle: "never".into()
+                what: "a line containing \"never\"".into()
             })
+        );
+        // Typed waits parse report lines; "ready: yes" is not one.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let err = vm
+            .wait_for_report::<abi::report::BootOk>(0, deadline)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "fake: exited without printing a BootOk line"
         );
     }
 
     #[test]
     fn handle_times_out_and_kills() {
         let (_dir, config) = fake_vm("echo started; exec sleep 30");
-        let mut vm = config.spawn().unwrap();
+        let vm = config.spawn().unwrap();
         let pid = vm.pid();
         assert!(matches!(
             vm.wait_for_line("nothing", Instant::now() + Duration::from_millis(200)),

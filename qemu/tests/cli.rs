@@ -1,41 +1,23 @@
 //! The launcher binary's command line: help, bad arguments, `boot` verdicts
 //! and cleanup on signals (the QEMU parts are skipped if QEMU is missing).
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::Guard;
+
 fn launcher() -> Command {
     Command::new(env!("CARGO_BIN_EXE_eth-ivshmem"))
 }
 
-/// A launcher child that is killed and reaped if the test panics.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn tiny(dir: &Path, exit_value: Option<u32>) -> PathBuf {
     let path = dir.join("tiny.elf");
-    std::fs::write(&path, host::testkernel::pvh_elf("tiny up\n", exit_value)).unwrap();
+    std::fs::write(&path, support::pvh_elf("tiny up\n", exit_value)).unwrap();
     path
-}
-
-fn shm_leftovers(pid: u32) -> Vec<String> {
-    let prefix = format!("eth-ivshmem-boot-{pid}-");
-    std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]
@@ -68,6 +50,23 @@ fn help_works_everywhere() {
         "--name",
     ] {
         assert!(vm.contains(option), "{vm}");
+    }
+    // Every command that starts VMs takes the same kernel and QEMU options.
+    for command in ["demo", "vm", "boot"] {
+        let help = launcher().args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&help.stdout);
+        for option in [
+            "--kernel",
+            "--append",
+            "--raw-append",
+            "--qemu ",
+            "--qemu-arg",
+            "-L, --firmware",
+            "--monitor",
+            "--gdb",
+        ] {
+            assert!(help.contains(option), "{command} lacks {option}: {help}");
+        }
     }
 }
 
@@ -102,6 +101,25 @@ fn assert_usage_error(args: &[&str], needle: &str) {
     assert!(stderr.contains(needle), "{args:?}: {stderr}");
     assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     assert!(!stderr.contains("backtrace"), "{args:?}: {stderr}");
+}
+
+#[test]
+fn bad_qemu_and_kernel_options_exit_2() {
+    for command in ["demo", "vm", "boot"] {
+        for (args, needle) in [
+            (&["--qemu", "/nonexistent/qemu"][..], "is not a file"),
+            (&["--qemu", "no-such-qemu-binary"], "not in PATH"),
+            (&["-L", "/nonexistent/share"], "not a directory"),
+            (&["--monitor", ""], "--monitor"),
+            (&["--append", "bogus=1"], "unknown key 'bogus'"),
+            (&["--append", "mtu=1"], "bad value '1' for 'mtu'"),
+            (&["--append", "count=1 count=2"], "more than once"),
+        ] {
+            let mut all = vec![command];
+            all.extend_from_slice(args);
+            assert_usage_error(&all, needle);
+        }
+    }
 }
 
 #[test]
@@ -187,7 +205,7 @@ fn vm_bad_arguments_exit_2() {
     );
     // An existing region of another size than asked for.
     let region_path = dir.path().join("region");
-    let mut region = host::shm::create_plain_region(&region_path, 1 << 20, 2, 0, 1, None).unwrap();
+    let mut region = qemu::shm::PlainRegion::create(&region_path, 1 << 20, 2, 0, 1, None).unwrap();
     region.persist();
     let link = format!("plain:{}", region_path.display());
     assert_usage_error(
@@ -198,11 +216,11 @@ fn vm_bad_arguments_exit_2() {
 
 #[test]
 fn boot_verdicts() {
-    if !host::qemu::available() {
+    if !qemu::install::available() {
         eprintln!("skipping: qemu-system-x86_64 is not installed");
         return;
     }
-    let _lock = host::VmLock::acquire().unwrap();
+    let _lock = qemu::VmLock::acquire().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let good = tiny(dir.path(), Some(0x10));
     let child = launcher()
@@ -215,6 +233,21 @@ fn boot_verdicts() {
     assert_eq!(child.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("tiny up"), "{stdout}");
     assert!(stderr.contains("guest reported success"), "{stderr}");
+
+    // Firmware directories and raw arguments reach QEMU.
+    let child = launcher()
+        .args(["boot", "--timeout", "20", "-L", "/usr/share/qemu"])
+        .args(["--qemu-arg=-d", "--qemu-arg=guest_errors", "--kernel"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert_eq!(child.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(" -L /usr/share/qemu -machine pc"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(" -d guest_errors"), "{stderr}");
 
     let bad = tiny(dir.path(), Some(0x14));
     let child = launcher()
@@ -262,11 +295,11 @@ fn is_gone(pid: u32) -> bool {
 
 #[test]
 fn sigterm_kills_qemu_and_removes_shm() {
-    if !host::qemu::available() {
+    if !qemu::install::available() {
         eprintln!("skipping: qemu-system-x86_64 is not installed");
         return;
     }
-    let _lock = host::VmLock::acquire().unwrap();
+    let _lock = qemu::VmLock::acquire().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let hang = tiny(dir.path(), None);
     for signal in [libc::SIGTERM, libc::SIGINT] {
@@ -286,7 +319,7 @@ fn sigterm_kills_qemu_and_removes_shm() {
         assert_eq!(line.trim(), "tiny up");
         let qemus = children_of(pid);
         assert_eq!(qemus.len(), 1, "{qemus:?}");
-        assert_eq!(shm_leftovers(pid).len(), 1);
+        assert_eq!(support::leftovers(pid, "boot").len(), 1);
         // SAFETY: kill(2) on our own child's pid, which has not been reaped.
         assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
         let status = child.0.wait().unwrap();
@@ -296,7 +329,11 @@ fn sigterm_kills_qemu_and_removes_shm() {
             assert!(Instant::now() < deadline, "QEMU {} survived", qemus[0]);
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(shm_leftovers(pid).is_empty(), "{:?}", shm_leftovers(pid));
+        assert!(
+            support::leftovers(pid, "boot").is_empty(),
+            "{:?}",
+            support::leftovers(pid, "boot")
+        );
     }
 }
 

@@ -2,51 +2,23 @@
 //! the default demo (doorbell, irq) passes, prints a summary with the RTT and
 //! the throughput, and leaves no QEMU, socket or shared-memory file behind.
 
-use std::io::Read;
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A launcher child that is killed and reaped if the test panics.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// Files under /dev/shm that the launcher with `pid` made.
-fn leftovers(pid: u32) -> Vec<String> {
-    let marker = format!("-{pid}-");
-    std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("eth-ivshmem-") && n.contains(&marker))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use support::{Guard, drain};
 
 #[test]
 fn default_demo_passes_with_a_summary() {
-    if !host::qemu::available() {
+    if !qemu::install::available() {
         eprintln!("skipping: qemu-system-x86_64 is not installed");
         return;
     }
     // Build outside the lock (the launcher's own build is then a no-op).
-    host::kernel::build(host::kernel::Profile::Release).expect("cannot build the kernel");
+    qemu::kernel::build(qemu::kernel::Profile::Release).expect("cannot build the kernel");
     // The launcher never takes the lock itself; the test holds it.
-    let _lock = host::VmLock::acquire().unwrap();
+    let _lock = qemu::VmLock::acquire().unwrap();
     let started = Instant::now();
     let mut child = Guard(
         Command::new(env!("CARGO_BIN_EXE_eth-ivshmem"))
@@ -95,5 +67,9 @@ fn default_demo_passes_with_a_summary() {
     for progress in ["waiting for the link…", "VM A: pinging", "demo passed"] {
         assert!(stderr.contains(progress), "{progress:?}\n{context}");
     }
-    assert!(leftovers(pid).is_empty(), "{:?}", leftovers(pid));
+    assert!(
+        support::leftovers(pid, "").is_empty(),
+        "{:?}",
+        support::leftovers(pid, "")
+    );
 }

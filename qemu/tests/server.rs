@@ -8,11 +8,13 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use host::server::client::Client;
-use host::server::wire::V2Message;
-use host::server::{Protocol, Server, ServerConfig, ServerError, ServerThread, V1Disconnect};
-use host::shm::{DescriptorPage, Layout, LayoutError};
+use abi::descriptor::DescriptorPage;
+use abi::layout::LayoutError as SectionError;
 use memmap2::MmapMut;
+use qemu::server::client::Client;
+use qemu::server::wire::V2Message;
+use qemu::server::{Protocol, Server, ServerConfig, ServerError, ServerThread, V1Disconnect};
+use qemu::shm::{LayoutError, ShmLayout};
 
 fn start(dir: &Path, protocol: Protocol) -> ServerThread {
     let mut config = ServerConfig::new(dir.join("ivshmem.sock"));
@@ -136,13 +138,13 @@ fn v1_greeting_order_fds_and_doorbells() {
     assert_eq!(a.id, 0);
     assert_eq!(a.shm.len(), 1 << 20);
     let page = DescriptorPage::parse(&a.shm).unwrap();
-    assert_eq!(page.max_peers, 2);
+    assert_eq!(page.layout.max_peers, 2);
     assert_eq!(page.vectors, 2);
     assert_eq!(page.protocol, 1);
-    assert_eq!(page.state_table_offset, 0x1000);
-    assert_eq!(page.state_table_size, 0x1000);
-    assert_eq!(page.output_section_size, 0x7f000);
-    assert_eq!(page.rw_section_size, 0);
+    assert_eq!(page.layout.state_table_offset, 0x1000);
+    assert_eq!(page.layout.state_table_size, 0x1000);
+    assert_eq!(page.layout.output_section_size, 0x7f000);
+    assert_eq!(page.layout.rw_section_size, 0);
     assert_eq!(server.layout().descriptor(), Some(page));
 
     let mut b = v1_connect(&socket, &[0], 2);
@@ -222,6 +224,34 @@ fn v1_quiet_peer_gone_zeroes_state_rings_vector0_and_keeps_eventfds() {
     assert_quiet(&c.client);
     ring(&c.others[0].1);
     assert!(eventfd_fires(&d.own[0]));
+}
+
+/// QEMU makes the eventfds it receives blocking (`O_NONBLOCK` is shared with
+/// the server's descriptors); the server must still drain a returning ID's
+/// eventfds without blocking.
+#[test]
+fn v1_reconnect_survives_eventfds_made_blocking() {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Protocol::V1);
+    let socket = server.socket_path().to_path_buf();
+    let a = v1_connect(&socket, &[], 2);
+    for fd in &a.own {
+        let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+        fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).unwrap();
+    }
+    drop(a);
+    let greeted = std::thread::spawn(move || v1_connect(&socket, &[], 2).id);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !greeted.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !greeted.is_finished() {
+        // The server thread is stuck; do not wait for it on drop.
+        std::mem::forget(server);
+        panic!("the server blocked draining the eventfds of a returning ID");
+    }
+    assert_eq!(greeted.join().unwrap(), 0);
 }
 
 #[test]
@@ -370,8 +400,8 @@ fn v2_greeting_doorbells_and_peer_gone() {
     let server = start(dir.path(), Protocol::V2);
     let socket = server.socket_path().to_path_buf();
     let layout = *server.layout();
-    assert_eq!(layout.state_table_offset, 0);
-    assert_eq!(layout.rw_section_size, 0x1000);
+    assert_eq!(layout.sections.state_table_offset, 0);
+    assert_eq!(layout.sections.rw_section_size, 0x1000);
     let mut a = v2_connect(&socket, &[], 2);
     assert_eq!(a.id, 0);
     assert_eq!(a.shm.len(), 1 << 20);
@@ -460,24 +490,34 @@ fn sizes_and_counts_are_validated() {
     assert_eq!(layout(&|c| c.size = 0x100001).unwrap().shm_size, 2 << 20);
     assert_eq!(
         layout(&|c| c.output_section = Some(0x10000)).unwrap(),
-        Layout::new(1 << 20, true, 2, 2, 1, Some(0x10000)).unwrap()
+        ShmLayout::new(1 << 20, true, 2, 2, 1, Some(0x10000)).unwrap()
     );
     // Too small for the protocol.
     assert!(matches!(
         layout(&|c| c.size = 0x4000),
-        Err(ServerError::Layout(LayoutError::NetOutputTooSmall(0x1000)))
+        Err(ServerError::Layout(LayoutError::NetOutputTooSmall {
+            size: 0x1000,
+            ..
+        }))
     ));
     assert!(matches!(
         layout(&|c| c.output_section = Some(0x1000)),
-        Err(ServerError::Layout(LayoutError::NetOutputTooSmall(0x1000)))
+        Err(ServerError::Layout(LayoutError::NetOutputTooSmall {
+            size: 0x1000,
+            ..
+        }))
     ));
     assert!(matches!(
         layout(&|c| c.output_section = Some(0x80000)),
-        Err(ServerError::Layout(LayoutError::TooSmall { .. }))
+        Err(ServerError::Layout(LayoutError::Sections(
+            SectionError::TooLarge { .. }
+        )))
     ));
     assert!(matches!(
         layout(&|c| c.output_section = Some(0x2800)),
-        Err(ServerError::Layout(LayoutError::Unaligned(0x2800)))
+        Err(ServerError::Layout(LayoutError::Sections(
+            SectionError::NotPageAligned { value: 0x2800, .. }
+        )))
     ));
     assert!(matches!(
         layout(&|c| c.max_peers = 3),
@@ -509,7 +549,7 @@ fn sizes_and_counts_are_validated() {
         c.protocol = Protocol::V2;
     })
     .unwrap();
-    assert_eq!(l.output_section_size, 0x55000);
+    assert_eq!(l.sections.output_section_size, 0x55000);
     assert!(l.descriptor().is_none());
     // Bind refuses before creating anything.
     let dir = tempfile::tempdir().unwrap();

@@ -1,11 +1,14 @@
 //! Runs real QEMU on a tiny generated PVH kernel (skipped if QEMU is missing).
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use host::{Machine, Outcome, ShmDevice, VmConfig, VmLock};
+use abi::exit::ExitCode;
+use qemu::{Machine, Outcome, ShmDevice, VmConfig, VmLock};
 
 fn qemu_or_skip() -> bool {
-    if host::qemu::available() {
+    if qemu::install::available() {
         true
     } else {
         eprintln!("skipping: qemu-system-x86_64 is not installed");
@@ -15,7 +18,7 @@ fn qemu_or_skip() -> bool {
 
 fn kernel(dir: &tempfile::TempDir, message: &str, exit_value: Option<u32>) -> std::path::PathBuf {
     let path = dir.path().join("tiny.elf");
-    std::fs::write(&path, host::testkernel::pvh_elf(message, exit_value)).unwrap();
+    std::fs::write(&path, support::pvh_elf(message, exit_value)).unwrap();
     path
 }
 
@@ -27,9 +30,9 @@ fn tiny_kernel_succeeds_with_plain_shm() {
     let _lock = VmLock::acquire().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let shm_path = dir.path().join("shm");
-    let region = host::shm::create_plain_region(&shm_path, 1 << 20, 2, 0, 1, None).unwrap();
+    let region = qemu::shm::PlainRegion::create(&shm_path, 1 << 20, 2, 0, 1, None).unwrap();
     for machine in [Machine::Pc, Machine::Q35] {
-        let mut vm = VmConfig::new(kernel(&dir, "hello\r\nready\n", Some(0x10)))
+        let vm = VmConfig::new(kernel(&dir, "hello\r\nready\n", Some(0x10)))
             .machine(machine)
             .shm(ShmDevice::Plain {
                 mem_path: region.path().into(),
@@ -41,7 +44,12 @@ fn tiny_kernel_succeeds_with_plain_shm() {
         vm.wait_for_line("ready", Instant::now() + Duration::from_secs(20))
             .unwrap();
         let outcome = vm.wait(Duration::from_secs(20));
-        assert_eq!(outcome, Outcome::Success, "stderr: {}", vm.stderr());
+        assert_eq!(
+            outcome,
+            Outcome::Exit(ExitCode::Success),
+            "stderr: {}",
+            vm.stderr()
+        );
         assert_eq!(vm.lines(), ["hello", "ready"]);
     }
 }
@@ -53,8 +61,11 @@ fn tiny_kernel_failure_codes_decode() {
     }
     let _lock = VmLock::acquire().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut vm = VmConfig::new(kernel(&dir, "", Some(0x13))).spawn().unwrap();
-    assert_eq!(vm.wait(Duration::from_secs(20)), Outcome::CpuException);
+    let vm = VmConfig::new(kernel(&dir, "", Some(0x13))).spawn().unwrap();
+    assert_eq!(
+        vm.wait(Duration::from_secs(20)),
+        Outcome::Exit(ExitCode::CpuException)
+    );
 }
 
 #[test]
@@ -63,7 +74,7 @@ fn qemu_startup_error_is_reported() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut vm = VmConfig::new(kernel(&dir, "", Some(0x10)))
+    let vm = VmConfig::new(kernel(&dir, "", Some(0x10)))
         .shm(ShmDevice::Doorbell {
             socket: dir.path().join("no-such.sock"),
             vectors: 2,
@@ -76,8 +87,8 @@ fn qemu_startup_error_is_reported() {
 
 #[test]
 fn doorbell_vm_talks_to_our_v1_server() {
-    use host::server::client::Client;
-    use host::server::{Server, ServerConfig};
+    use qemu::server::client::Client;
+    use qemu::server::{Server, ServerConfig};
     if !qemu_or_skip() {
         return;
     }
@@ -89,7 +100,7 @@ fn doorbell_vm_talks_to_our_v1_server() {
         .unwrap();
     for machine in [Machine::Pc, Machine::Q35] {
         // The VM halts after printing, holding its connection (peer 0).
-        let mut vm = VmConfig::new(kernel(&dir, "up\n", None))
+        let vm = VmConfig::new(kernel(&dir, "up\n", None))
             .machine(machine)
             .shm(server.device())
             .spawn()
@@ -133,7 +144,7 @@ fn doorbell_vm_talks_to_our_v1_server() {
 /// therefore never sends disconnect messages and keeps each ID's eventfds.
 #[test]
 fn doorbell_survivor_outlives_a_reused_id_leaving_repeatedly() {
-    use host::server::{Server, ServerConfig};
+    use qemu::server::{Server, ServerConfig};
     if !qemu_or_skip() {
         return;
     }
@@ -145,14 +156,14 @@ fn doorbell_survivor_outlives_a_reused_id_leaving_repeatedly() {
         .unwrap();
     let elf = kernel(&dir, "up\n", None);
     let deadline = || Instant::now() + Duration::from_secs(20);
-    let mut a = VmConfig::new(&elf)
+    let a = VmConfig::new(&elf)
         .name("A")
         .shm(server.device())
         .spawn()
         .unwrap();
     a.wait_for_line("up", deadline()).unwrap();
     for round in 0..3 {
-        let mut b = VmConfig::new(&elf)
+        let b = VmConfig::new(&elf)
             .name("B")
             .shm(server.device())
             .spawn()

@@ -2,27 +2,37 @@
 //! maps the ivshmem BAR (also above 4 GiB), and ends every fatal path with
 //! its report and exit status. Each test boots the real kernel under QEMU.
 
-use e2e::{
-    BarKind, Machine, Outcome, ShmFile, boot, parse_exception, parse_pci_inventory, parse_shm_line,
+use abi::cmdline::{CommandLine, SelfTest};
+use abi::exit::ExitCode;
+use abi::report::{
+    BarKind, BootOk, ExceptionErrorCode, ExceptionHeadline, ExceptionReport, Fatal, FatalKind,
+    SharedMemoryProbe, StackGuard, parse_inventory,
 };
+use e2e::{Machine, Outcome, Run, boot, boot_unchecked, shm_file};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
+
+fn selftest(selftest: SelfTest) -> CommandLine {
+    CommandLine {
+        selftest: Some(selftest),
+        ..CommandLine::default()
+    }
+}
 
 /// Boots with an `ivshmem-plain` of `size` bytes and checks the inventory
 /// lists exactly one 1af4:1110 function with BAR0 (registers) and a 64-bit
 /// prefetchable BAR2 of exactly `size`, and that the kernel exits successfully.
 fn inventory_shows_ivshmem(machine: Machine, size: u64) {
-    let shm = ShmFile::new("e2e-inventory", size);
-    let run = boot(machine, "selftest=shm", Some(&shm));
-    run.assert_outcome(Outcome::Success);
-    run.line("boot: ok");
+    let shm = shm_file("e2e-inventory", size);
+    let run = boot(machine, selftest(SelfTest::SharedMemory), Some(&shm));
+    run.assert_outcome(Outcome::Exit(ExitCode::Success));
+    run.report::<BootOk>();
 
-    let functions =
-        parse_pci_inventory(&run.lines).unwrap_or_else(|e| panic!("{e}\n{}", run.context()));
-    let ivshmem: Vec<_> = functions
+    let entries = parse_inventory(&run.lines).unwrap_or_else(|e| panic!("{e}\n{}", run.context()));
+    let ivshmem: Vec<_> = entries
         .iter()
-        .filter(|f| (f.vendor, f.device) == (0x1af4, 0x1110))
+        .filter(|entry| (entry.function.vendor, entry.function.device) == (0x1af4, 0x1110))
         .collect();
     assert_eq!(
         ivshmem.len(),
@@ -30,17 +40,21 @@ fn inventory_shows_ivshmem(machine: Machine, size: u64) {
         "expected exactly one ivshmem function\n{}",
         run.context()
     );
-    let f = ivshmem[0];
-    assert_eq!(f.class, "05.00.00", "ivshmem is a RAM controller");
-    let bar0 = f
+    let entry = ivshmem[0];
+    assert_eq!(
+        entry.function.class,
+        [0x05, 0, 0],
+        "ivshmem is a RAM controller"
+    );
+    let bar0 = entry
         .bar(0)
         .unwrap_or_else(|| panic!("no BAR0\n{}", run.context()));
-    assert_eq!(bar0.kind, BarKind::Mem32, "{}", run.context());
+    assert_eq!(bar0.kind, BarKind::Memory32, "{}", run.context());
     assert_eq!(bar0.size, 0x100, "ivshmem register BAR\n{}", run.context());
-    let bar2 = f
+    let bar2 = entry
         .bar(2)
         .unwrap_or_else(|| panic!("no BAR2\n{}", run.context()));
-    assert_eq!(bar2.kind, BarKind::Mem64, "{}", run.context());
+    assert_eq!(bar2.kind, BarKind::Memory64, "{}", run.context());
     assert!(bar2.prefetchable, "{}", run.context());
     assert_eq!(
         bar2.size,
@@ -56,9 +70,12 @@ fn inventory_shows_ivshmem(machine: Machine, size: u64) {
     );
 
     // The self-test maps that same BAR and reads the (zeroed) file through it.
-    let report = parse_shm_line(run.line("shm: ")).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((report.address, report.size), (bar2.address, bar2.size));
-    assert_eq!((report.first, report.last), (0, 0), "{}", run.context());
+    let probe: SharedMemoryProbe = run.report();
+    assert_eq!(
+        (probe.bar.address, probe.bar.size),
+        (bar2.address, bar2.size)
+    );
+    assert_eq!((probe.first, probe.last), (0, 0), "{}", run.context());
 }
 
 #[test]
@@ -86,29 +103,29 @@ fn pc_inventory_lists_ivshmem_with_2m_bar2() {
 fn shm_above_4g_is_mapped(machine: Machine) {
     const FIRST: u64 = 0x0123_4567_89ab_cdef;
     const LAST: u64 = 0xfedc_ba98_7654_3210;
-    let shm = ShmFile::new("e2e-4g", 4 * GIB);
-    shm.write_u64(0, FIRST);
-    shm.write_u64(shm.size() - 8, LAST);
+    let shm = shm_file("e2e-4g", 4 * GIB);
+    shm.write_at(0, &FIRST.to_le_bytes()).unwrap();
+    shm.write_at(shm.size() - 8, &LAST.to_le_bytes()).unwrap();
 
-    let run = boot(machine, "selftest=shm", Some(&shm));
-    run.assert_outcome(Outcome::Success);
-    let report = parse_shm_line(run.line("shm: ")).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(report.bar, BarKind::Mem64, "{}", run.context());
-    assert_eq!(report.size, 4 * GIB, "{}", run.context());
+    let run = boot(machine, selftest(SelfTest::SharedMemory), Some(&shm));
+    run.assert_outcome(Outcome::Exit(ExitCode::Success));
+    let probe: SharedMemoryProbe = run.report();
+    assert_eq!(probe.bar.kind, BarKind::Memory64, "{}", run.context());
+    assert_eq!(probe.bar.size, 4 * GIB, "{}", run.context());
     assert!(
-        report.address >= 0x1_0000_0000,
+        probe.bar.address >= 0x1_0000_0000,
         "BAR2 at {:#x} is not above 4 GiB\n{}",
-        report.address,
+        probe.bar.address,
         run.context()
     );
     assert_eq!(
-        report.first,
+        probe.first,
         FIRST,
         "first u64 of the shared memory\n{}",
         run.context()
     );
     assert_eq!(
-        report.last,
+        probe.last,
         LAST,
         "last u64 of the shared memory\n{}",
         run.context()
@@ -125,79 +142,85 @@ fn pc_shm_bar_above_4g_is_mapped_and_readable() {
     shm_above_4g_is_mapped(Machine::Pc);
 }
 
+/// The kernel's complaint about its command line.
+fn cmdline_complaint(run: &Run) -> String {
+    run.report_where(|fatal: &Fatal<String>| fatal.kind == FatalKind::CommandLine)
+        .message
+}
+
 #[test]
 fn unknown_cmdline_key_fails_naming_it() {
-    let run = boot(Machine::Pc, "log=info bogus=1", None);
-    run.assert_outcome(Outcome::BadCmdline);
-    let line = run.line("cmdline: ");
+    let run = boot_unchecked(Machine::Pc, "log=info bogus=1");
+    run.assert_outcome(Outcome::Exit(ExitCode::BadCommandLine));
+    let message = cmdline_complaint(&run);
     assert!(
-        line.contains("unknown key 'bogus'"),
-        "message must name the key: {line:?}"
+        message.contains("unknown key 'bogus'"),
+        "message must name the key: {message:?}"
     );
     // It lists the keys it does know.
     assert!(
-        line.contains("log") && line.contains("selftest"),
-        "{line:?}"
+        message.contains("log") && message.contains("selftest"),
+        "{message:?}"
     );
-    assert!(
-        !run.lines.iter().any(|l| l.contains("boot: ok")),
-        "{}",
-        run.context()
-    );
+    run.assert_no::<BootOk>();
 }
 
 #[test]
 fn bad_cmdline_value_fails_naming_key_and_value() {
-    let run = boot(Machine::Pc, "log=loud", None);
-    run.assert_outcome(Outcome::BadCmdline);
-    let line = run.line("cmdline: ");
+    let run = boot_unchecked(Machine::Pc, "log=loud");
+    run.assert_outcome(Outcome::Exit(ExitCode::BadCommandLine));
+    let message = cmdline_complaint(&run);
     assert!(
-        line.contains("'loud'") && line.contains("'log'"),
-        "message must name the value and the key: {line:?}"
+        message.contains("'loud'") && message.contains("'log'"),
+        "message must name the value and the key: {message:?}"
     );
 }
 
 #[test]
 fn page_fault_selftest_reports_the_exception() {
-    let run = boot(Machine::Pc, "selftest=pagefault", None);
-    run.assert_outcome(Outcome::CpuException);
-    let report = parse_exception(&run.lines).unwrap_or_else(|e| panic!("{e}\n{}", run.context()));
-    assert_eq!(report.vector, 14, "{}", run.context());
-    assert!(report.name.contains("#PF"), "{report:?}");
+    let run = boot(Machine::Pc, selftest(SelfTest::PageFault), None);
+    run.assert_outcome(Outcome::Exit(ExitCode::CpuException));
+    let report =
+        ExceptionReport::parse(&run.lines).unwrap_or_else(|e| panic!("{e}\n{}", run.context()));
+    assert_eq!(report.headline.vector, 14, "{}", run.context());
+    assert!(report.headline.name.contains("#PF"), "{report:?}");
     // The kernel is linked at 1 MiB; the faulting load is in its text.
     assert!(
-        report.rip >= 0x10_0000,
+        report.frame.rip >= 0x10_0000,
         "RIP {:#x} is not in the kernel\n{}",
-        report.rip,
+        report.frame.rip,
         run.context()
     );
     // A supervisor read of a non-present page: P=0, W=0, U=0.
-    assert_eq!(report.error_code, Some(0), "{}", run.context());
-    let (cr2, why) = report
-        .cr2
+    assert_eq!(
+        report.error_code,
+        ExceptionErrorCode(0),
+        "{}",
+        run.context()
+    );
+    let fault = report
+        .page_fault
         .unwrap_or_else(|| panic!("no CR2 line\n{}", run.context()));
     assert_eq!(
-        cr2, 0x10_0000_0000,
-        "CR2 {cr2:#x} is not the self-test's unmapped address"
+        fault.cr2, 0x10_0000_0000,
+        "CR2 {:#x} is not the self-test's unmapped address",
+        fault.cr2
     );
-    assert_eq!(why, "(read of a non-present page)");
+    assert_eq!(fault.cause, "read of a non-present page");
 }
 
 #[test]
 fn stack_overflow_hits_the_guard_page() {
-    let run = boot(Machine::Pc, "selftest=stack-overflow", None);
-    run.assert_outcome(Outcome::CpuException);
-    let line = run.line("self-test: overflowing the stack; guard page at ");
-    let guard = line
-        .rsplit(' ')
-        .next()
-        .and_then(|hex| u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok())
-        .unwrap_or_else(|| panic!("no guard address in {line:?}\n{}", run.context()));
-    let report = parse_exception(&run.lines).unwrap_or_else(|e| panic!("{e}\n{}", run.context()));
-    assert_eq!(report.vector, 14, "{}", run.context());
-    let (cr2, _) = report
-        .cr2
-        .unwrap_or_else(|| panic!("no CR2 line\n{}", run.context()));
+    let run = boot(Machine::Pc, selftest(SelfTest::StackOverflow), None);
+    run.assert_outcome(Outcome::Exit(ExitCode::CpuException));
+    let guard = run.report::<StackGuard>().guard_page;
+    let report =
+        ExceptionReport::parse(&run.lines).unwrap_or_else(|e| panic!("{e}\n{}", run.context()));
+    assert_eq!(report.headline.vector, 14, "{}", run.context());
+    let cr2 = report
+        .page_fault
+        .unwrap_or_else(|| panic!("no CR2 line\n{}", run.context()))
+        .cr2;
     assert!(
         (guard..guard + 0x1000).contains(&cr2),
         "CR2 {cr2:#x} is not in the guard page at {guard:#x}\n{}",
@@ -207,20 +230,31 @@ fn stack_overflow_hits_the_guard_page() {
 
 #[test]
 fn panic_selftest_reports_the_panic() {
-    let run = boot(Machine::Pc, "selftest=panic", None);
-    run.assert_outcome(Outcome::Panic);
-    run.line("KERNEL PANIC: ");
-    run.line("deliberate panic");
+    let run = boot(Machine::Pc, selftest(SelfTest::Panic), None);
+    run.assert_outcome(Outcome::Exit(ExitCode::Panic));
+    // The panic message may go on over the next lines (`panicked at
+    // file:line:` first).
+    let start = run
+        .lines
+        .iter()
+        .position(|line| {
+            line.parse::<Fatal<String>>()
+                .is_ok_and(|fatal| fatal.kind == FatalKind::Panic)
+        })
+        .unwrap_or_else(|| panic!("no KERNEL PANIC line\n{}", run.context()));
     assert!(
-        !run.lines.iter().any(|l| l.contains("CPU EXCEPTION")),
+        run.lines[start..]
+            .iter()
+            .any(|line| line.contains("deliberate panic")),
         "{}",
         run.context()
     );
+    run.assert_no::<ExceptionHeadline<String>>();
 }
 
 #[test]
 fn oom_selftest_reports_out_of_memory() {
-    let run = boot(Machine::Pc, "selftest=oom", None);
-    run.assert_outcome(Outcome::AllocFailure);
-    run.line("OUT OF MEMORY: ");
+    let run = boot(Machine::Pc, selftest(SelfTest::OutOfMemory), None);
+    run.assert_outcome(Outcome::Exit(ExitCode::OutOfMemory));
+    run.report_where(|fatal: &Fatal<String>| fatal.kind == FatalKind::OutOfMemory);
 }

@@ -2,7 +2,8 @@
 //! kernel and passes its verdict on; bad arguments are rejected with exit
 //! status 2 and a message, never a panic.
 
-use e2e::{VM_TIMEOUT, VmLock, parse_pci_inventory, run_launcher};
+use abi::report::parse_inventory;
+use e2e::{VM_TIMEOUT, VmLock, run_launcher};
 
 /// Asserts a clean usage error: status 2, a message containing `needles`,
 /// and no panic.
@@ -35,11 +36,10 @@ fn boot_prints_the_inventory_and_succeeds() {
     };
     assert_eq!(run.code(), 0, "{}", run.context());
     let lines: Vec<&str> = run.stdout.lines().collect();
-    let functions =
-        parse_pci_inventory(&lines).unwrap_or_else(|e| panic!("{e}\n{}", run.context()));
-    let ivshmem = functions
+    let entries = parse_inventory(&lines).unwrap_or_else(|e| panic!("{e}\n{}", run.context()));
+    let ivshmem = entries
         .iter()
-        .find(|f| (f.vendor, f.device) == (0x1af4, 0x1110))
+        .find(|entry| (entry.function.vendor, entry.function.device) == (0x1af4, 0x1110))
         .unwrap_or_else(|| panic!("no ivshmem in the inventory\n{}", run.context()));
     assert_eq!(
         ivshmem.bar(2).map(|b| b.size),
@@ -47,7 +47,7 @@ fn boot_prints_the_inventory_and_succeeds() {
         "{}",
         run.context()
     );
-    assert!(run.stdout.contains("boot: ok"), "{}", run.context());
+    assert!(lines.contains(&"boot: ok"), "{}", run.context());
     assert!(
         run.stderr.contains("guest reported success"),
         "the verdict is printed\n{}",
@@ -60,7 +60,8 @@ fn boot_passes_a_guest_failure_on_as_status_1() {
     e2e::kernel();
     let run = {
         let _lock = VmLock::acquire().expect("cannot take the VM lock");
-        run_launcher(&["boot", "--append", "bogus=1"], VM_TIMEOUT)
+        // --raw-append reaches the kernel unchecked; --append would not.
+        run_launcher(&["boot", "--raw-append", "bogus=1"], VM_TIMEOUT)
     };
     assert_eq!(run.code(), 1, "{}", run.context());
     assert!(
@@ -73,6 +74,15 @@ fn boot_passes_a_guest_failure_on_as_status_1() {
         "{}",
         run.context()
     );
+}
+
+#[test]
+fn bad_kernel_command_line_is_a_usage_error() {
+    assert_usage_error(
+        &["boot", "--append", "bogus=1"],
+        &["--append", "unknown key 'bogus'"],
+    );
+    assert_usage_error(&["boot", "--append", "log=loud"], &["'loud'", "'log'"]);
 }
 
 #[test]

@@ -5,64 +5,68 @@
 
 use std::time::Duration;
 
-use e2e::{Pair, parse_link_up};
+use abi::cmdline::App;
+use abi::report::{DeviceKind, LinkDown, LinkUp};
+use e2e::{DeviceReport, Pair, apps};
 
-/// Waits for `link: up` on `label` from line `from` on and returns the line
-/// index and its `(link-ups, resets)`.
-fn link_up(pair: &Pair, label: &str, from: usize) -> (usize, (u64, u64)) {
-    let (index, line) = pair.wait_line_from(label, "link: up", from);
-    let counts = parse_link_up(&line).unwrap_or_else(|e| pair.fail(&e));
-    (index, counts)
+/// Asserts that the device line names a device of `kind`; returns its vectors.
+fn device(pair: &Pair, report: &DeviceReport, kind: DeviceKind) -> u16 {
+    match report {
+        DeviceReport::Found(device) if device.kind == kind => device.vectors,
+        other => pair.fail(&format!("expected {kind}, got {other}")),
+    }
 }
 
 #[test]
 fn doorbell_link_comes_up_on_both_sides() {
     let mut pair = Pair::doorbell("doorbell link up");
-    let a = pair.start("A", 0, "app=link");
-    assert!(
-        a.contains("ivshmem-doorbell") && a.contains("2 vector(s)"),
-        "{a}"
-    );
-    pair.start("B", 1, "app=link");
-    let (_, (ups_a, _)) = link_up(&pair, "A", 0);
-    let (_, (ups_b, _)) = link_up(&pair, "B", 0);
-    assert_eq!((ups_a, ups_b), (1, 1), "{}", pair.context());
-    pair.assert_no_line("A", "link: down");
-    pair.assert_no_line("B", "link: down");
+    let a = pair.start("A", 0, apps(&[App::Link]));
+    assert_eq!(device(&pair, &a, DeviceKind::Doorbell), 2, "{a}");
+    pair.start("B", 1, apps(&[App::Link]));
+    let (_, up_a) = pair.wait_for::<LinkUp>("A", 0);
+    let (_, up_b) = pair.wait_for::<LinkUp>("B", 0);
+    assert_eq!((up_a.link_ups, up_b.link_ups), (1, 1), "{}", pair.context());
+    pair.assert_no::<LinkDown>("A");
+    pair.assert_no::<LinkDown>("B");
 }
 
 #[test]
 fn doorbell_link_goes_down_and_up_with_the_peer() {
     let mut pair = Pair::doorbell("doorbell peer restart");
-    pair.start("A", 0, "app=link");
-    pair.start("B", 1, "app=link");
-    let (up_a, _) = link_up(&pair, "A", 0);
-    link_up(&pair, "B", 0);
+    pair.start("A", 0, apps(&[App::Link]));
+    pair.start("B", 1, apps(&[App::Link]));
+    let (up_a, _) = pair.wait_for::<LinkUp>("A", 0);
+    pair.wait_for::<LinkUp>("B", 0);
 
     pair.kill("B");
-    let (down_a, _) = pair.wait_line_from("A", "link: down", up_a + 1);
+    let (down_a, _) = pair.wait_for::<LinkDown>("A", up_a + 1);
 
     // The restarted VM gets its old ID (the lowest free one) back.
-    pair.start("B", 1, "app=link");
-    let (_, (ups_a, _)) = link_up(&pair, "A", down_a + 1);
-    let (_, (ups_b, _)) = link_up(&pair, "B", 0);
-    assert_eq!(ups_a, 2, "A's second link-up\n{}", pair.context());
-    assert_eq!(ups_b, 1, "the new B's first link-up\n{}", pair.context());
+    pair.start("B", 1, apps(&[App::Link]));
+    let (_, up_a) = pair.wait_for::<LinkUp>("A", down_a + 1);
+    let (_, up_b) = pair.wait_for::<LinkUp>("B", 0);
+    assert_eq!(up_a.link_ups, 2, "A's second link-up\n{}", pair.context());
+    assert_eq!(
+        up_b.link_ups,
+        1,
+        "the new B's first link-up\n{}",
+        pair.context()
+    );
 }
 
 #[test]
 fn plain_polling_link_comes_up_and_goes_down() {
     let mut pair = Pair::plain("plain polling link");
-    let a = pair.start("A", 0, "app=link");
-    assert!(a.contains("ivshmem-plain"), "{a}\n{}", pair.context());
-    pair.start("B", 1, "app=link");
-    let (up_a, (ups_a, _)) = link_up(&pair, "A", 0);
-    let (_, (ups_b, _)) = link_up(&pair, "B", 0);
-    assert_eq!((ups_a, ups_b), (1, 1), "{}", pair.context());
+    let a = pair.start("A", 0, apps(&[App::Link]));
+    device(&pair, &a, DeviceKind::Plain);
+    pair.start("B", 1, apps(&[App::Link]));
+    let (index_a, up_a) = pair.wait_for::<LinkUp>("A", 0);
+    let (_, up_b) = pair.wait_for::<LinkUp>("B", 0);
+    assert_eq!((up_a.link_ups, up_b.link_ups), (1, 1), "{}", pair.context());
 
     // Kill B and play "peer gone" (zero its state), as the launcher does.
     pair.kill("B");
-    pair.wait_line_from("A", "link: down", up_a + 1);
+    pair.wait_for::<LinkDown>("A", index_a + 1);
 }
 
 /// The survivor must keep running however often its peer comes and goes.
@@ -77,17 +81,17 @@ fn plain_polling_link_comes_up_and_goes_down() {
 #[test]
 fn doorbell_survivor_outlives_a_restarted_peer_leaving_again() {
     let mut pair = Pair::doorbell("doorbell peer leaves twice");
-    pair.start("A", 0, "app=link");
+    pair.start("A", 0, apps(&[App::Link]));
     let mut from = 0;
     for round in 1..=2 {
-        pair.start("B", 1, "app=link");
-        let (up_a, (ups_a, _)) = link_up(&pair, "A", from);
-        link_up(&pair, "B", 0);
-        if ups_a != round {
-            pair.fail(&format!("A's link-up {round} counts {ups_a}"));
+        pair.start("B", 1, apps(&[App::Link]));
+        let (index_a, up_a) = pair.wait_for::<LinkUp>("A", from);
+        pair.wait_for::<LinkUp>("B", 0);
+        if up_a.link_ups != round {
+            pair.fail(&format!("A's link-up {round} counts {}", up_a.link_ups));
         }
         pair.kill("B");
-        let (down_a, _) = pair.wait_line_from("A", "link: down", up_a + 1);
+        let (down_a, _) = pair.wait_for::<LinkDown>("A", index_a + 1);
         from = down_a + 1;
         // QEMU handles the server's "peer gone" message on its main loop,
         // possibly after the guest saw the zeroed state; give it time.

@@ -2,17 +2,17 @@
 //!
 //! One poll-based thread serves a UNIX socket in one of two protocols:
 //!
-//! * [`Protocol::V1`], for stock QEMU's `ivshmem-doorbell` (ivshmem-v2.md
-//!   §14.3; every message an 8-byte LE `i64`, optionally with one fd). On
-//!   connect the new peer gets: version 0; its ID; `-1` + the shm fd; for each
-//!   existing peer that peer's ID once per vector with its eventfds. Every
-//!   existing peer then gets the new ID once per vector with the new eventfds,
-//!   and finally the new peer its own ID with its own eventfds. The shared
-//!   memory starts with the descriptor page (see [`crate::shm`]) followed by
-//!   the ivshmem-v2 layout. On disconnect the server zeroes the peer's
-//!   state-table entry (full fence) and **rings vector 0 of every remaining
-//!   peer** (writes 1 to that peer's own vector-0 eventfd), reproducing
-//!   ivshmem-v2 "peer gone" semantics.
+//! * [`Protocol::V1`], for stock QEMU's `ivshmem-doorbell`
+//!   (`docs/ivshmem-v2.md` §14.3; every message an 8-byte LE `i64`,
+//!   optionally with one fd). On connect the new peer gets: version 0; its
+//!   ID; `-1` + the shm fd; for each existing peer that peer's ID once per
+//!   vector with its eventfds. Every existing peer then gets the new ID once
+//!   per vector with the new eventfds, and finally the new peer its own ID
+//!   with its own eventfds. The shared memory starts with the descriptor page
+//!   (see [`crate::shm`]) followed by the ivshmem-v2 layout. On disconnect
+//!   the server zeroes the peer's state-table entry (full fence) and **rings
+//!   vector 0 of every remaining peer** (writes 1 to that peer's own vector-0
+//!   eventfd), reproducing ivshmem-v2 "peer gone" semantics.
 //!
 //!   What the remaining peers' QEMUs are *told* depends on
 //!   [`V1Disconnect`]. The default, [`V1Disconnect::Quiet`], tells them
@@ -29,7 +29,7 @@
 //!   to the remaining peers as the protocol describes (fresh eventfds per
 //!   connection).
 //! * [`Protocol::V2`], the Siemens fork's ivshmem2-server protocol
-//!   (ivshmem-v2.md §11.2; [`wire::V2Message`]): INIT + shm fd, then
+//!   (`docs/ivshmem-v2.md` §11.2; [`wire::V2Message`]): INIT + shm fd, then
 //!   EVENT_FD messages in the order of §11.2 steps 4–6; PEER_GONE on
 //!   disconnect (after zeroing the state-table entry; QEMU itself raises
 //!   vector 0). No descriptor page: the state table is at offset 0.
@@ -62,7 +62,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
-use crate::shm::{Layout, LayoutError, SharedMapping};
+use crate::shm::{LayoutError, SharedMapping, ShmLayout};
 use wire::V2Message;
 
 /// Which server protocol to speak.
@@ -101,7 +101,7 @@ pub struct ServerConfig {
     /// Interrupt vectors per peer, 1..=64 (default 2).
     pub vectors: u32,
     /// Size of ONE output section; `None` = the largest page multiple that
-    /// fits (see [`Layout::new`]).
+    /// fits (see [`ShmLayout::new`]).
     pub output_section: Option<u64>,
     /// The 16-bit ivshmem-v2 protocol ID advertised (default 0x0001,
     /// ivshmem-net).
@@ -129,7 +129,7 @@ impl ServerConfig {
     }
 
     /// Validates the settings and computes the shared-memory layout.
-    pub fn layout(&self) -> Result<Layout, ServerError> {
+    pub fn layout(&self) -> Result<ShmLayout, ServerError> {
         if !(1..=64).contains(&self.vectors) {
             return Err(ServerError::BadVectors(self.vectors));
         }
@@ -141,7 +141,7 @@ impl ServerConfig {
             .max(0x1000)
             .checked_next_power_of_two()
             .ok_or(ServerError::Layout(LayoutError::BadSize(self.size)))?;
-        Ok(Layout::new(
+        Ok(ShmLayout::new(
             size,
             self.protocol == Protocol::V1,
             self.max_peers,
@@ -206,7 +206,7 @@ struct Peer {
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
-    layout: Layout,
+    layout: ShmLayout,
     listener: UnixListener,
     /// (device, inode) of the socket file we created, to remove only ours.
     socket_id: (u64, u64),
@@ -235,7 +235,7 @@ impl Server {
         let mut mapping =
             SharedMapping::new(&file).map_err(io_err("cannot map the shared memory"))?;
         if let Some(descriptor) = layout.descriptor() {
-            mapping.write(0, &descriptor.to_bytes());
+            mapping.write(0, &descriptor.emit());
         }
         let shm = OwnedFd::from(file);
 
@@ -278,8 +278,8 @@ impl Server {
         listener
             .set_nonblocking(true)
             .map_err(io_err("cannot make the socket non-blocking"))?;
-        let peers = (0..layout.max_peers).map(|_| None).collect();
-        let eventfds = (0..layout.max_peers).map(|_| None).collect();
+        let peers = (0..layout.max_peers()).map(|_| None).collect();
+        let eventfds = (0..layout.max_peers()).map(|_| None).collect();
         Ok(Server {
             config,
             layout,
@@ -298,7 +298,7 @@ impl Server {
     }
 
     /// The shared-memory layout.
-    pub fn layout(&self) -> &Layout {
+    pub fn layout(&self) -> &ShmLayout {
         &self.layout
     }
 
@@ -309,14 +309,19 @@ impl Server {
 
     /// The IDs of the connected peers.
     pub fn peer_ids(&self) -> Vec<u32> {
-        (0..self.layout.max_peers)
+        (0..self.layout.max_peers())
             .filter(|&id| self.peers[id as usize].is_some())
             .collect()
     }
 
     /// Reads peer `id`'s state-table entry.
     pub fn state(&self, id: u32) -> u32 {
-        self.mapping.load_u32(self.layout.state_offset(id))
+        self.mapping.load_u32(self.state_offset(id))
+    }
+
+    /// Offset of peer `id`'s state-table entry (IDs are below max peers, ≤ 16).
+    fn state_offset(&self, id: u32) -> u64 {
+        self.layout.state_offset(id as u16)
     }
 
     fn log(&self, message: std::fmt::Arguments<'_>) {
@@ -394,11 +399,11 @@ impl Server {
     }
 
     fn connect(&mut self, stream: UnixStream) {
-        let Some(id) = (0..self.layout.max_peers).find(|&id| self.peers[id as usize].is_none())
+        let Some(id) = (0..self.layout.max_peers()).find(|&id| self.peers[id as usize].is_none())
         else {
             self.log(format_args!(
                 "refusing a connection: all {} peer IDs are in use",
-                self.layout.max_peers
+                self.layout.max_peers()
             ));
             return; // dropping `stream` closes it
         };
@@ -416,13 +421,13 @@ impl Server {
         }
         // Rings aimed at a previous holder of this ID must not reach the new one.
         for eventfd in self.own_eventfds(id) {
-            while eventfd.read().is_ok() {}
+            drain(eventfd);
         }
         let _ = stream.set_nonblocking(true);
         self.peers[id as usize] = Some(Peer {
             stream,
             announced: false,
-            knows: vec![false; self.layout.max_peers as usize],
+            knows: vec![false; self.layout.max_peers() as usize],
         });
         self.log(format_args!("peer {id} connected"));
         let dead = match self.config.protocol {
@@ -471,10 +476,10 @@ impl Server {
     }
 
     /// Steps shared by both protocols after the first message(s): the
-    /// existing peers learn the new peer's eventfds (step 4 in §11.2; in v1
-    /// quiet mode only those that do not hold them yet), the new peer learns
-    /// theirs (in v1 right after the shm fd) and finally its own. Returns the
-    /// peers whose sockets failed.
+    /// existing peers learn the new peer's eventfds (step 4 in
+    /// `docs/ivshmem-v2.md` §11.2; in v1 quiet mode only those that do not
+    /// hold them yet), the new peer learns theirs (in v1 right after the shm
+    /// fd) and finally its own. Returns the peers whose sockets failed.
     fn distribute_eventfds(&mut self, new: u32) -> Vec<u32> {
         let others = self.others(new);
         let mut dead = Vec::new();
@@ -531,17 +536,17 @@ impl Server {
         self.distribute_eventfds(new)
     }
 
-    /// v2 greeting (ivshmem-v2.md §11.2 steps 3–6); returns the peers whose
-    /// sockets failed.
+    /// v2 greeting (`docs/ivshmem-v2.md` §11.2 steps 3–6); returns the peers
+    /// whose sockets failed.
     fn greet_v2(&mut self, new: u32) -> Vec<u32> {
         let init = V2Message::Init {
             version: wire::V2_PROTOCOL_VERSION,
             compatible_version: wire::V2_PROTOCOL_VERSION,
             id: new,
-            max_peers: self.layout.max_peers,
+            max_peers: self.layout.max_peers(),
             vectors: self.layout.vectors,
             protocol: wire::v2_protocol_for_peer(self.layout.protocol, new),
-            output_section_size: self.layout.output_section_size,
+            output_section_size: self.layout.sections.output_section_size,
         };
         if sys::send_with_fd(
             &self.peer(new).stream,
@@ -566,7 +571,7 @@ impl Server {
             };
             drop(peer.stream);
             // Zero the state entry before anyone hears about the departure.
-            self.mapping.store_u32(self.layout.state_offset(id), 0);
+            self.mapping.store_u32(self.state_offset(id), 0);
             if peer.announced {
                 for other in self.peer_ids() {
                     let gone = match self.config.protocol {
@@ -632,6 +637,17 @@ impl Drop for Server {
     }
 }
 
+/// Empties `eventfd` without blocking, whatever its mode: QEMU clears
+/// `O_NONBLOCK` on the eventfds it receives, and that flag lives in the file
+/// description it shares with us, so a plain read of an empty counter could
+/// block the server for ever. One read takes the whole counter.
+fn drain(eventfd: &EventFd) {
+    let mut fds = [PollFd::new(eventfd.as_fd(), PollFlags::POLLIN)];
+    if poll(&mut fds, PollTimeout::ZERO).is_ok_and(|ready| ready > 0) {
+        let _ = eventfd.read();
+    }
+}
+
 /// Whether `/proc/net/unix` lists a listening socket bound to `path` (as
 /// given or as an absolute path). This detects a live server without
 /// connecting to it.
@@ -664,7 +680,7 @@ pub struct ServerThread {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<io::Result<()>>>,
     socket: PathBuf,
-    layout: Layout,
+    layout: ShmLayout,
     protocol: Protocol,
 }
 
@@ -689,7 +705,7 @@ impl ServerThread {
     }
 
     /// The shared-memory layout.
-    pub fn layout(&self) -> &Layout {
+    pub fn layout(&self) -> &ShmLayout {
         &self.layout
     }
 

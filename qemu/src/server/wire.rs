@@ -1,11 +1,11 @@
 //! Message formats of the two ivshmem server protocols (pure encoding and
 //! decoding; the file descriptors travel beside them as `SCM_RIGHTS`).
 //!
-//! * v1 (QEMU `ivshmem-doorbell`, ivshmem-v2.md §14.3): every message is one
-//!   little-endian `i64`, optionally with one fd.
-//! * v2 (Siemens `ivshmem` device, ivshmem-v2.md §11.2): an 8-byte header
-//!   (`u32 type`, `u32 len` = total length) and little-endian `u32`/`u64`
-//!   fields.
+//! * v1 (QEMU `ivshmem-doorbell`, `docs/ivshmem-v2.md` §14.3): every message
+//!   is one little-endian `i64`, optionally with one fd.
+//! * v2 (Siemens `ivshmem` device, `docs/ivshmem-v2.md` §11.2): an 8-byte
+//!   header (`u32 type`, `u32 len` = total length) and little-endian
+//!   `u32`/`u64` fields.
 
 /// The v1 protocol version sent first.
 pub const V1_PROTOCOL_VERSION: i64 = 0;

@@ -1,7 +1,49 @@
-//! A tiny PVH kernel generated in memory, for testing the launcher without
-//! the real kernel: it writes a message to COM1 and leaves through
-//! `isa-debug-exit` with a chosen value.
+//! Helpers shared by the launcher's integration tests: a tiny generated PVH
+//! kernel to boot instead of the real one, and child processes that die with
+//! the test.
+#![allow(dead_code, reason = "each test binary uses a part of the helpers")]
 
+use std::io::Read;
+use std::process::Child;
+use std::thread::JoinHandle;
+
+/// A launcher child that is killed and reaped if the test panics.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads `pipe` to its end on a thread; the handle yields the text.
+pub fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Files under /dev/shm that the launcher with `pid` made, for a `tag`
+/// (`eth-ivshmem-<tag>-<pid>-…`) or any (an empty tag).
+pub fn leftovers(pid: u32, tag: &str) -> Vec<String> {
+    let marker = format!("-{pid}-");
+    let prefix = format!("eth-ivshmem-{tag}");
+    std::fs::read_dir("/dev/shm")
+        .map(|dir| {
+            dir.filter_map(|entry| entry.ok())
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(&prefix) && name.contains(&marker))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A tiny PVH kernel generated in memory, for testing the launcher without
+/// the real kernel: it writes a message to COM1 and leaves through
+/// `isa-debug-exit` with a chosen value.
 /// Builds a 32-bit ELF with a PVH entry note (`XEN_ELFNOTE_PHYS32_ENTRY`)
 /// that prints `message` on COM1 (port 0x3f8) and then, if `exit_value` is
 /// given, writes it to port 0xf4, so QEMU exits with `(exit_value << 1) | 1`
