@@ -14,9 +14,12 @@
 //! * [`lock`]: the "one VM pair at a time" lock for tests.
 //! * [`demo`]: the two-VM demo (`cargo run`), [`summary`] its final report.
 //! * [`standalone`]: one VM with a chosen app and link (`cargo run -- vm`).
+//! * [`bridge`]: the host as a peer of a link, moving frames to a TAP device
+//!   (`cargo run -- bridge`).
 //! * [`cleanup`]: the process-wide registry of children and files that are
 //!   removed when the launcher is interrupted.
 
+pub mod bridge;
 pub mod cleanup;
 pub mod demo;
 pub mod kernel;
