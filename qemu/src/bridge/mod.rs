@@ -7,8 +7,10 @@
 //! * [`doorbell`]: the v1 client of our ivshmem server, as QEMU's
 //!   `ivshmem-doorbell` plays it (`docs/ivshmem-v2.md` §14.3);
 //! * [`tap`]: the TAP device (created and removed by us, or a persistent one
-//!   the user made and configured).
+//!   the user made and configured);
+//! * [`pcap`]: `--pcap FILE`, every frame that crosses the link.
 
 pub mod doorbell;
 pub mod link;
+pub mod pcap;
 pub mod tap;
