@@ -401,10 +401,26 @@ fn linux_answers_an_engine_across_the_bridge() {
     let bridge = RunningBridge::start(&namespace, options);
     namespace.run(|| tap::set_ipv4("tap0", Ipv4Addr::new(10, 0, 0, 254), 24).unwrap());
 
+    // The TAP has no carrier while the link is down.
+    let running = |namespace: &Namespace, want: bool| {
+        namespace.run(move || {
+            let start = Instant::now();
+            while tap::running("tap0").unwrap() != want {
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "tap0 never became running={want}"
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    running(&namespace, false);
+
     // The other peer: an engine over a second v1 client of the same server.
     let mut link = Link::doorbell(&socket).unwrap();
     let mut engine = link.engine(1500).unwrap();
     poll_until(&mut engine, "link up", |engine| engine.link_up());
+    running(&namespace, true);
     // Linux answers our ARP request for its address.
     engine
         .send(&arp_request(Ipv4Addr::new(10, 0, 0, 254)))
@@ -425,12 +441,18 @@ fn linux_answers_an_engine_across_the_bridge() {
     assert_eq!(&reply[28..32], &[10, 0, 0, 254], "for 10.0.0.254");
     assert_eq!(&reply[32..38], &BRIDGE_MAC_PEER);
 
+    // The peer resets: the carrier goes, and comes back with the link.
+    engine.reset();
+    running(&namespace, false);
+    poll_until(&mut engine, "link up again", |engine| engine.link_up());
+    running(&namespace, true);
+
     // Leaving: the bridge writes RESET; the engine sees the link go down.
     let summary = bridge.stop();
     poll_until(&mut engine, "link down", |engine| !engine.link_up());
     assert!(summary.to_tap.frames >= 1, "{summary}");
     assert!(summary.to_link.frames >= 1, "{summary}");
-    assert_eq!(summary.link_ups, 1);
+    assert_eq!(summary.link_ups, 2);
     assert_eq!(summary.protocol_errors, 0);
     assert_eq!(
         namespace.run(|| tap::interface_index("tap0").unwrap()),

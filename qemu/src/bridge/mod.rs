@@ -25,7 +25,8 @@
 //! [`IDLE_RECHECK`] otherwise (on a plain link, which has no doorbells,
 //! [`PLAIN_RECHECK_UP`] while the link is up). Per wake-up:
 //!
-//! 1. poll the engine and report link changes on stderr;
+//! 1. poll the engine, report link changes on stderr and make the TAP's
+//!    carrier follow the link ([`tap::Tap::set_carrier`]);
 //! 2. drain the engine's frames to the TAP; the engine bounds the work per
 //!    poll, so poll again while [`netdev::Engine::can_receive`], at most
 //!    [`RECEIVE_ROUNDS`] times (a hostile peer cannot keep us there; what is
@@ -402,6 +403,18 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
         watch(eventfd.as_fd(), TOKEN_VECTOR + vector as u64)?;
     }
 
+    // The TAP's carrier follows the link (off until it is up).
+    let mut carrier_follows = match tap.set_carrier(false) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!(
+                "bridge: warning: cannot set the carrier of {} ({e}); it stays on while the link is down",
+                tap.name()
+            );
+            false
+        }
+    };
+
     let mut summary = Summary::default();
     let mut frame = vec![0u8; tap::MAX_FRAME];
     let mut was_up = false;
@@ -495,6 +508,13 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
                 eprintln!("bridge: link down (peer state {:?})", engine.peer_state());
             }
             was_up = up;
+            if carrier_follows && let Err(e) = tap.set_carrier(up) {
+                eprintln!(
+                    "bridge: warning: cannot set the carrier of {}: {e}",
+                    tap.name()
+                );
+                carrier_follows = false;
+            }
         }
 
         // 2. Link → TAP, within the engine's budget.

@@ -170,6 +170,34 @@ impl Tap {
         mtu(&self.name)
     }
 
+    /// Sets the interface's carrier (`TUNSETCARRIER`, Linux 5.0 and later):
+    /// the bridge makes it follow the link, so that Linux neither sends into
+    /// a link that is down nor keeps neighbour entries across a peer's
+    /// restart (a rebooted VM comes back with a new MAC; losing the carrier
+    /// flushes the ARP cache).
+    ///
+    /// # Errors
+    ///
+    /// A kernel without the ioctl.
+    pub fn set_carrier(&self, on: bool) -> io::Result<()> {
+        let carrier = c_int::from(on);
+        // SAFETY: TUNSETCARRIER reads one `int` through its pointer
+        // argument, which points at `carrier`, alive for the call; the fd is
+        // our open TAP.
+        let result = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                libc::TUNSETCARRIER,
+                std::ptr::from_ref(&carrier),
+            )
+        };
+        if result < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
     /// Reads one frame into `buffer` (at least [`MAX_FRAME`] bytes), or
     /// `None` if none is waiting.
     ///
@@ -302,6 +330,21 @@ pub fn mtu(name: &str) -> io::Result<u32> {
     ioctl(socket.as_fd(), libc::SIOCGIFMTU, &mut request)?;
     // SAFETY: SIOCGIFMTU succeeded and filled in `ifru_mtu`.
     Ok(unsafe { request.ifr_ifru.ifru_mtu } as u32)
+}
+
+/// Whether `name` is operationally up (`IFF_RUNNING`: up and with a
+/// carrier; Linux updates it shortly after a carrier change).
+///
+/// # Errors
+///
+/// No such interface.
+pub fn running(name: &str) -> io::Result<bool> {
+    let socket = control_socket()?;
+    let mut request = interface_request(name);
+    ioctl(socket.as_fd(), libc::SIOCGIFFLAGS, &mut request)?;
+    // SAFETY: SIOCGIFFLAGS succeeded and filled in `ifru_flags`.
+    let flags = unsafe { request.ifr_ifru.ifru_flags };
+    Ok(c_int::from(flags) & libc::IFF_RUNNING != 0)
 }
 
 /// Sets the MTU of `name`.
