@@ -498,9 +498,34 @@ fn two_bridges_carry_udp_and_tcp_between_two_linux_stacks() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path(), V1Disconnect::Quiet);
     let link = BridgeLink::Doorbell(server.socket_path().to_path_buf());
+    two_linux_stacks(
+        BridgeOptions::new(link.clone(), "tap0"),
+        BridgeOptions::new(link, "tap0"),
+        1 << 20,
+    );
+}
+
+#[test]
+fn two_bridges_over_a_plain_file() {
+    require_tap!();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shm");
+    let mut region = host::shm::create_plain_region(&path, 1 << 20, 2, 0, 1, None).unwrap();
+    region.persist();
+    let link = BridgeLink::Plain(path);
+    let mut left = BridgeOptions::new(link.clone(), "tap0");
+    left.id = Some(0);
+    let mut right = BridgeOptions::new(link, "tap0");
+    right.id = Some(1);
+    two_linux_stacks(left, right, 256 << 10);
+}
+
+/// Two namespaces, a bridge in each (10.0.0.254 left, 10.0.0.1 right): a
+/// UDP echo and a TCP echo of `bytes`, every byte checked.
+fn two_linux_stacks(left_options: BridgeOptions, right_options: BridgeOptions, bytes: usize) {
     let (left, right) = (Namespace::new(), Namespace::new());
-    let left_bridge = RunningBridge::start(&left, BridgeOptions::new(link.clone(), "tap0"));
-    let right_bridge = RunningBridge::start(&right, BridgeOptions::new(link, "tap0"));
+    let left_bridge = RunningBridge::start(&left, left_options);
+    let right_bridge = RunningBridge::start(&right, right_options);
     left.run(|| tap::set_ipv4("tap0", Ipv4Addr::new(10, 0, 0, 254), 24).unwrap());
     right.run(|| tap::set_ipv4("tap0", Ipv4Addr::new(10, 0, 0, 1), 24).unwrap());
 
@@ -526,8 +551,7 @@ fn two_bridges_carry_udp_and_tcp_between_two_linux_stacks() {
     });
 
     // From the left, through both bridges and the link.
-    const BYTES: usize = 1 << 20;
-    left.run(|| {
+    left.run(move || {
         let udp = UdpSocket::bind("10.0.0.254:0").unwrap();
         udp.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
@@ -545,13 +569,13 @@ fn two_bridges_carry_udp_and_tcp_between_two_linux_stacks() {
         let address: SocketAddr = "10.0.0.1:7".parse().unwrap();
         let mut stream = TcpStream::connect_timeout(&address, DEADLINE).unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        let data: Vec<u8> = (0..BYTES).map(|i| (i * 131 + i / 4096) as u8).collect();
+        let data: Vec<u8> = (0..bytes).map(|i| (i * 131 + i / 4096) as u8).collect();
         let mut writer = stream.try_clone().unwrap();
         let sender = {
             let data = data.clone();
             thread::spawn(move || writer.write_all(&data).unwrap())
         };
-        let mut echoed = vec![0u8; BYTES];
+        let mut echoed = vec![0u8; bytes];
         stream.read_exact(&mut echoed).unwrap();
         sender.join().unwrap();
         assert!(echoed == data, "every byte echoed");
@@ -561,8 +585,8 @@ fn two_bridges_carry_udp_and_tcp_between_two_linux_stacks() {
     let left_summary = left_bridge.stop();
     let right_summary = right_bridge.stop();
     eprintln!("left: {left_summary}\nright: {right_summary}");
-    assert!(left_summary.to_link.bytes > BYTES as u64);
-    assert!(right_summary.to_link.bytes > BYTES as u64);
+    assert!(left_summary.to_link.bytes > bytes as u64);
+    assert!(right_summary.to_link.bytes > bytes as u64);
     assert_eq!(
         left_summary.protocol_errors + right_summary.protocol_errors,
         0
