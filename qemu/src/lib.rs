@@ -16,8 +16,10 @@
 //!     tests run VMs through it.
 //! * The commands: [`demo`] (two VMs, [`summary`] its report), [`standalone`]
 //!   (`vm`: one VM on a chosen link), [`boot`] (one VM, the PCI inventory),
-//!   with the options they share ([`options`]), and [`server`] (our ivshmem
-//!   server for `ivshmem-doorbell` and the Siemens `ivshmem` device).
+//!   with the options they share ([`options`]), [`server`] (our ivshmem
+//!   server for `ivshmem-doorbell` and the Siemens `ivshmem` device), and
+//!   [`bridge`] (the host as a peer of a link, moving frames between it and
+//!   a TAP device: `cargo run -- bridge`).
 //! * Underneath: [`shm`] (shared-memory layout, mappings and files),
 //!   [`kernel`] (builds the unikernel ELF), [`install`] (makes sure
 //!   `qemu-system-x86_64` is installed), [`lock`] (one VM pair at a time),
@@ -25,6 +27,7 @@
 //!   interrupted), [`size`] (`1M`, `4G`).
 
 pub mod boot;
+pub mod bridge;
 pub mod cleanup;
 pub mod demo;
 pub mod install;

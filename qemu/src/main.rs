@@ -38,6 +38,9 @@ enum Cmd {
     Boot(BootOptions),
     /// Run an ivshmem server (v1: QEMU's ivshmem-doorbell; v2: the Siemens ivshmem device).
     Server(ServerArgs),
+    /// Join a link as one of its two peers and move its Ethernet frames to
+    /// and from a Linux TAP device (needs root or CAP_NET_ADMIN).
+    Bridge(BridgeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +76,30 @@ struct ServerArgs {
     quiet: bool,
 }
 
+#[derive(Debug, Args)]
+struct BridgeArgs {
+    /// doorbell:SOCKET (a `server`; the server assigns our ID) or plain:PATH
+    /// (a shared file with a descriptor page, as `vm --link plain:PATH`
+    /// makes it; needs --id).
+    #[arg(long, value_name = "LINK", value_parser = clap::builder::ValueParser::new(str::parse::<qemu::bridge::BridgeLink>))]
+    link: qemu::bridge::BridgeLink,
+    /// The TAP device: created (up, with --mtu) and removed on exit if no
+    /// interface has the name; an existing TAP (e.g. `ip tuntap add mode tap
+    /// NAME`) is used as it is and left in place.
+    #[arg(long, value_name = "NAME")]
+    tap: String,
+    /// Our peer ID on a plain link (0 or 1; the VM takes the other).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1))]
+    id: Option<u16>,
+    /// MTU of a TAP the bridge creates (68 up to the link's largest)
+    /// [default: 1500].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(68..=65535))]
+    mtu: Option<u32>,
+    /// Write every frame that crosses the link to this pcap file (tcpdump -r).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
@@ -86,6 +113,7 @@ fn main() -> ExitCode {
         Cmd::Vm(options) => vm(&options),
         Cmd::Boot(options) => boot(&options).map(verdict),
         Cmd::Server(args) => server(args).map(verdict),
+        Cmd::Bridge(args) => bridge(args),
     };
     match result {
         Ok(code) => code,
@@ -173,4 +201,24 @@ fn server(args: ServerArgs) -> anyhow::Result<bool> {
     eprintln!("ivshmem-server: stopped");
     result.context("the server failed")?;
     Ok(true)
+}
+
+fn bridge(args: BridgeArgs) -> anyhow::Result<ExitCode> {
+    let options = qemu::bridge::BridgeOptions {
+        link: args.link,
+        tap: args.tap,
+        id: args.id,
+        mtu: args.mtu,
+        pcap: args.pcap,
+        signals: true,
+    };
+    let stop = qemu::bridge::Stop::new().context("cannot create the stop eventfd")?;
+    let summary = qemu::bridge::run(&options, &stop)?;
+    let how = match summary.signal {
+        Some(signal) => nix::sys::signal::Signal::try_from(signal)
+            .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_string()),
+        None => "stop".to_string(),
+    };
+    eprintln!("bridge: stopped by {how}: {summary}");
+    Ok(ExitCode::from(qemu::bridge::exit_status(&summary)))
 }

@@ -3,7 +3,9 @@
 //!
 //! # Safety argument
 //!
-//! This is the only module with `unsafe` code. [`HostMemory`] owns one
+//! Accesses are atomic (except `bytes_mut`, below), so a peer thread that breaks the protocol yields
+//! unspecified bytes, never a data race (`mapped` is the backing for memory
+//! shared with another process). [`HostMemory`] owns one
 //! zeroed, page-aligned heap allocation, shared by `Arc` between threads and
 //! freed when the last handle drops. Every access goes through a handle that
 //! checks its range (panicking on a bad offset, which is an engine bug):

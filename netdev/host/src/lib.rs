@@ -3,14 +3,18 @@
 //! brings `std` into the kernel's build.
 //!
 //! * [`host`]: shared memory between threads (`HostMemory`, `HostLink`) and
-//!   doorbells (`HostNotifier`), the only `unsafe` code on the engine's path;
+//!   doorbells (`HostNotifier`), safe against a hostile peer thread;
 //!   its module documentation gives the safety argument.
+//! * [`mapped`]: shared memory mapped from another process (a QEMU guest's
+//!   BAR, a file), for a host process that is a peer of a link; its module
+//!   documentation gives the safety argument and when not to use it.
 //! * [`test_utils`]: a scripted peer that plays Linux or Zephyr against an
 //!   engine, for tests, the benchmark and the fuzz target.
 #![deny(missing_docs)]
 
 pub mod bench;
 pub mod host;
+pub mod mapped;
 pub mod test_utils;
 
 /// The host's monotonic clock as the engine takes it ([`netdev::Engine::poll`]):
