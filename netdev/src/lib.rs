@@ -24,6 +24,10 @@
 //!
 //! * [`Engine::new`] validates a [`Config`] (peer ID, vector count, MTU,
 //!   MAC) and the section sizes ([`Layout`], §3.3) and writes State = RESET.
+//!   The MTU defaults to what Linux's driver picks for the section,
+//!   `min(16384, data area / 16)` ([`Layout::default_mtu`], §4), so that a
+//!   Linux peer and the engine agree without configuration; [`Engine::mtu`]
+//!   is the one in use.
 //! * [`Engine::poll`] runs the RESET → INIT → READY → RUN state machine
 //!   (§2), reclaims transmit completions, resets a link whose peer stopped
 //!   completing our frames ([`Config::transmit_timeout`]) and renews the
@@ -98,7 +102,7 @@ mod state;
 mod statistics;
 
 pub use engine::{
-    Config, DEFAULT_MTU, DEFAULT_TRANSMIT_TIMEOUT, ETHERNET_HEADER_LENGTH, Engine, MIN_MTU,
+    Config, DEFAULT_TRANSMIT_TIMEOUT, ETHERNET_HEADER_LENGTH, ETHERNET_MTU, Engine, MIN_MTU,
     Sections, locally_administered_mac,
 };
 pub use error::{ConfigError, ReceiveError, SendError};

@@ -29,6 +29,36 @@ fn linked(section_size: usize, style: PeerStyle) -> (HostLink, ScriptedPeer, Hos
 }
 
 #[test]
+fn the_default_mtu_is_linuxs_for_the_section() {
+    // min(16384, data area / 16), never below 68 (docs/ivshmem-net.md §4);
+    // `mtu: Some(_)` overrides it.
+    for (section_size, expected) in [
+        (0x7F000, 16384), // the Jailhouse NET macro: data 0x71F80
+        (0x10000, 3672),  // data 0xE580
+        (0x4000, 912),    // data 0x3900
+        (0x900, 68),      // data 0x200: Linux would take 32
+    ] {
+        let link = HostLink::new(section_size);
+        let (sections, notifier) = link.endpoint(0).unwrap();
+        let engine = Engine::new(Config::new(0, 2, MAC_B), sections, notifier).unwrap();
+        assert_eq!(engine.mtu(), expected, "{section_size:#x}");
+        assert_eq!(engine.config().mtu, None);
+        assert_eq!(engine.mtu_frame_length(), expected + 14);
+        assert_eq!(
+            engine.max_frame_length(),
+            engine.layout().max_mtu() + 18,
+            "frames up to the section's largest are accepted whatever the MTU"
+        );
+    }
+    let link = HostLink::new(0x7F000);
+    let (sections, notifier) = link.endpoint(1).unwrap();
+    let mut config = Config::new(1, 2, MAC_B);
+    config.mtu = Some(1500);
+    let engine = Engine::new(config, sections, notifier).unwrap();
+    assert_eq!((engine.mtu(), engine.mtu_frame_length()), (1500, 1514));
+}
+
+#[test]
 fn configuration_is_validated() {
     let link = HostLink::new(0x4000);
     let build = |config: Config| {
@@ -45,15 +75,15 @@ fn configuration_is_validated() {
         Err(ConfigError::MulticastMac)
     );
     let mut config = Config::new(0, 2, MAC_B);
-    config.mtu = 67;
+    config.mtu = Some(67);
     assert!(matches!(
         build(config),
         Err(ConfigError::MtuOutOfRange { .. })
     ));
     // Linux's largest MTU for the section: a quarter of the data area (§4).
-    config.mtu = 0x3900 / 4;
+    config.mtu = Some(0x3900 / 4);
     assert!(build(config).is_ok());
-    config.mtu += 1;
+    config.mtu = Some(0x3900 / 4 + 1);
     assert!(matches!(
         build(config),
         Err(ConfigError::MtuOutOfRange { .. })

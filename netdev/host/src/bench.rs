@@ -88,7 +88,7 @@ fn engine_for(
 ) -> Engine<crate::host::HostRegion, crate::host::HostRegionMut, crate::host::HostNotifier> {
     let (sections, notifier) = link.endpoint(id).expect("a fresh link");
     let mut config = Config::new(id, 2, [0x02, 0, 0, 0, 0, id as u8]);
-    config.mtu = 9000;
+    config.mtu = Some(9000);
     Engine::new(config, sections, notifier).expect("a valid layout")
 }
 

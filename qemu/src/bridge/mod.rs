@@ -341,7 +341,7 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
             .into());
         }
         Some(mtu) => mtu as usize,
-        None => netdev::DEFAULT_MTU.min(max_mtu),
+        None => netdev::ETHERNET_MTU.min(max_mtu),
     };
     let tap = Tap::open(&options.tap, mtu as u32)?;
     let tap_mtu = tap.mtu().unwrap_or(mtu as u32);
