@@ -130,8 +130,9 @@ pub struct BridgeOptions {
     /// Our peer ID: required on plain links, refused on doorbell links (the
     /// server assigns it).
     pub id: Option<u16>,
-    /// The MTU of a TAP we create [default: 1500, or the link's largest if
-    /// smaller]; 68..=the link's largest.
+    /// The MTU of a TAP we create [default: what Linux's driver and the
+    /// kernel pick for the link, min(16384, data area / 16)]; 68..=the
+    /// link's largest.
     pub mtu: Option<u32>,
     /// Capture every frame that crosses the link into this pcap file.
     pub pcap: Option<PathBuf>,
@@ -341,7 +342,9 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
             .into());
         }
         Some(mtu) => mtu as usize,
-        None => netdev::ETHERNET_MTU.min(max_mtu),
+        // Linux's default for the link, as the kernel picks it: a VM with
+        // default settings and the TAP agree (docs/ivshmem-net.md §4).
+        None => netdev::Config::new(0, 1, [2, 0, 0, 0, 0, 0]).mtu_for(&net_layout),
     };
     let tap = Tap::open(&options.tap, mtu as u32)?;
     let tap_mtu = tap.mtu().unwrap_or(mtu as u32);
