@@ -782,7 +782,9 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
         // doorbell register, which the device makes a release (§3.7).
         fence(Ordering::SeqCst);
         let kick_for_frames = self.transmit.should_notify(&self.peer);
-        let kick_for_completions = self.receive.should_notify(&self.peer);
+        let kick_for_completions = self
+            .receive
+            .should_notify(&self.peer, &mut self.statistics.peer);
         if kick_for_frames || kick_for_completions {
             self.notifier.notify(self.config.data_vector());
             self.statistics.kicks_sent += 1;
@@ -822,6 +824,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
                 &self.own,
                 buffer,
                 &mut self.statistics.protocol_errors,
+                &mut self.statistics.peer,
             ) {
                 Received::Frame(length) => {
                     budget.bytes = budget.bytes.saturating_sub(length);

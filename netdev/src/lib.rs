@@ -41,7 +41,9 @@
 //!   [`Engine::receive_frame`] / [`Engine::receive_advance`].
 //! * [`smoltcp::phy::Device`] for [`Engine`] (see [`device`]).
 //! * [`Engine::statistics`]: frames and bytes each way, drops by reason,
-//!   protocol errors seen from the peer, resets, kicks.
+//!   protocol errors seen from the peer, resets, kicks, and how the peer
+//!   drives its ring ([`PeerEvidence`], with a guess at its
+//!   implementation).
 //!
 //! # Guarantees against a hostile peer
 //!
@@ -112,4 +114,4 @@ pub use ring::need_event;
 /// The time types [`Engine::poll`] and [`Config`] take (smoltcp's).
 pub use smoltcp::time::{Duration, Instant};
 pub use state::State;
-pub use statistics::{Drops, ProtocolErrors, Statistics};
+pub use statistics::{Drops, PeerEvidence, PeerImplementation, ProtocolErrors, Statistics};

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 
 use common::{HostEngine, MAC_B};
 use netdev::{
-    Config, ConfigError, Engine, LayoutError, ReceiveError, SendError, SharedMemoryMut, State,
-    locally_administered_mac,
+    Config, ConfigError, Engine, LayoutError, PeerImplementation, ReceiveError, SendError,
+    SharedMemoryMut, State, locally_administered_mac,
 };
 use netdev_host::host::HostLink;
 use netdev_host::now;
@@ -286,4 +286,51 @@ fn a_peer_refilling_its_ring_cannot_hold_smoltcp_receive() {
     );
     engine.poll(now());
     assert!(Device::receive(&mut engine, Instant::ZERO).is_some());
+}
+
+#[test]
+fn the_peer_implementation_is_guessed_from_how_it_picks_descriptors() {
+    // docs/ivshmem-net.md §12: Linux reuses descriptors from a free list,
+    // Zephyr uses them in ring order chained through `next`, our engine in
+    // ring order with `next` 0.
+    for (style, expected) in [
+        (PeerStyle::Linux, PeerImplementation::Linux),
+        (PeerStyle::Zephyr, PeerImplementation::Zephyr),
+    ] {
+        let (_link, mut peer, mut engine) = linked(0x10000, style);
+        let mut buffer = [0u8; 2048];
+        for frame in 0..20u8 {
+            if frame == 1 {
+                assert_eq!(engine.statistics().peer.guess(), None, "{style:?}");
+            }
+            peer.post(&[frame; 60]);
+            engine.poll(now());
+            assert_eq!(engine.receive(&mut buffer), Ok(Some(60)));
+            engine.flush();
+            assert_eq!(peer.reclaim(), 1);
+        }
+        let evidence = engine.statistics().peer;
+        assert_eq!(evidence.guess(), Some(expected), "{style:?}: {evidence:?}");
+        assert_eq!(evidence.since(&evidence).guess(), None);
+    }
+
+    let link = HostLink::new(0x10000);
+    let mut a = common::engine(&link, 0, 1500);
+    let mut b = common::engine(&link, 1, 1500);
+    for _ in 0..10 {
+        a.poll(now());
+        b.poll(now());
+    }
+    assert!(a.link_up() && b.link_up());
+    let mut buffer = [0u8; 2048];
+    for frame in 0..3u8 {
+        a.send(&[frame; 60]).unwrap();
+        b.poll(now());
+        assert_eq!(b.receive(&mut buffer), Ok(Some(60)));
+        a.poll(now());
+    }
+    assert_eq!(
+        b.statistics().peer.guess(),
+        Some(PeerImplementation::EthIvshmem)
+    );
 }
