@@ -1,10 +1,14 @@
 //! The network on top of an ivshmem device: the ivshmem-net link ([`link`],
-//! through the netdev engine and its [`adapter`]), smoltcp on top of it
+//! through the netdev engine and its [`adapter`]), the middleware smoltcp
+//! sees ([`port`], with [`reassembly`] and [`peer`]), smoltcp on top of it
 //! ([`stack`]) and the network apps ([`apps`]).
 
 pub mod adapter;
 pub mod apps;
 pub mod link;
+pub mod peer;
+pub mod port;
+pub mod reassembly;
 pub mod stack;
 
 pub use link::{LinkEngine, REQUIREMENTS, open};
