@@ -179,7 +179,7 @@ fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> 
         report_verdict(*app, ok);
         passed &= ok;
     }
-    let statistics = stack.engine.statistics();
+    let statistics = stack.engine().statistics();
     info!("ivshmem-net statistics: {statistics:?}");
     finish(passed)
 }

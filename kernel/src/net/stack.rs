@@ -1,23 +1,72 @@
 //! smoltcp on the ivshmem-net engine: the interface, its sockets, and the
-//! loop step every app uses (run the state machine, run smoltcp, sleep until a
-//! doorbell, smoltcp's next deadline or the re-check timer).
+//! loop step every app uses (run the link's state machine, run smoltcp,
+//! sleep until a doorbell, smoltcp's next deadline or the re-check timer).
+//!
+//! # Layers
+//!
+//! ```text
+//!   apps ── sockets (SocketSet)
+//!            │
+//!   Interface (smoltcp: IPv4 with fragmentation, ARP)
+//!            │
+//!   NetDevice = Port<LinkEngine>
+//!            │  Port: watches frames (reassembly drops, the peer), paces
+//!            │  smoltcp's fragmenter (port.rs)
+//!   LinkEngine (netdev over the ivshmem device: rings, state machine)
+//! ```
+//!
+//! A capture (pcap) middleware slots in below the port,
+//! `Port<Capture<LinkEngine>>`, and then sees every frame on the wire;
+//! another link device (virtio-net) replaces `LinkEngine` and the calls in
+//! [`Stack::poll`] that drive the engine (`poll`, `flush`, `can_receive`,
+//! `statistics`).
 
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
+
 use log::info;
-use smoltcp::iface::{Config as InterfaceConfig, Interface, SocketSet};
-use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
+use smoltcp::iface::{
+    Config as InterfaceConfig, Interface, PollIngressSingleResult, PollResult, SocketSet,
+};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
 
 use super::link::{LinkEngine, RECHECK_MICROS};
-use crate::ivshmem::Device;
+use super::port::Port;
+use super::reassembly::ReassemblyWatch;
+use crate::ivshmem::Device as IvshmemDevice;
 use crate::{idle, time};
 use abi::cmdline::{CommandLine, Mode};
 
+/// The device smoltcp sees: the engine behind the watching port.
+pub type NetDevice = Port<LinkEngine>;
+
+/// How long smoltcp keeps an incomplete IPv4 datagram (its default is 60 s,
+/// RFC 4944's maximum). Fragments of one datagram cross shared memory
+/// within microseconds to milliseconds; a datagram still incomplete after
+/// 3 s has lost a fragment (and a peer that stalls for 2 s has its link
+/// reset anyway, `netdev::DEFAULT_TRANSMIT_TIMEOUT`). A short timeout also
+/// bounds how long a stream of first fragments that never complete keeps
+/// the slots taken after it ends.
+///
+/// The slots: four (`reassembly-buffer-count-4` in the workspace's
+/// smoltcp features). On a point-to-point link the fragments of a datagram
+/// arrive back to back, so one slot per concurrent flow (a ping, a UDP
+/// echo, an echo reply) is enough, with room for a datagram that lost a
+/// fragment and waits out its timeout. With `alloc`, smoltcp grows each
+/// slot's buffer to the largest datagram it held: 4 × 64 KiB at most for
+/// a conforming peer.
+pub const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Egress rounds per poll at most (one fragment per round while a datagram
+/// goes out in fragments: 65535 bytes at the smallest MTU, 68, take 1366;
+/// what is left goes on at the next poll).
+const MAX_EGRESS_ROUNDS: usize = 2048;
+
 /// The network stack of this kernel.
 pub struct Stack {
-    /// The ivshmem-net engine (smoltcp's device).
-    pub engine: LinkEngine,
+    /// The device smoltcp sees (the engine behind the port).
+    pub device: NetDevice,
     /// The smoltcp interface.
     pub interface: Interface,
     /// The sockets of the running apps.
@@ -26,7 +75,7 @@ pub struct Stack {
     pub local: Ipv4Addr,
     /// The peer's address.
     pub peer: Ipv4Addr,
-    device: &'static Device,
+    ivshmem: &'static IvshmemDevice,
     mode: Mode,
     link_up: bool,
 }
@@ -44,13 +93,13 @@ impl Stack {
     /// Builds the interface on `engine` with the addresses from the command
     /// line, defaulting to 10.0.0.(id+1)/24 and the peer 10.0.0.(2-id).
     pub fn new(
-        mut engine: LinkEngine,
-        device: &'static Device,
+        engine: LinkEngine,
+        ivshmem: &'static IvshmemDevice,
         command_line: &CommandLine,
     ) -> Self {
-        let id = device.id();
-        let mac = engine.config().mac;
-        let local = command_line
+        let id = ivshmem.id();
+        let mac = EthernetAddress(engine.config().mac);
+        let (local, prefix) = command_line
             .ip
             .map_or((Ipv4Addr::new(10, 0, 0, id as u8 + 1), 24), |cidr| {
                 (cidr.address, cidr.prefix)
@@ -58,48 +107,82 @@ impl Stack {
         let peer = command_line
             .peer
             .unwrap_or(Ipv4Addr::new(10, 0, 0, 2 - id as u8));
-        let mut config = InterfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-        config.random_seed = time::micros_since_boot()
-            ^ (u64::from(id) << 48)
-            ^ u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0]);
-        let mut interface = Interface::new(config, &mut engine, time::now());
-        interface.update_ip_addrs(|addresses| {
-            addresses
-                .push(IpCidr::new(local.0.into(), local.1))
-                .expect("one address fits");
-        });
+        let ipv4 = Ipv4Cidr::new(local, prefix);
+        let mut device = Port::new(
+            engine,
+            ReassemblyWatch::new(mac, Some(ipv4), REASSEMBLY_TIMEOUT),
+        );
+        let interface = build_interface(&mut device, mac, &[IpCidr::Ipv4(ipv4)]);
         info!(
-            "net: {}/{} peer {} MAC {}",
-            local.0,
-            local.1,
-            peer,
-            super::link::format_mac(mac)
+            "net: {local}/{prefix} peer {peer} MAC {}",
+            super::link::format_mac(mac.0)
         );
         Self {
-            engine,
+            device,
             interface,
             sockets: SocketSet::new(Vec::new()),
-            local: local.0,
+            local,
             peer,
-            device,
+            ivshmem,
             mode: command_line.mode,
             link_up: false,
         }
     }
 
-    /// One round of work: the link state machine and smoltcp. Prints link changes.
+    /// The engine below the port.
+    pub fn engine(&self) -> &LinkEngine {
+        self.device.inner()
+    }
+
+    /// The engine below the port, mutably.
+    pub fn engine_mut(&mut self) -> &mut LinkEngine {
+        self.device.inner_mut()
+    }
+
+    /// One round of work: the link state machine (reporting link changes)
+    /// and smoltcp, then one publication of what was sent and consumed.
     pub fn poll(&mut self) {
-        self.device.take_pending();
-        let up = self.engine.poll(time::now());
+        self.ivshmem.take_pending();
+        let now = time::now();
+        let up = self.engine_mut().poll(now);
         if up != self.link_up {
-            super::link::report_link(&self.engine, up);
+            super::link::report_link(self.engine(), up);
             self.link_up = up;
         }
-        self.interface
-            .poll(time::now(), &mut self.engine, &mut self.sockets);
+        self.interface.poll_maintenance(now);
+        if self.device.fragmenting() {
+            // Finish a datagram going out in fragments first (port.rs).
+            self.egress(now);
+        }
+        while !matches!(
+            self.interface
+                .poll_ingress_single(now, &mut self.device, &mut self.sockets),
+            PollIngressSingleResult::None
+        ) {}
+        self.egress(now);
         // Publish what smoltcp sent and the completions of what it took, as
         // one batch with at most one doorbell.
-        self.engine.flush();
+        self.engine_mut().flush();
+    }
+
+    /// smoltcp's egress, round by round (one fragment per round while a
+    /// datagram goes out in fragments).
+    fn egress(&mut self, now: Instant) {
+        for _ in 0..MAX_EGRESS_ROUNDS {
+            self.device.begin_round();
+            let result = self
+                .interface
+                .poll_egress(now, &mut self.device, &mut self.sockets);
+            let sent = self.device.end_round();
+            if self.device.fragmenting() {
+                if !sent {
+                    // The link below is full: the rest at a later poll.
+                    break;
+                }
+            } else if matches!(result, PollResult::None) {
+                break;
+            }
+        }
     }
 
     /// Sleeps until a doorbell, smoltcp's next deadline or the re-check timer,
@@ -111,15 +194,24 @@ impl Stack {
     /// Like [`wait`](Self::wait), but never longer than `limit` microseconds.
     pub fn wait_at_most(&mut self, limit: u64) {
         // Frames left over by the receive budget, or a doorbell: no sleep.
-        if self.device.has_pending() || self.engine.can_receive() {
+        if self.ivshmem.has_pending() || self.engine_mut().can_receive() {
             return;
         }
-        let delay = self
+        let mut delay = self
             .interface
             .poll_delay(time::now(), &self.sockets)
-            .map_or(RECHECK_MICROS, |delay| delay.total_micros())
-            .min(RECHECK_MICROS)
-            .min(limit);
+            .map_or(RECHECK_MICROS, |delay| delay.total_micros());
+        if delay == 0 {
+            // smoltcp has something to send now; if the ring is full, the
+            // engine asked the peer for a completion kick, which wakes us
+            // (spinning would take the CPU from the peer under TCG).
+            let frame = self.engine().mtu_frame_length();
+            if self.engine_mut().can_send(frame) {
+                return;
+            }
+            delay = RECHECK_MICROS;
+        }
+        let delay = delay.min(RECHECK_MICROS).min(limit);
         if delay > 0 {
             idle::wait(self.mode, delay);
         }
@@ -147,4 +239,28 @@ impl Stack {
     pub fn now(&self) -> Instant {
         time::now()
     }
+}
+
+/// A new interface on `device` with our MAC and `addresses`, a fresh random
+/// seed (IPv4 identifications, TCP sequence numbers) and our reassembly
+/// timeout.
+fn build_interface(
+    device: &mut NetDevice,
+    mac: EthernetAddress,
+    addresses: &[IpCidr],
+) -> Interface {
+    let mut config = InterfaceConfig::new(HardwareAddress::Ethernet(mac));
+    let mac_bits = u64::from_le_bytes([
+        mac.0[0], mac.0[1], mac.0[2], mac.0[3], mac.0[4], mac.0[5], 0, 0,
+    ]);
+    config.random_seed = time::micros_since_boot().wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ mac_bits;
+    let mut interface = Interface::new(config, device, time::now());
+    interface.update_ip_addrs(|list| {
+        for cidr in addresses {
+            list.push(*cidr)
+                .expect("iface-max-addr-count-3 holds IPv4, link-local and ip6=");
+        }
+    });
+    interface.set_reassembly_timeout(REASSEMBLY_TIMEOUT);
+    interface
 }
