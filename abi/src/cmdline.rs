@@ -213,8 +213,9 @@ pub struct CommandLine {
     pub count: u32,
     /// `interval`: milliseconds between pings (default 100).
     pub interval: u32,
-    /// `size`: payload bytes per ping or datagram (default 56).
-    pub size: u32,
+    /// `size`: payload bytes per ping or datagram (default 56); a
+    /// comma-separated list runs the clients once per size, in order.
+    pub sizes: Vec<u32>,
     /// `bytes`: bytes to send through the TCP echo (default 1 MiB).
     pub bytes: u64,
     /// `parallel`: concurrent TCP connections (default 1).
@@ -239,7 +240,7 @@ impl Default for CommandLine {
             port: 7,
             count: 4,
             interval: 100,
-            size: 56,
+            sizes: vec![56],
             bytes: 1 << 20,
             parallel: 1,
             repeat: 1,
@@ -412,7 +413,19 @@ impl CommandLine {
                 self.interval =
                     number(value, "interval", 0, 60_000, "milliseconds from 0 to 60000")? as u32;
             }
-            "size" => self.size = number(value, "size", 0, 65_000, "bytes from 0 to 65000")? as u32,
+            "size" => {
+                const EXPECTED: &str =
+                    "bytes from 0 to 65507, or up to 8 of them separated by commas";
+                let sizes = value
+                    .split(',')
+                    .map(|size| number(size, "size", 0, u64::from(MAX_SIZE), EXPECTED))
+                    .collect::<Result<Vec<u64>, CmdlineError>>()
+                    .map_err(|_| bad("size", value, EXPECTED))?;
+                if sizes.len() > MAX_SIZES {
+                    return Err(bad("size", value, EXPECTED));
+                }
+                self.sizes = sizes.into_iter().map(|size| size as u32).collect();
+            }
             "bytes" => {
                 self.bytes = parse_bytes(value).ok_or_else(|| {
                     bad(
@@ -498,12 +511,14 @@ impl fmt::Display for CommandLine {
                 u64::from(self.interval),
                 u64::from(default.interval),
             ),
-            ("size", u64::from(self.size), u64::from(default.size)),
         ];
         for (key, value, default) in numbers {
             if value != default {
                 word(f, key, &value)?;
             }
+        }
+        if self.sizes != default.sizes {
+            word(f, "size", &NumberList(&self.sizes))?;
         }
         if self.bytes != default.bytes {
             word(f, "bytes", &ByteCount(self.bytes))?;
@@ -536,6 +551,27 @@ impl fmt::Display for AppList<'_> {
         Ok(())
     }
 }
+
+/// `56,1472,1473`.
+struct NumberList<'a>(&'a [u32]);
+
+impl fmt::Display for NumberList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, number) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{number}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The largest `size`: an ICMPv4 echo or UDP payload in a 65535-byte IPv4
+/// datagram (65535 − 20 − 8).
+pub const MAX_SIZE: u32 = 65_507;
+/// The most sizes `size` takes.
+pub const MAX_SIZES: usize = 8;
 
 /// A byte count with the largest exact unit: `16M`, `64K`, `1000`.
 struct ByteCount(u64);
@@ -646,6 +682,11 @@ mod tests {
         );
         assert_eq!(line.peer, Some(Ipv4Addr::new(10, 1, 0, 6)));
         assert_eq!((line.bytes, line.count, line.interval), (16 << 20, 3, 0));
+        assert_eq!(line.sizes, [56]);
+        assert_eq!(
+            CommandLine::parse("size=56,1473,60000").unwrap().sizes,
+            [56, 1473, 60000]
+        );
         assert_eq!(
             CommandLine::parse("ip=10.0.0.9")
                 .unwrap()
@@ -681,7 +722,7 @@ mod tests {
             port: 9,
             count: 200,
             interval: 0,
-            size: 1473,
+            sizes: vec![1473],
             bytes: 3 << 20,
             parallel: 3,
             repeat: 2,
@@ -695,6 +736,14 @@ mod tests {
              size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30"
         );
         assert_eq!(CommandLine::parse(&text), Ok(line.clone()));
+        let sizes = CommandLine {
+            apps: vec![App::Ping, App::UdpEcho],
+            sizes: vec![56, 1472, 1473, 8000, 60000],
+            ..CommandLine::default()
+        };
+        let sizes_text = sizes.to_string();
+        assert_eq!(sizes_text, "app=ping,udp-echo size=56,1472,1473,8000,60000");
+        assert_eq!(CommandLine::parse(&sizes_text), Ok(sizes));
         for bytes in [1, 1000, 1 << 10, 5 << 20, 1 << 32, (1 << 20) + 1] {
             line.bytes = bytes;
             assert_eq!(CommandLine::parse(&line.to_string()), Ok(line.clone()));
@@ -764,7 +813,9 @@ mod tests {
             "bytes=12Q",
             "port=0",
             "count=0",
-            "size=65001",
+            "size=65508",
+            "size=56,",
+            "size=1,2,3,4,5,6,7,8,9",
             "parallel=17",
             "repeat=0",
             "link-timeout=0",

@@ -1,5 +1,6 @@
 //! The `ping` app: ICMP echo requests to the peer, one report line per
-//! reply, then a summary.
+//! reply, then a summary; once per size of `size=` (above the MTU, the
+//! requests and replies travel in fragments).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -18,22 +19,27 @@ use abi::report::{Millis, PingReply, PingRtt, PingStart, PingSummary};
 /// The ICMP identifier of our echo requests.
 const PING_IDENT: u16 = 0x4e49;
 
-/// Pings the peer `count` times, `interval` ms apart, with `size` payload
-/// bytes; prints each reply with its RTT and a summary. Passes if every
-/// request got its reply.
+/// Pings the peer `count` times, `interval` ms apart, once per size of
+/// `size=`; prints each reply with its RTT and a summary per size. Passes
+/// if every request got its reply.
 pub fn ping(stack: &mut Stack, command_line: &CommandLine) -> bool {
+    let mut passed = true;
+    for &size in &command_line.sizes {
+        passed &= ping_round(stack, command_line, size.max(8) as usize);
+    }
+    passed
+}
+
+/// One size's worth of pings.
+fn ping_round(stack: &mut Stack, command_line: &CommandLine, size: usize) -> bool {
     let count = command_line.count as usize;
-    let size = command_line.size.max(8) as usize;
-    let mut socket = icmp::Socket::new(
+    let buffer = || {
         icmp::PacketBuffer::new(
-            vec![icmp::PacketMetadata::EMPTY; 16],
-            vec![0; 16 * (size + 64)],
-        ),
-        icmp::PacketBuffer::new(
-            vec![icmp::PacketMetadata::EMPTY; 16],
-            vec![0; 16 * (size + 64)],
-        ),
-    );
+            vec![icmp::PacketMetadata::EMPTY; 8],
+            vec![0; 8 * (size + 64)],
+        )
+    };
+    let mut socket = icmp::Socket::new(buffer(), buffer());
     socket
         .bind(icmp::Endpoint::Ident(PING_IDENT))
         .expect("a fresh socket binds");

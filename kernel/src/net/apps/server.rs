@@ -16,6 +16,8 @@ use abi::report::ServerReady;
 
 /// Concurrent connections the TCP echo server accepts.
 const SERVER_CONNECTIONS: usize = 4;
+/// Payload bytes of the UDP socket's buffers (each way).
+const UDP_BUFFER: usize = 256 * 1024;
 
 /// Echoes TCP (up to four connections at once, one after another for ever)
 /// and UDP on `port`; ICMP echo requests are answered by smoltcp. Never returns.
@@ -28,10 +30,11 @@ pub fn serve(stack: &mut Stack, command_line: &CommandLine) -> ! {
             stack.sockets.add(socket)
         })
         .collect();
-    let mut udp_socket = udp::Socket::new(
-        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 32], vec![0; 32 * 2048]),
-        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 32], vec![0; 32 * 2048]),
-    );
+    // Datagrams up to 64 KiB (reassembled from fragments): room for a few
+    // of those, or many small ones.
+    let buffer =
+        || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 32], vec![0; UDP_BUFFER]);
+    let mut udp_socket = udp::Socket::new(buffer(), buffer());
     udp_socket.bind(port).expect("a fresh socket binds");
     let udp_handle = stack.sockets.add(udp_socket);
     kprintln!(
