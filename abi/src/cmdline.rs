@@ -13,7 +13,7 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The most verbose log level printed on the serial console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -188,6 +188,21 @@ impl fmt::Display for Ipv4Cidr {
     }
 }
 
+/// An IPv6 address with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6Cidr {
+    /// The address.
+    pub address: Ipv6Addr,
+    /// The prefix length (0–128).
+    pub prefix: u8,
+}
+
+impl fmt::Display for Ipv6Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
 /// The parsed command line. [`Default`] is what an empty line means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandLine {
@@ -205,8 +220,12 @@ pub struct CommandLine {
     pub mtu: Option<u16>,
     /// `ip`: our address (default 10.0.0.(id+1)/24).
     pub ip: Option<Ipv4Cidr>,
-    /// `peer`: the peer's address (default 10.0.0.(2-id)).
-    pub peer: Option<Ipv4Addr>,
+    /// `ip6`: a static IPv6 address of ours, besides the link-local one
+    /// the kernel always derives from its MAC (default: none).
+    pub ip6: Option<Ipv6Cidr>,
+    /// `peer`: the peer's address, IPv4 or IPv6; the clients use its
+    /// family (default 10.0.0.(2-id)).
+    pub peer: Option<IpAddr>,
     /// `port`: TCP/UDP port of the echo service (default 7).
     pub port: u16,
     /// `count`: pings or datagrams to send (default 4).
@@ -236,6 +255,7 @@ impl Default for CommandLine {
             id: None,
             mtu: None,
             ip: None,
+            ip6: None,
             peer: None,
             port: 7,
             count: 4,
@@ -306,6 +326,7 @@ pub const KEYS: &[&str] = &[
     "id",
     "mtu",
     "ip",
+    "ip6",
     "peer",
     "port",
     "count",
@@ -396,12 +417,25 @@ impl CommandLine {
                         bad("ip", value, "an IPv4 address/prefix, e.g. 10.0.0.1/24")
                     })?);
             }
+            "ip6" => {
+                self.ip6 = Some(parse_cidr6(value).ok_or_else(|| {
+                    bad(
+                        "ip6",
+                        value,
+                        "a unicast IPv6 address/prefix, e.g. fd00::1/64",
+                    )
+                })?);
+            }
             "peer" => {
-                self.peer = Some(
-                    value
-                        .parse()
-                        .map_err(|_| bad("peer", value, "an IPv4 address, e.g. 10.0.0.2"))?,
-                );
+                self.peer = Some(value.parse::<IpAddr>().ok().filter(is_unicast).ok_or_else(
+                    || {
+                        bad(
+                            "peer",
+                            value,
+                            "a unicast IPv4 or IPv6 address, e.g. 10.0.0.2 or fd00::2",
+                        )
+                    },
+                )?);
             }
             "port" => {
                 self.port = number(value, "port", 1, 65_535, "a port from 1 to 65535")? as u16
@@ -499,6 +533,9 @@ impl fmt::Display for CommandLine {
         }
         if let Some(ip) = self.ip {
             word(f, "ip", &ip)?;
+        }
+        if let Some(ip6) = self.ip6 {
+            word(f, "ip6", &ip6)?;
         }
         if let Some(peer) = self.peer {
             word(f, "peer", &peer)?;
@@ -610,6 +647,23 @@ fn parse_cidr(value: &str) -> Option<Ipv4Cidr> {
     })
 }
 
+/// `address/prefix` (default prefix 64), for a unicast IPv6 address.
+fn parse_cidr6(value: &str) -> Option<Ipv6Cidr> {
+    let (address, prefix) = value.split_once('/').unwrap_or((value, "64"));
+    let prefix: u8 = prefix.parse().ok().filter(|prefix| *prefix <= 128)?;
+    let address: Ipv6Addr = address.parse().ok()?;
+    is_unicast(&IpAddr::V6(address)).then_some(Ipv6Cidr { address, prefix })
+}
+
+/// Whether `address` can be a host's own: not unspecified, multicast,
+/// broadcast or loopback.
+fn is_unicast(address: &IpAddr) -> bool {
+    !address.is_unspecified()
+        && !address.is_multicast()
+        && !address.is_loopback()
+        && *address != IpAddr::V4(Ipv4Addr::BROADCAST)
+}
+
 fn parse_bytes(value: &str) -> Option<u64> {
     let (digits, unit) = match value.as_bytes().last()? {
         b'K' | b'k' => (&value[..value.len() - 1], 1 << 10),
@@ -680,12 +734,35 @@ mod tests {
                 prefix: 16
             })
         );
-        assert_eq!(line.peer, Some(Ipv4Addr::new(10, 1, 0, 6)));
+        assert_eq!(line.peer, Some(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 6))));
         assert_eq!((line.bytes, line.count, line.interval), (16 << 20, 3, 0));
         assert_eq!(line.sizes, [56]);
         assert_eq!(
             CommandLine::parse("size=56,1473,60000").unwrap().sizes,
             [56, 1473, 60000]
+        );
+        let v6 = CommandLine::parse("ip6=fd00::1 peer=fe80::2ff:fe00:1").unwrap();
+        assert_eq!(
+            v6.ip6,
+            Some(Ipv6Cidr {
+                address: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1),
+                prefix: 64
+            }),
+            "the prefix defaults to 64"
+        );
+        assert_eq!(
+            v6.peer,
+            Some(IpAddr::V6(Ipv6Addr::new(
+                0xfe80, 0, 0, 0, 0, 0x2ff, 0xfe00, 1
+            )))
+        );
+        assert_eq!(
+            CommandLine::parse("ip6=2001:db8::5/48")
+                .unwrap()
+                .ip6
+                .unwrap()
+                .prefix,
+            48
         );
         assert_eq!(
             CommandLine::parse("ip=10.0.0.9")
@@ -718,7 +795,11 @@ mod tests {
                 address: Ipv4Addr::new(192, 168, 19, 2),
                 prefix: 24,
             }),
-            peer: Some(Ipv4Addr::new(192, 168, 19, 1)),
+            ip6: Some(Ipv6Cidr {
+                address: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2),
+                prefix: 64,
+            }),
+            peer: Some(IpAddr::V4(Ipv4Addr::new(192, 168, 19, 1))),
             port: 9,
             count: 200,
             interval: 0,
@@ -732,17 +813,21 @@ mod tests {
         assert_eq!(
             text,
             "log=trace selftest=stack-overflow app=ping,tcp-echo,udp-echo mode=poll id=0 \
-             mtu=16384 ip=192.168.19.2/24 peer=192.168.19.1 port=9 count=200 interval=0 \
-             size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30"
+             mtu=16384 ip=192.168.19.2/24 ip6=fd00::2/64 peer=192.168.19.1 port=9 count=200 \
+             interval=0 size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30"
         );
         assert_eq!(CommandLine::parse(&text), Ok(line.clone()));
         let sizes = CommandLine {
             apps: vec![App::Ping, App::UdpEcho],
+            peer: Some(IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1))),
             sizes: vec![56, 1472, 1473, 8000, 60000],
             ..CommandLine::default()
         };
         let sizes_text = sizes.to_string();
-        assert_eq!(sizes_text, "app=ping,udp-echo size=56,1472,1473,8000,60000");
+        assert_eq!(
+            sizes_text,
+            "app=ping,udp-echo peer=fd00::1 size=56,1472,1473,8000,60000"
+        );
         assert_eq!(CommandLine::parse(&sizes_text), Ok(sizes));
         for bytes in [1, 1000, 1 << 10, 5 << 20, 1 << 32, (1 << 20) + 1] {
             line.bytes = bytes;
@@ -816,6 +901,13 @@ mod tests {
             "size=65508",
             "size=56,",
             "size=1,2,3,4,5,6,7,8,9",
+            "ip6=10.0.0.1",
+            "ip6=ff02::1/64",
+            "ip6=fd00::1/129",
+            "ip6=::",
+            "peer=ff02::1",
+            "peer=0.0.0.0",
+            "peer=255.255.255.255",
             "parallel=17",
             "repeat=0",
             "link-timeout=0",

@@ -765,6 +765,122 @@ impl FromStr for LinkDown {
     }
 }
 
+// ---- the network stack and its peer -------------------------------------------
+
+/// A MAC address, printed `02:00:5e:10:00:01`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct MacAddress(pub [u8; 6]);
+
+impl fmt::Display for MacAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl FromStr for MacAddress {
+    type Err = ParseError;
+
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        let error = ParseError {
+            expected: "MAC address",
+        };
+        let mut mac = [0u8; 6];
+        let mut parts = text.split(':');
+        for byte in &mut mac {
+            let part = parts.next().ok_or(error)?;
+            *byte = parse_fixed_hex(part, 2).ok_or(error)? as u8;
+        }
+        if parts.next().is_some() {
+            return Err(error);
+        }
+        Ok(Self(mac))
+    }
+}
+
+/// An address with its prefix length, printed `10.0.0.1/24` or `fe80::1/64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpPrefix {
+    /// The address.
+    pub address: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+impl FromStr for IpPrefix {
+    type Err = ParseError;
+
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        let error = ParseError {
+            expected: "address/prefix",
+        };
+        let (address, prefix) = text.split_once('/').ok_or(error)?;
+        let address: IpAddr = address.parse().map_err(|_| error)?;
+        let prefix: u8 = prefix.parse().map_err(|_| error)?;
+        let limit = if address.is_ipv4() { 32 } else { 128 };
+        if prefix > limit {
+            return Err(error);
+        }
+        Ok(Self { address, prefix })
+    }
+}
+
+/// `net: MAC 02:…, MTU 16384, addresses 10.0.0.1/24 fe80::…/64`: the
+/// stack is up, with our MAC, the IP MTU the link uses (`mtu=`, or the
+/// link's default, `docs/ivshmem-net.md` §4) and every address we answer on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Our MAC address.
+    pub mac: MacAddress,
+    /// The IP MTU.
+    pub mtu: u32,
+    /// Our addresses: IPv4 first, then the IPv6 link-local address, then a
+    /// static IPv6 address if one was given.
+    pub addresses: Vec<IpPrefix>,
+}
+
+impl fmt::Display for NetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "net: MAC {}, MTU {}, addresses", self.mac, self.mtu)?;
+        for address in &self.addresses {
+            write!(f, " {address}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for NetConfig {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "net configuration");
+        scanner.tag("net: MAC ")?;
+        let mac = scanner.value(", MTU ")?;
+        let mtu = scanner.value(", addresses")?;
+        let mut addresses = Vec::new();
+        while !scanner.rest.is_empty() {
+            scanner.tag(" ")?;
+            let word = scanner.rest.split(' ').next().unwrap_or_default();
+            addresses.push(word.parse().map_err(|_| scanner.error())?);
+            scanner.rest = &scanner.rest[word.len()..];
+        }
+        if addresses.is_empty() {
+            return Err(scanner.error());
+        }
+        Ok(Self {
+            mac,
+            mtu,
+            addresses,
+        })
+    }
+}
+
 // ---- apps -------------------------------------------------------------------
 
 /// `ping: A -> B, N requests of S bytes`: the ping app starts.
@@ -2202,6 +2318,53 @@ mod tests {
         round_trip(AppsVerdict { pass: true }, "apps: PASS");
         assert!("apps: MAYBE".parse::<AppsVerdict>().is_err());
         assert!("dance: PASS".parse::<AppVerdict>().is_err());
+    }
+
+    #[test]
+    fn net_lines() {
+        let mac = MacAddress([0x02, 0x4e, 0x49, 0x0a, 0xbc, 0x01]);
+        assert_eq!(mac.to_string(), "02:4e:49:0a:bc:01");
+        for bad in [
+            "02:4e:49:0a:bc",
+            "02:4e:49:0a:bc:01:02",
+            "2:4e:49:0a:bc:01",
+            "zz:4e:49:0a:bc:01",
+        ] {
+            assert!(bad.parse::<MacAddress>().is_err(), "{bad}");
+        }
+        assert!("10.0.0.1/33".parse::<IpPrefix>().is_err());
+        assert!("fe80::1/129".parse::<IpPrefix>().is_err());
+        assert!("fe80::1".parse::<IpPrefix>().is_err());
+        round_trip(
+            NetConfig {
+                mac,
+                mtu: 16384,
+                addresses: vec![
+                    IpPrefix {
+                        address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                        prefix: 24,
+                    },
+                    IpPrefix {
+                        address: IpAddr::V6(Ipv6Addr::new(
+                            0xfe80, 0, 0, 0, 0x4e, 0x49ff, 0xfe0a, 0xbc01,
+                        )),
+                        prefix: 64,
+                    },
+                    IpPrefix {
+                        address: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
+                        prefix: 64,
+                    },
+                ],
+            },
+            "net: MAC 02:4e:49:0a:bc:01, MTU 16384, addresses 10.0.0.1/24 \
+             fe80::4e:49ff:fe0a:bc01/64 fd00::1/64",
+        );
+        assert!(
+            "net: MAC 02:4e:49:0a:bc:01, MTU 1500, addresses"
+                .parse::<NetConfig>()
+                .is_err(),
+            "at least one address"
+        );
     }
 
     #[test]

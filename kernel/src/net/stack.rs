@@ -7,7 +7,7 @@
 //! ```text
 //!   apps ── sockets (SocketSet)
 //!            │
-//!   Interface (smoltcp: IPv4 with fragmentation, ARP)
+//!   Interface (smoltcp: IPv4 with fragmentation, IPv6, ARP/NDP)
 //!            │
 //!   NetDevice = Port<LinkEngine>
 //!            │  Port: watches frames (reassembly drops, the peer), paces
@@ -22,21 +22,22 @@
 //! `statistics`).
 
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use log::info;
 use smoltcp::iface::{
     Config as InterfaceConfig, Interface, PollIngressSingleResult, PollResult, SocketSet,
 };
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr, Ipv6Cidr};
 
 use super::link::{LinkEngine, RECHECK_MICROS};
 use super::port::Port;
 use super::reassembly::ReassemblyWatch;
 use crate::ivshmem::Device as IvshmemDevice;
-use crate::{idle, time};
+use crate::{idle, kprintln, time};
 use abi::cmdline::{CommandLine, Mode};
+use abi::report::{IpPrefix, MacAddress, NetConfig};
 
 /// The device smoltcp sees: the engine behind the watching port.
 pub type NetDevice = Port<LinkEngine>;
@@ -71,10 +72,11 @@ pub struct Stack {
     pub interface: Interface,
     /// The sockets of the running apps.
     pub sockets: SocketSet<'static>,
-    /// Our address.
+    /// Our IPv4 address.
     pub local: Ipv4Addr,
-    /// The peer's address.
-    pub peer: Ipv4Addr,
+    /// The peer's address (IPv4 or IPv6): the clients' target.
+    pub peer: IpAddr,
+    addresses: Vec<IpCidr>,
     ivshmem: &'static IvshmemDevice,
     mode: Mode,
     link_up: bool,
@@ -85,13 +87,31 @@ impl core::fmt::Debug for Stack {
         f.debug_struct("Stack")
             .field("local", &self.local)
             .field("peer", &self.peer)
+            .field("addresses", &self.addresses)
             .finish_non_exhaustive()
     }
 }
 
+/// The IPv6 link-local address of `mac`: fe80::/64 with the modified EUI-64
+/// interface identifier (RFC 4291 appendix A), as Linux derives it.
+pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([mac[0] ^ 0x02, mac[1]]),
+        u16::from_be_bytes([mac[2], 0xff]),
+        u16::from_be_bytes([0xfe, mac[3]]),
+        u16::from_be_bytes([mac[4], mac[5]]),
+    )
+}
+
 impl Stack {
     /// Builds the interface on `engine` with the addresses from the command
-    /// line, defaulting to 10.0.0.(id+1)/24 and the peer 10.0.0.(2-id).
+    /// line: IPv4 (default 10.0.0.(id+1)/24), the IPv6 link-local address
+    /// from our MAC, and `ip6=` if given; the peer defaults to
+    /// 10.0.0.(2-id). Prints the [`NetConfig`] line.
     pub fn new(
         engine: LinkEngine,
         ivshmem: &'static IvshmemDevice,
@@ -99,6 +119,7 @@ impl Stack {
     ) -> Self {
         let id = ivshmem.id();
         let mac = EthernetAddress(engine.config().mac);
+        let mtu = engine.mtu();
         let (local, prefix) = command_line
             .ip
             .map_or((Ipv4Addr::new(10, 0, 0, id as u8 + 1), 24), |cidr| {
@@ -106,23 +127,36 @@ impl Stack {
             });
         let peer = command_line
             .peer
-            .unwrap_or(Ipv4Addr::new(10, 0, 0, 2 - id as u8));
+            .unwrap_or(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2 - id as u8)));
         let ipv4 = Ipv4Cidr::new(local, prefix);
+        let mut addresses = alloc::vec![
+            IpCidr::Ipv4(ipv4),
+            IpCidr::Ipv6(Ipv6Cidr::new(link_local(mac.0), 64)),
+        ];
+        if let Some(cidr) = command_line.ip6 {
+            addresses.push(IpCidr::Ipv6(Ipv6Cidr::new(cidr.address, cidr.prefix)));
+        }
         let mut device = Port::new(
             engine,
             ReassemblyWatch::new(mac, Some(ipv4), REASSEMBLY_TIMEOUT),
         );
-        let interface = build_interface(&mut device, mac, &[IpCidr::Ipv4(ipv4)]);
-        info!(
-            "net: {local}/{prefix} peer {peer} MAC {}",
-            super::link::format_mac(mac.0)
+        let interface = build_interface(&mut device, mac, &addresses);
+        kprintln!(
+            "{}",
+            NetConfig {
+                mac: MacAddress(mac.0),
+                mtu: mtu as u32,
+                addresses: addresses.iter().map(prefix_of).collect(),
+            }
         );
+        info!("net: peer {peer}");
         Self {
             device,
             interface,
             sockets: SocketSet::new(Vec::new()),
             local,
             peer,
+            addresses,
             ivshmem,
             mode: command_line.mode,
             link_up: false,
@@ -137,6 +171,34 @@ impl Stack {
     /// The engine below the port, mutably.
     pub fn engine_mut(&mut self) -> &mut LinkEngine {
         self.device.inner_mut()
+    }
+
+    /// Our address for talking to `peer`, as smoltcp picks it: the IPv4
+    /// address, or for IPv6 the link-local address for a link-local peer
+    /// and the static one (`ip6=`), if any, for the others.
+    pub fn local_for(&self, peer: IpAddr) -> IpAddr {
+        let IpAddr::V6(peer) = peer else {
+            return IpAddr::V4(self.local);
+        };
+        let ipv6 = || {
+            self.addresses.iter().filter_map(|cidr| match cidr {
+                IpCidr::Ipv6(cidr) => Some(cidr.address()),
+                IpCidr::Ipv4(_) => None,
+            })
+        };
+        let link_local = ipv6().find(Ipv6Addr::is_unicast_link_local);
+        let other = ipv6().find(|address| !address.is_unicast_link_local());
+        let chosen = if peer.is_unicast_link_local() {
+            link_local
+        } else {
+            other.or(link_local)
+        };
+        IpAddr::V6(chosen.unwrap_or(Ipv6Addr::UNSPECIFIED))
+    }
+
+    /// Every address we answer on.
+    pub fn addresses(&self) -> &[IpCidr] {
+        &self.addresses
     }
 
     /// One round of work: the link state machine (reporting link changes)
@@ -263,4 +325,29 @@ fn build_interface(
     });
     interface.set_reassembly_timeout(REASSEMBLY_TIMEOUT);
     interface
+}
+
+/// An address as the report lines print it.
+fn prefix_of(cidr: &IpCidr) -> IpPrefix {
+    IpPrefix {
+        address: IpAddr::from(cidr.address()),
+        prefix: cidr.prefix_len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_addresses_follow_the_mac_as_linux_derives_them() {
+        assert_eq!(
+            link_local([0x02, 0x4e, 0x49, 0x0a, 0xbc, 0x01]),
+            "fe80::4e:49ff:fe0a:bc01".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            link_local([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
+            "fe80::5054:ff:fe12:3456".parse::<Ipv6Addr>().unwrap()
+        );
+    }
 }

@@ -1,5 +1,5 @@
-//! The `server` app: TCP and UDP echo (and ICMP echo replies, from
-//! smoltcp) until the VM is stopped.
+//! The `server` app: TCP and UDP echo (and ICMP and ICMPv6 echo replies,
+//! from smoltcp) on every address, IPv4 and IPv6, until the VM is stopped.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -37,12 +37,21 @@ pub fn serve(stack: &mut Stack, command_line: &CommandLine) -> ! {
     let mut udp_socket = udp::Socket::new(buffer(), buffer());
     udp_socket.bind(port).expect("a fresh socket binds");
     let udp_handle = stack.sockets.add(udp_socket);
-    kprintln!(
-        "{}",
-        ServerReady {
-            address: SocketAddr::new(IpAddr::V4(stack.local), port),
-        }
-    );
+    // The sockets listen on every address; one line per address, IPv4
+    // first (the line the host has always read).
+    let addresses: Vec<IpAddr> = stack
+        .addresses()
+        .iter()
+        .map(|cidr| IpAddr::from(cidr.address()))
+        .collect();
+    for address in addresses {
+        kprintln!(
+            "{}",
+            ServerReady {
+                address: SocketAddr::new(address, port),
+            }
+        );
+    }
     let mut buffer = vec![0u8; 64 * 1024];
     let mut connected = [false; SERVER_CONNECTIONS];
     let mut link_up = stack.link_up();

@@ -37,7 +37,7 @@ fn udp_echo_round(stack: &mut Stack, command_line: &CommandLine, size: usize) ->
     let mut socket = udp::Socket::new(buffer(), buffer());
     socket.bind(LOCAL_PORT).expect("a fresh socket binds");
     let handle = stack.sockets.add(socket);
-    let peer = IpEndpoint::new(IpAddress::Ipv4(stack.peer), command_line.port);
+    let peer = IpEndpoint::new(IpAddress::from(stack.peer), command_line.port);
     let mut datagram = vec![0u8; size];
     let mut echoed = 0;
     for sequence in 0..command_line.count {
