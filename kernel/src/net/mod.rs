@@ -1,9 +1,10 @@
 //! The network on top of an ivshmem device: the ivshmem-net link ([`link`],
 //! through the netdev engine and its [`adapter`]), the middleware smoltcp
 //! sees ([`port`], with [`reassembly`] and [`peer`]), smoltcp on top of it
-//! ([`stack`]) and the network apps ([`apps`]).
+//! ([`stack`], with [`announce`]) and the network apps ([`apps`]).
 
 pub mod adapter;
+pub mod announce;
 pub mod apps;
 pub mod link;
 pub mod peer;

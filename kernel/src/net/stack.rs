@@ -5,10 +5,10 @@
 //! # Layers
 //!
 //! ```text
-//!   apps ── sockets (SocketSet)
+//!   apps ── sockets (SocketSet, survive link changes)
 //!            │
-//!   Interface (smoltcp: IPv4 with fragmentation, IPv6, ARP/NDP)
-//!            │
+//!   Interface (smoltcp: IPv4 with fragmentation, IPv6, ARP/NDP; rebuilt
+//!            │  when the link goes down, dropping every neighbour)
 //!   NetDevice = Port<LinkEngine>
 //!            │  Port: watches frames (reassembly drops, the peer), paces
 //!            │  smoltcp's fragmenter (port.rs)
@@ -16,10 +16,23 @@
 //! ```
 //!
 //! A capture (pcap) middleware slots in below the port,
-//! `Port<Capture<LinkEngine>>`, and then sees every frame on the wire;
-//! another link device (virtio-net) replaces `LinkEngine` and the calls in
-//! [`Stack::poll`] that drive the engine (`poll`, `flush`, `can_receive`,
-//! `statistics`).
+//! `Port<Capture<LinkEngine>>`, and then sees every frame on the wire,
+//! including the announcements sent past smoltcp; another link device
+//! (virtio-net) replaces `LinkEngine` and the calls in
+//! [`Stack::poll`] that drive the engine (`poll`, `flush`,
+//! `can_receive`, `statistics`).
+//!
+//! # Sessions
+//!
+//! A session of the link runs from a link-up to the next link-down. At
+//! link-up the stack announces itself (gratuitous ARP, unsolicited
+//! neighbour advertisements: `announce.rs`); when the first frame of the
+//! peer arrives it reports the peer's MAC; at link-down it reports what the
+//! session saw ([`PeerSession`]) and rebuilds the interface, so that no
+//! neighbour, reassembly buffer or fragment of the old peer survives (a
+//! restarted Linux peer comes back with a new MAC, `docs/ivshmem-net.md`
+//! §4). smoltcp has no public way to flush its neighbour cache; the
+//! sockets live in the [`SocketSet`] and are not affected.
 
 use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -31,13 +44,16 @@ use smoltcp::iface::{
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr, Ipv6Cidr};
 
+use super::announce;
 use super::link::{LinkEngine, RECHECK_MICROS};
 use super::port::Port;
-use super::reassembly::ReassemblyWatch;
+use super::reassembly::{ReassemblyCounters, ReassemblyWatch};
 use crate::ivshmem::Device as IvshmemDevice;
 use crate::{idle, kprintln, time};
 use abi::cmdline::{CommandLine, Mode};
-use abi::report::{IpPrefix, MacAddress, NetConfig};
+use abi::report::{
+    IpPrefix, MacAddress, NetConfig, PeerFirstFrame, PeerGuess, PeerSession, Reassembly, Traffic,
+};
 
 /// The device smoltcp sees: the engine behind the watching port.
 pub type NetDevice = Port<LinkEngine>;
@@ -64,11 +80,22 @@ pub const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// what is left goes on at the next poll).
 const MAX_EGRESS_ROUNDS: usize = 2048;
 
+/// The current session of the link (module documentation).
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    /// The link-up count when it began (its number).
+    number: u64,
+    /// The engine's counters then.
+    start: netdev::Statistics,
+    /// The reassembly counters then.
+    reassembly: ReassemblyCounters,
+}
+
 /// The network stack of this kernel.
 pub struct Stack {
     /// The device smoltcp sees (the engine behind the port).
     pub device: NetDevice,
-    /// The smoltcp interface.
+    /// The smoltcp interface (rebuilt when the link goes down).
     pub interface: Interface,
     /// The sockets of the running apps.
     pub sockets: SocketSet<'static>,
@@ -76,10 +103,12 @@ pub struct Stack {
     pub local: Ipv4Addr,
     /// The peer's address (IPv4 or IPv6): the clients' target.
     pub peer: IpAddr,
+    mac: EthernetAddress,
     addresses: Vec<IpCidr>,
     ivshmem: &'static IvshmemDevice,
     mode: Mode,
     link_up: bool,
+    session: Session,
 }
 
 impl core::fmt::Debug for Stack {
@@ -150,16 +179,23 @@ impl Stack {
             }
         );
         info!("net: peer {peer}");
+        let start = device.inner().statistics();
         Self {
             device,
             interface,
             sockets: SocketSet::new(Vec::new()),
             local,
             peer,
+            mac,
             addresses,
             ivshmem,
             mode: command_line.mode,
             link_up: false,
+            session: Session {
+                number: start.link_ups,
+                start,
+                reassembly: ReassemblyCounters::default(),
+            },
         }
     }
 
@@ -201,15 +237,20 @@ impl Stack {
         &self.addresses
     }
 
-    /// One round of work: the link state machine (reporting link changes)
-    /// and smoltcp, then one publication of what was sent and consumed.
+    /// One round of work: the link state machine (reporting link changes
+    /// and sessions) and smoltcp, then one publication of what was sent
+    /// and consumed.
     pub fn poll(&mut self) {
         self.ivshmem.take_pending();
         let now = time::now();
         let up = self.engine_mut().poll(now);
-        if up != self.link_up {
-            super::link::report_link(self.engine(), up);
-            self.link_up = up;
+        let link_ups = self.engine().statistics().link_ups;
+        if self.link_up && (!up || link_ups != self.session.number) {
+            // Down, or down and up again within one poll.
+            self.link_down(now);
+        }
+        if up && !self.link_up {
+            self.link_up_again(now);
         }
         self.interface.poll_maintenance(now);
         if self.device.fragmenting() {
@@ -222,6 +263,15 @@ impl Stack {
             PollIngressSingleResult::None
         ) {}
         self.egress(now);
+        if let Some((mac, length)) = self.device.take_first_frame() {
+            kprintln!(
+                "{}",
+                PeerFirstFrame {
+                    mac: MacAddress(mac.0),
+                    length: length as u32,
+                }
+            );
+        }
         // Publish what smoltcp sent and the completions of what it took, as
         // one batch with at most one doorbell.
         self.engine_mut().flush();
@@ -245,6 +295,82 @@ impl Stack {
                 break;
             }
         }
+    }
+
+    /// The link came up: a new session; announce ourselves.
+    fn link_up_again(&mut self, now: Instant) {
+        super::link::report_link(self.engine(), true);
+        self.link_up = true;
+        let start = self.engine().statistics();
+        self.session = Session {
+            number: start.link_ups,
+            start,
+            reassembly: self.device.reassembly(now),
+        };
+        let mut frames = Vec::new();
+        for cidr in &self.addresses {
+            frames.push(match cidr {
+                IpCidr::Ipv4(cidr) => announce::gratuitous_arp(self.mac, cidr.address()),
+                IpCidr::Ipv6(cidr) => announce::unsolicited_advertisement(self.mac, cidr.address()),
+            });
+        }
+        for frame in frames {
+            self.send_raw(now, &frame);
+        }
+    }
+
+    /// The link went down: report the session, then forget the peer.
+    fn link_down(&mut self, now: Instant) {
+        super::link::report_link(self.engine(), false);
+        self.link_up = false;
+        let peer = *self.device.peer();
+        // No neighbour, reassembly buffer or fragment of the old session
+        // may survive: a new interface, a new session in the port.
+        self.interface = build_interface(&mut self.device, self.mac, &self.addresses);
+        self.device.new_session();
+        let report = self.session_report(now, true, peer);
+        kprintln!("{report}");
+    }
+
+    /// What the current session saw of the peer.
+    fn session_report(
+        &mut self,
+        now: Instant,
+        ended: bool,
+        peer: super::peer::PeerWatch,
+    ) -> PeerSession {
+        let statistics = self.engine().statistics();
+        let start = &self.session.start;
+        let reassembly = self.device.reassembly(now).since(&self.session.reassembly);
+        PeerSession {
+            session: self.session.number,
+            ended,
+            mac: peer.mac.map(|mac| MacAddress(mac.0)),
+            received: Traffic {
+                frames: statistics.received_frames - start.received_frames,
+                bytes: statistics.received_bytes - start.received_bytes,
+            },
+            largest_frame: peer.largest_frame as u32,
+            sent: Traffic {
+                frames: statistics.transmitted_frames - start.transmitted_frames,
+                bytes: statistics.transmitted_bytes - start.transmitted_bytes,
+            },
+            protocol_errors: statistics.protocol_errors.total() - start.protocol_errors.total(),
+            reassembly: reassembly_report(reassembly),
+            guess: match statistics.peer.since(&start.peer).guess() {
+                Some(netdev::PeerImplementation::Linux) => PeerGuess::Linux,
+                Some(netdev::PeerImplementation::Zephyr) => PeerGuess::Zephyr,
+                Some(netdev::PeerImplementation::EthIvshmem) => PeerGuess::EthIvshmem,
+                None => PeerGuess::Unknown,
+            },
+        }
+    }
+
+    /// Sends a frame built outside smoltcp to the link, past the port's
+    /// watch ([`Port::send_unwatched`]); false if the link cannot take it
+    /// now.
+    pub fn send_raw(&mut self, now: Instant, frame: &[u8]) -> bool {
+        self.device.send_unwatched(now, frame)
     }
 
     /// Sleeps until a doorbell, smoltcp's next deadline or the re-check timer,
@@ -332,6 +458,14 @@ fn prefix_of(cidr: &IpCidr) -> IpPrefix {
     IpPrefix {
         address: IpAddr::from(cidr.address()),
         prefix: cidr.prefix_len(),
+    }
+}
+
+fn reassembly_report(counters: ReassemblyCounters) -> Reassembly {
+    Reassembly {
+        reassembled: counters.reassembled,
+        incomplete: counters.incomplete,
+        no_slot: counters.no_slot,
     }
 }
 
