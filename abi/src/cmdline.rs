@@ -90,11 +90,14 @@ pub enum App {
     /// section and states, ring the peer and wait for our own doorbell
     /// (`link-timeout` bounds each wait). Runs alone.
     Ivshmem,
+    /// Print the link's and the stack's statistics and the current session
+    /// with the peer (two report lines), and pass.
+    Statistics,
 }
 
 impl App {
     /// Every app with its name on the command line.
-    pub const NAMES: [(&'static str, Self); 7] = [
+    pub const NAMES: [(&'static str, Self); 8] = [
         ("inventory", Self::Inventory),
         ("link", Self::Link),
         ("server", Self::Server),
@@ -102,6 +105,7 @@ impl App {
         ("tcp-echo", Self::TcpEcho),
         ("udp-echo", Self::UdpEcho),
         ("ivshmem", Self::Ivshmem),
+        ("stats", Self::Statistics),
     ];
 
     /// The app's name on the command line.
@@ -136,7 +140,7 @@ impl core::str::FromStr for App {
 }
 
 const APPS_EXPECTED: &str =
-    "a comma-separated list of inventory, link, server, ping, tcp-echo, udp-echo, ivshmem";
+    "a comma-separated list of inventory, link, server, ping, tcp-echo, udp-echo, ivshmem, stats";
 
 /// How the kernel learns about doorbells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -775,6 +779,7 @@ mod tests {
         assert_eq!(App::TcpEcho.name(), "tcp-echo");
         assert_eq!("udp-echo".parse::<App>(), Ok(App::UdpEcho));
         assert_eq!("ivshmem".parse::<App>(), Ok(App::Ivshmem));
+        assert_eq!("stats".parse::<App>(), Ok(App::Statistics));
         assert_eq!(App::Ivshmem.to_string(), "ivshmem");
         assert!(App::Ivshmem.needs_link() && !App::Ivshmem.is_endless());
         assert_eq!(Mode::Interrupt.to_string(), "irq");

@@ -1132,6 +1132,130 @@ impl FromStr for PeerSession {
     }
 }
 
+/// Frames the link dropped locally, by reason (see `netdev::Drops`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkDrops {
+    /// No ring space for a reply.
+    pub ring_full: u64,
+    /// A frame to send while the link was down.
+    pub link_down: u64,
+    /// A frame to send that was empty or too long.
+    pub invalid_length: u64,
+    /// Received descriptors that failed validation.
+    pub bad_descriptor: u64,
+}
+
+impl LinkDrops {
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.ring_full + self.link_down + self.invalid_length + self.bad_descriptor
+    }
+}
+
+/// `statistics: …`: the link's and the stack's counters since boot (at the
+/// end of the apps, and from the `stats` app).
+///
+/// `statistics: link up U time(s), R reset(s), sent F frames (B bytes),
+/// received F frames (B bytes), K kicks, dropped D (ring full a, link down
+/// b, invalid length c, bad descriptor d), protocol errors E, transmit
+/// timeouts T, reassembly R datagrams (I incomplete dropped, S fragments
+/// without a slot), fragmented N datagrams into M fragments`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NetStatistics {
+    /// Times the link came up.
+    pub link_ups: u64,
+    /// Times it went down.
+    pub resets: u64,
+    /// Frames published to the peer.
+    pub sent: Traffic,
+    /// Frames received from the peer.
+    pub received: Traffic,
+    /// Doorbells rung on the data vector.
+    pub kicks: u64,
+    /// Local drops.
+    pub drops: LinkDrops,
+    /// Protocol violations by the peer.
+    pub protocol_errors: u64,
+    /// Link resets because the peer stopped completing our frames.
+    pub transmit_timeouts: u64,
+    /// IPv4 reassembly.
+    pub reassembly: Reassembly,
+    /// Datagrams we sent in fragments.
+    pub fragmented: u64,
+    /// The fragments they took.
+    pub fragments: u64,
+}
+
+impl fmt::Display for NetStatistics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.drops;
+        write!(
+            f,
+            "statistics: link up {} time(s), {} reset(s), sent {}, received {}, {} kicks, dropped {} (ring full {}, link down {}, invalid length {}, bad descriptor {}), protocol errors {}, transmit timeouts {}, {}, fragmented {} datagrams into {} fragments",
+            self.link_ups,
+            self.resets,
+            self.sent,
+            self.received,
+            self.kicks,
+            d.total(),
+            d.ring_full,
+            d.link_down,
+            d.invalid_length,
+            d.bad_descriptor,
+            self.protocol_errors,
+            self.transmit_timeouts,
+            self.reassembly,
+            self.fragmented,
+            self.fragments
+        )
+    }
+}
+
+impl FromStr for NetStatistics {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "statistics");
+        scanner.tag("statistics: link up ")?;
+        let link_ups = scanner.value(" time(s), ")?;
+        let resets = scanner.value(" reset(s), sent ")?;
+        let sent = Traffic::scan(&mut scanner, ", received ")?;
+        let received = Traffic::scan(&mut scanner, ", ")?;
+        let kicks = scanner.value(" kicks, dropped ")?;
+        let total: u64 = scanner.value(" (ring full ")?;
+        let drops = LinkDrops {
+            ring_full: scanner.value(", link down ")?,
+            link_down: scanner.value(", invalid length ")?,
+            invalid_length: scanner.value(", bad descriptor ")?,
+            bad_descriptor: scanner.value("), protocol errors ")?,
+        };
+        let protocol_errors = scanner.value(", transmit timeouts ")?;
+        let transmit_timeouts = scanner.value(", ")?;
+        let reassembly = Reassembly::scan(&mut scanner, ", fragmented ")?;
+        let fragmented = scanner.value(" datagrams into ")?;
+        let fragments = scanner.value(" fragments")?;
+        scanner.end()?;
+        if total != drops.total() {
+            return Err(ParseError {
+                expected: "statistics",
+            });
+        }
+        Ok(Self {
+            link_ups,
+            resets,
+            sent,
+            received,
+            kicks,
+            drops,
+            protocol_errors,
+            transmit_timeouts,
+            reassembly,
+            fragmented,
+            fragments,
+        })
+    }
+}
+
 // ---- apps -------------------------------------------------------------------
 
 /// `ping: A -> B, N requests of S bytes`: the ping app starts.
@@ -2679,6 +2803,50 @@ mod tests {
                 .parse::<PeerSession>()
                 .is_err(),
             "the MTU estimate follows from the largest frame"
+        );
+        let statistics = NetStatistics {
+            link_ups: 2,
+            resets: 1,
+            sent: Traffic {
+                frames: 1234,
+                bytes: 123_456,
+            },
+            received: Traffic {
+                frames: 1200,
+                bytes: 120_000,
+            },
+            kicks: 456,
+            drops: LinkDrops {
+                ring_full: 1,
+                link_down: 2,
+                invalid_length: 3,
+                bad_descriptor: 4,
+            },
+            protocol_errors: 4,
+            transmit_timeouts: 0,
+            reassembly: Reassembly {
+                reassembled: 4,
+                incomplete: 2,
+                no_slot: 10,
+            },
+            fragmented: 3,
+            fragments: 40,
+        };
+        round_trip(
+            statistics,
+            "statistics: link up 2 time(s), 1 reset(s), sent 1234 frames (123456 bytes), \
+             received 1200 frames (120000 bytes), 456 kicks, dropped 10 (ring full 1, link down \
+             2, invalid length 3, bad descriptor 4), protocol errors 4, transmit timeouts 0, \
+             reassembly 4 datagrams (2 incomplete dropped, 10 fragments without a slot), \
+             fragmented 3 datagrams into 40 fragments",
+        );
+        assert!(
+            statistics
+                .to_string()
+                .replace("dropped 10", "dropped 11")
+                .parse::<NetStatistics>()
+                .is_err(),
+            "the total is the sum"
         );
         // None of the new lines is mistaken for an older one, or the reverse.
         assert!(

@@ -175,12 +175,13 @@ fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> 
             App::Ping => apps::ping(&mut stack, command_line),
             App::TcpEcho => apps::tcp_echo(&mut stack, command_line),
             App::UdpEcho => apps::udp_echo(&mut stack, command_line),
+            App::Statistics => apps::stats(&mut stack),
         };
         report_verdict(*app, ok);
         passed &= ok;
     }
-    let statistics = stack.engine().statistics();
-    info!("ivshmem-net statistics: {statistics:?}");
+    apps::report_statistics(&mut stack);
+    info!("ivshmem-net statistics: {:?}", stack.engine().statistics());
     finish(passed)
 }
 

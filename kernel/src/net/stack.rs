@@ -52,7 +52,8 @@ use crate::ivshmem::Device as IvshmemDevice;
 use crate::{idle, kprintln, time};
 use abi::cmdline::{CommandLine, Mode};
 use abi::report::{
-    IpPrefix, MacAddress, NetConfig, PeerFirstFrame, PeerGuess, PeerSession, Reassembly, Traffic,
+    IpPrefix, LinkDrops, MacAddress, NetConfig, NetStatistics, PeerFirstFrame, PeerGuess,
+    PeerSession, Reassembly, Traffic,
 };
 
 /// The device smoltcp sees: the engine behind the watching port.
@@ -363,6 +364,43 @@ impl Stack {
                 Some(netdev::PeerImplementation::EthIvshmem) => PeerGuess::EthIvshmem,
                 None => PeerGuess::Unknown,
             },
+        }
+    }
+
+    /// The current session so far (`peer: session N so far: …`).
+    pub fn session_so_far(&mut self) -> PeerSession {
+        let peer = *self.device.peer();
+        self.session_report(time::now(), !self.link_up, peer)
+    }
+
+    /// The link's and the stack's counters since boot.
+    pub fn statistics(&mut self) -> NetStatistics {
+        let statistics = self.engine().statistics();
+        let reassembly = self.device.reassembly(time::now());
+        let fragments = self.device.fragments();
+        NetStatistics {
+            link_ups: statistics.link_ups,
+            resets: statistics.resets,
+            sent: Traffic {
+                frames: statistics.transmitted_frames,
+                bytes: statistics.transmitted_bytes,
+            },
+            received: Traffic {
+                frames: statistics.received_frames,
+                bytes: statistics.received_bytes,
+            },
+            kicks: statistics.kicks_sent,
+            drops: LinkDrops {
+                ring_full: statistics.drops.ring_full,
+                link_down: statistics.drops.link_down,
+                invalid_length: statistics.drops.invalid_length,
+                bad_descriptor: statistics.drops.bad_descriptor,
+            },
+            protocol_errors: statistics.protocol_errors.total(),
+            transmit_timeouts: statistics.transmit_timeouts,
+            reassembly: reassembly_report(reassembly),
+            fragmented: fragments.datagrams,
+            fragments: fragments.fragments,
         }
     }
 
