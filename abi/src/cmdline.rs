@@ -90,14 +90,20 @@ pub enum App {
     /// section and states, ring the peer and wait for our own doorbell
     /// (`link-timeout` bounds each wait). Runs alone.
     Ivshmem,
-    /// Print the link's and the stack's statistics and the current session
-    /// with the peer (two report lines), and pass.
+    /// Print the link's and the stack's statistics (one report line) and
+    /// pass.
     Statistics,
+    /// Attack the peer's IPv4 reassembly: a stream of first fragments that
+    /// never complete, while small and fragmented pings check what still
+    /// works; then wait out the reassembly timeout. Passes if every small
+    /// ping was answered throughout (fragmented ones may fail during the
+    /// stream: that is the point).
+    FragmentFlood,
 }
 
 impl App {
     /// Every app with its name on the command line.
-    pub const NAMES: [(&'static str, Self); 8] = [
+    pub const NAMES: [(&'static str, Self); 9] = [
         ("inventory", Self::Inventory),
         ("link", Self::Link),
         ("server", Self::Server),
@@ -106,6 +112,7 @@ impl App {
         ("udp-echo", Self::UdpEcho),
         ("ivshmem", Self::Ivshmem),
         ("stats", Self::Statistics),
+        ("fragment-flood", Self::FragmentFlood),
     ];
 
     /// The app's name on the command line.
@@ -139,8 +146,8 @@ impl core::str::FromStr for App {
     }
 }
 
-const APPS_EXPECTED: &str =
-    "a comma-separated list of inventory, link, server, ping, tcp-echo, udp-echo, ivshmem, stats";
+const APPS_EXPECTED: &str = "a comma-separated list of inventory, link, server, ping, tcp-echo, \
+     udp-echo, ivshmem, stats, fragment-flood";
 
 /// How the kernel learns about doorbells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -741,11 +748,8 @@ mod tests {
         assert_eq!(line.peer, Some(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 6))));
         assert_eq!((line.bytes, line.count, line.interval), (16 << 20, 3, 0));
         assert_eq!(line.sizes, [56]);
-        assert_eq!(
-            CommandLine::parse("size=56,1473,60000").unwrap().sizes,
-            [56, 1473, 60000]
-        );
-        let v6 = CommandLine::parse("ip6=fd00::1 peer=fe80::2ff:fe00:1").unwrap();
+        let v6 =
+            CommandLine::parse("ip6=fd00::1 peer=fe80::2ff:fe00:1 size=56,1473,60000").unwrap();
         assert_eq!(
             v6.ip6,
             Some(Ipv6Cidr {
@@ -760,6 +764,7 @@ mod tests {
                 0xfe80, 0, 0, 0, 0, 0x2ff, 0xfe00, 1
             )))
         );
+        assert_eq!(v6.sizes, [56, 1473, 60000]);
         assert_eq!(
             CommandLine::parse("ip6=2001:db8::5/48")
                 .unwrap()
@@ -768,6 +773,8 @@ mod tests {
                 .prefix,
             48
         );
+        assert_eq!("stats".parse::<App>(), Ok(App::Statistics));
+        assert_eq!(App::FragmentFlood.to_string(), "fragment-flood");
         assert_eq!(
             CommandLine::parse("ip=10.0.0.9")
                 .unwrap()
@@ -779,7 +786,6 @@ mod tests {
         assert_eq!(App::TcpEcho.name(), "tcp-echo");
         assert_eq!("udp-echo".parse::<App>(), Ok(App::UdpEcho));
         assert_eq!("ivshmem".parse::<App>(), Ok(App::Ivshmem));
-        assert_eq!("stats".parse::<App>(), Ok(App::Statistics));
         assert_eq!(App::Ivshmem.to_string(), "ivshmem");
         assert!(App::Ivshmem.needs_link() && !App::Ivshmem.is_endless());
         assert_eq!(Mode::Interrupt.to_string(), "irq");
@@ -822,18 +828,18 @@ mod tests {
              interval=0 size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30"
         );
         assert_eq!(CommandLine::parse(&text), Ok(line.clone()));
-        let sizes = CommandLine {
-            apps: vec![App::Ping, App::UdpEcho],
+        let v6 = CommandLine {
+            apps: vec![App::Ping, App::UdpEcho, App::Statistics],
             peer: Some(IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1))),
             sizes: vec![56, 1472, 1473, 8000, 60000],
             ..CommandLine::default()
         };
-        let sizes_text = sizes.to_string();
+        let text = v6.to_string();
         assert_eq!(
-            sizes_text,
-            "app=ping,udp-echo peer=fd00::1 size=56,1472,1473,8000,60000"
+            text,
+            "app=ping,udp-echo,stats peer=fd00::1 size=56,1472,1473,8000,60000"
         );
-        assert_eq!(CommandLine::parse(&sizes_text), Ok(sizes));
+        assert_eq!(CommandLine::parse(&text), Ok(v6));
         for bytes in [1, 1000, 1 << 10, 5 << 20, 1 << 32, (1 << 20) + 1] {
             line.bytes = bytes;
             assert_eq!(CommandLine::parse(&line.to_string()), Ok(line.clone()));

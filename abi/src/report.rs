@@ -1256,6 +1256,64 @@ impl FromStr for NetStatistics {
     }
 }
 
+/// `fragment-flood: N first fragments in T ms; small pings A of B answered,
+/// fragmented pings C of D answered`: what the `fragment-flood` app sent and
+/// what still worked while it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentFloodResult {
+    /// First fragments sent, each of a datagram that never completes.
+    pub fragments: u64,
+    /// How long the flood lasted.
+    pub time: Millis,
+    /// Unfragmented pings answered during the flood.
+    pub small_answered: u32,
+    /// Unfragmented pings sent during the flood.
+    pub small_sent: u32,
+    /// Fragmented pings answered during the flood.
+    pub large_answered: u32,
+    /// Fragmented pings sent during the flood.
+    pub large_sent: u32,
+}
+
+impl fmt::Display for FragmentFloodResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fragment-flood: {} first fragments in {} ms; small pings {} of {} answered, fragmented pings {} of {} answered",
+            self.fragments,
+            self.time,
+            self.small_answered,
+            self.small_sent,
+            self.large_answered,
+            self.large_sent
+        )
+    }
+}
+
+impl FromStr for FragmentFloodResult {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "fragment-flood result");
+        scanner.tag("fragment-flood: ")?;
+        let fragments = scanner.value(" first fragments in ")?;
+        let time = scanner.value(" ms; small pings ")?;
+        let small_answered = scanner.value(" of ")?;
+        let small_sent = scanner.value(" answered, fragmented pings ")?;
+        let large_answered = scanner.value(" of ")?;
+        let large_sent = scanner.value(" answered")?;
+        scanner.end()?;
+        Ok(Self {
+            fragments,
+            time,
+            small_answered,
+            small_sent,
+            large_answered,
+            large_sent,
+        })
+    }
+}
+
 // ---- apps -------------------------------------------------------------------
 
 /// `ping: A -> B, N requests of S bytes`: the ping app starts.
@@ -2696,7 +2754,7 @@ mod tests {
     }
 
     #[test]
-    fn net_lines() {
+    fn net_and_peer_lines() {
         let mac = MacAddress([0x02, 0x4e, 0x49, 0x0a, 0xbc, 0x01]);
         assert_eq!(mac.to_string(), "02:4e:49:0a:bc:01");
         for bad in [
@@ -2847,6 +2905,18 @@ mod tests {
                 .parse::<NetStatistics>()
                 .is_err(),
             "the total is the sum"
+        );
+        round_trip(
+            FragmentFloodResult {
+                fragments: 4000,
+                time: Millis(4_000_123),
+                small_answered: 40,
+                small_sent: 40,
+                large_answered: 1,
+                large_sent: 40,
+            },
+            "fragment-flood: 4000 first fragments in 4000.123 ms; small pings 40 of 40 answered, \
+             fragmented pings 1 of 40 answered",
         );
         // None of the new lines is mistaken for an older one, or the reverse.
         assert!(

@@ -176,6 +176,7 @@ fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> 
             App::TcpEcho => apps::tcp_echo(&mut stack, command_line),
             App::UdpEcho => apps::udp_echo(&mut stack, command_line),
             App::Statistics => apps::stats(&mut stack),
+            App::FragmentFlood => apps::fragment_flood(&mut stack, command_line),
         };
         report_verdict(*app, ok);
         passed &= ok;

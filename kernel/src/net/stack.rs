@@ -411,6 +411,16 @@ impl Stack {
         self.device.send_unwatched(now, frame)
     }
 
+    /// The peer's MAC, once a frame of this session came.
+    pub fn peer_mac(&self) -> Option<EthernetAddress> {
+        self.device.peer().mac
+    }
+
+    /// Our MAC.
+    pub fn mac(&self) -> EthernetAddress {
+        self.mac
+    }
+
     /// Sleeps until a doorbell, smoltcp's next deadline or the re-check timer,
     /// whichever is first (returns at once if work is pending).
     pub fn wait(&mut self) {

@@ -1,9 +1,10 @@
 //! The network apps, one per module: the `ping`, `tcp-echo` and `udp-echo`
-//! clients and `stats` return whether they passed; the echo `server` and
-//! the `link` watcher run until stopped. [`echo`] holds what the echo apps
-//! share.
+//! clients, `stats` and `fragment-flood` return whether they passed; the
+//! echo `server` and the `link` watcher run until stopped. [`echo`] holds
+//! what the echo apps share.
 
 pub mod echo;
+pub mod fragment_flood;
 pub mod link;
 pub mod ping;
 pub mod server;
@@ -11,6 +12,7 @@ pub mod stats;
 pub mod tcp_echo;
 pub mod udp_echo;
 
+pub use fragment_flood::fragment_flood;
 pub use link::run_link;
 pub use ping::ping;
 pub use server::serve;
