@@ -8,6 +8,8 @@ use crate::exit::exit;
 use crate::ivshmem::layout::Region;
 use crate::ivshmem::memory::Window;
 use crate::ivshmem::{Device, Requirements};
+use crate::net::device::{IvshmemNet, NetDevice};
+use crate::net::stack::Stack;
 use crate::paging::{self, Attributes};
 use crate::pci::{self, ConfigAccess};
 use crate::{acpi, apic, apps, gdt, heap, interrupts, kprintln, net, pvh, serial, time};
@@ -151,13 +153,13 @@ pub unsafe fn start(start_info: u32) -> ! {
         crate::net::apps::run_link(&mut engine, device, command_line.mode)
     }
     run_apps(
-        crate::net::stack::Stack::new(engine, device, &command_line),
+        Stack::new(IvshmemNet::new(engine, device), &command_line),
         &command_line,
     )
 }
 
 /// Runs the network apps in order and exits with their verdict.
-fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> ! {
+fn run_apps<D: NetDevice>(mut stack: Stack<D>, command_line: &CommandLine) -> ! {
     use crate::net::apps;
     if !stack.wait_for_link(command_line.link_timeout) {
         fail(format_args!(
@@ -175,12 +177,14 @@ fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> 
             App::Ping => apps::ping(&mut stack, command_line),
             App::TcpEcho => apps::tcp_echo(&mut stack, command_line),
             App::UdpEcho => apps::udp_echo(&mut stack, command_line),
+            App::TcpSend => apps::tcp_send(&mut stack, command_line),
+            App::TcpRecv => apps::tcp_recv(&mut stack, command_line),
+            App::UdpFlood => apps::udp_flood(&mut stack, command_line),
         };
         report_verdict(*app, ok);
         passed &= ok;
     }
-    let statistics = stack.engine.statistics();
-    info!("ivshmem-net statistics: {statistics:?}");
+    stack.engine.log_statistics();
     finish(passed)
 }
 

@@ -10,6 +10,7 @@ use smoltcp::socket::{tcp, udp};
 
 use super::echo::tcp_socket;
 use crate::kprintln;
+use crate::net::device::NetDevice;
 use crate::net::stack::Stack;
 use abi::cmdline::CommandLine;
 use abi::report::ServerReady;
@@ -19,7 +20,7 @@ const SERVER_CONNECTIONS: usize = 4;
 
 /// Echoes TCP (up to four connections at once, one after another for ever)
 /// and UDP on `port`; ICMP echo requests are answered by smoltcp. Never returns.
-pub fn serve(stack: &mut Stack, command_line: &CommandLine) -> ! {
+pub fn serve<D: NetDevice>(stack: &mut Stack<D>, command_line: &CommandLine) -> ! {
     let port = command_line.port;
     let tcp_handles: Vec<SocketHandle> = (0..SERVER_CONNECTIONS)
         .map(|_| {
@@ -34,6 +35,7 @@ pub fn serve(stack: &mut Stack, command_line: &CommandLine) -> ! {
     );
     udp_socket.bind(port).expect("a fresh socket binds");
     let udp_handle = stack.sockets.add(udp_socket);
+    let mut services = super::services::Services::open(stack);
     kprintln!(
         "{}",
         ServerReady {
@@ -95,6 +97,7 @@ pub fn serve(stack: &mut Stack, command_line: &CommandLine) -> ! {
             let _ = socket.send_slice(&buffer[..length], metadata.endpoint);
             progressed = true;
         }
+        progressed |= services.serve(stack);
         if !progressed {
             stack.wait();
         }

@@ -9,6 +9,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use super::echo::{fill_pattern, first_mismatch, pattern, tcp_socket};
+use crate::net::device::NetDevice;
 use crate::net::stack::Stack;
 use crate::{kprintln, time};
 use abi::cmdline::CommandLine;
@@ -28,7 +29,7 @@ struct EchoConnection {
 
 /// Sends `bytes` (split over `parallel` connections) through the peer's echo
 /// server, `repeat` times, verifying every echoed byte. Reports throughput.
-pub fn tcp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
+pub fn tcp_echo<D: NetDevice>(stack: &mut Stack<D>, command_line: &CommandLine) -> bool {
     let peer = IpEndpoint::new(IpAddress::Ipv4(stack.peer), command_line.port);
     let parallel = u64::from(command_line.parallel);
     let mut chunk = vec![0u8; 16 * 1024];
