@@ -29,6 +29,7 @@ pub mod pvh;
 mod rt;
 pub mod serial;
 pub mod time;
+pub mod virtio;
 
 mod start;
 pub use start::start;

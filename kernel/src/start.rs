@@ -13,7 +13,7 @@ use crate::net::stack::Stack;
 use crate::paging::{self, Attributes};
 use crate::pci::{self, ConfigAccess};
 use crate::{acpi, apic, apps, gdt, heap, interrupts, kprintln, net, pvh, serial, time};
-use abi::cmdline::{App, CommandLine, SelfTest};
+use abi::cmdline::{App, CommandLine, Net, SelfTest};
 use abi::exit::ExitCode;
 use abi::report::{
     AppVerdict, AppsVerdict, BootOk, DEVICE_PREFIX, DeviceFound, Fatal, FatalKind, InventoryHeader,
@@ -146,6 +146,11 @@ pub unsafe fn start(start_info: u32) -> ! {
         let pass = apps::ivshmem::run(device, &*config, &command_line);
         report_verdict(App::Ivshmem, pass);
         finish(pass)
+    }
+    if command_line.net == Net::Virtio {
+        let device = crate::virtio::VirtioNet::open(&*config, &functions, &command_line)
+            .unwrap_or_else(|error| fail(format_args!("{error}")));
+        run_apps(Stack::new(device, &command_line), &command_line)
     }
     let device = probe_device(&*config, &functions, &command_line, net::REQUIREMENTS);
     let mut engine = crate::net::open(device, &*config, &command_line);
