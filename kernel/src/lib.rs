@@ -21,6 +21,7 @@ pub mod heap;
 pub mod idle;
 pub mod interrupts;
 pub mod ivshmem;
+pub mod mem;
 pub mod net;
 pub mod paging;
 pub mod pci;
