@@ -166,7 +166,11 @@ pub unsafe fn start(start_info: u32) -> ! {
 /// Runs the network apps in order and exits with their verdict.
 fn run_apps<D: NetDevice>(mut stack: Stack<D>, command_line: &CommandLine) -> ! {
     use crate::net::apps;
-    if !stack.wait_for_link(command_line.link_timeout) {
+    // A server opens its sockets at once and brings the link up in its own
+    // loop, so that it is ready when the peer sees the link (the peer's
+    // first request must not wait for our socket buffers to be zeroed).
+    let serves_first = command_line.apps.first() == Some(&App::Server);
+    if !serves_first && !stack.wait_for_link(command_line.link_timeout) {
         fail(format_args!(
             "link: the peer did not come up within {} s",
             command_line.link_timeout
