@@ -271,6 +271,11 @@ pub struct CommandLine {
     pub repeat: u32,
     /// `link-timeout`: seconds to wait for the link to come up (default 60).
     pub link_timeout: u32,
+    /// `spin`: in interrupt mode, poll for work instead of halting until
+    /// this many microseconds after our last socket traffic (0: halt at
+    /// once; default: the device's choice, 1000 for ivshmem-net, 0 for
+    /// virtio-net).
+    pub spin: Option<u32>,
 }
 
 impl Default for CommandLine {
@@ -293,6 +298,7 @@ impl Default for CommandLine {
             parallel: 1,
             repeat: 1,
             link_timeout: 60,
+            spin: None,
         }
     }
 }
@@ -364,6 +370,7 @@ pub const KEYS: &[&str] = &[
     "parallel",
     "repeat",
     "link-timeout",
+    "spin",
 ];
 
 impl CommandLine {
@@ -483,6 +490,11 @@ impl CommandLine {
                 self.link_timeout =
                     number(value, "link-timeout", 1, 3600, "seconds from 1 to 3600")? as u32;
             }
+            "spin" => {
+                self.spin = Some(
+                    number(value, "spin", 0, 100_000, "microseconds from 0 to 100000")? as u32,
+                );
+            }
             _ => {
                 return Err(CmdlineError::UnknownKey {
                     key: key.to_string(),
@@ -571,6 +583,9 @@ impl fmt::Display for CommandLine {
             if value != default {
                 word(f, key, &value)?;
             }
+        }
+        if let Some(spin) = self.spin {
+            word(f, "spin", &spin)?;
         }
         Ok(())
     }
@@ -755,13 +770,14 @@ mod tests {
             parallel: 3,
             repeat: 2,
             link_timeout: 30,
+            spin: Some(0),
         };
         let text = line.to_string();
         assert_eq!(
             text,
             "log=trace selftest=stack-overflow app=ping,tcp-echo,udp-echo mode=poll net=virtio id=0 \
              mtu=16384 ip=192.168.19.2/24 peer=192.168.19.1 port=9 count=200 interval=0 \
-             size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30"
+             size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30 spin=0"
         );
         assert_eq!(CommandLine::parse(&text), Ok(line.clone()));
         for bytes in [1, 1000, 1 << 10, 5 << 20, 1 << 32, (1 << 20) + 1] {
@@ -837,6 +853,7 @@ mod tests {
             "parallel=17",
             "repeat=0",
             "link-timeout=0",
+            "spin=100001",
             "selftest=fire",
             "net=tap",
             "app=tcp-sink",

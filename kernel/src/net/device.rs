@@ -30,6 +30,9 @@ pub trait NetDevice: phy::Device {
     fn report_link(&self, up: bool);
     /// Logs the device's counters (at the end of the apps).
     fn log_statistics(&self);
+    /// How long to poll for a reply after our own traffic before halting,
+    /// in interrupt mode, unless the command line says (`spin=`).
+    fn spin_micros(&self) -> u32;
 }
 
 /// The ivshmem-net link: the netdev engine and the device it runs on.
@@ -90,6 +93,13 @@ impl NetDevice for IvshmemNet {
 
     fn report_link(&self, up: bool) {
         report_link(&self.engine, up);
+    }
+
+    /// The peer's reply shows up in shared memory long before its doorbell
+    /// has gone through both QEMUs and woken our vCPU (issue 12's bench:
+    /// RTT p50 0.57 -> 0.36 ms with 1 ms).
+    fn spin_micros(&self) -> u32 {
+        1000
     }
 
     fn log_statistics(&self) {

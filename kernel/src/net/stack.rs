@@ -6,7 +6,7 @@
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 use log::info;
-use smoltcp::iface::{Config as InterfaceConfig, Interface, SocketSet};
+use smoltcp::iface::{Config as InterfaceConfig, Interface, PollResult, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 
@@ -28,6 +28,9 @@ pub struct Stack<D: NetDevice> {
     /// The peer's address.
     pub peer: Ipv4Addr,
     mode: Mode,
+    spin_micros: u64,
+    /// When smoltcp last sent or took something for a socket.
+    active_at: u64,
     link_up: bool,
 }
 
@@ -46,6 +49,7 @@ impl<D: NetDevice> Stack<D> {
     pub fn new(mut engine: D, command_line: &CommandLine) -> Self {
         let id = engine.id();
         let mac = engine.mac();
+        let spin_micros = u64::from(command_line.spin.unwrap_or(engine.spin_micros()));
         let local = command_line
             .ip
             .map_or((Ipv4Addr::new(10, 0, 0, id as u8 + 1), 24), |cidr| {
@@ -78,6 +82,8 @@ impl<D: NetDevice> Stack<D> {
             local: local.0,
             peer,
             mode: command_line.mode,
+            spin_micros,
+            active_at: 0,
             link_up: false,
         }
     }
@@ -89,8 +95,12 @@ impl<D: NetDevice> Stack<D> {
             self.engine.report_link(up);
             self.link_up = up;
         }
-        self.interface
+        let result = self
+            .interface
             .poll(time::now(), &mut self.engine, &mut self.sockets);
+        if result == PollResult::SocketStateChanged {
+            self.active_at = time::micros_since_boot();
+        }
         // Publish what smoltcp sent and the completions of what it took, as
         // one batch with at most one doorbell.
         self.engine.flush();
@@ -115,7 +125,11 @@ impl<D: NetDevice> Stack<D> {
             .min(RECHECK_MICROS)
             .min(limit);
         if delay > 0 {
-            idle::wait(self.mode, delay);
+            // Poll a while after our own traffic: a reply is likely soon.
+            let spin =
+                (self.active_at + self.spin_micros).saturating_sub(time::micros_since_boot());
+            let engine = &mut self.engine;
+            idle::wait_for(self.mode, delay, spin, || engine.has_work());
         }
     }
 
