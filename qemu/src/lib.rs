@@ -14,7 +14,7 @@
 //!   * [`scenario`]: named VMs on one link under one deadline, with every
 //!     VM's logs in each error; `demo`, `vm`, `boot` and the end-to-end
 //!     tests run VMs through it.
-//! * The commands: [`bench`] (the measurements of issue 12 in one table),
+//! * The commands: [`bench`](mod@bench) (the measurements of issue 12 in one table),
 //!   [`demo`] (two VMs, [`summary`] its report), [`standalone`]
 //!   (`vm`: one VM on a chosen link), [`boot`] (one VM, the PCI inventory),
 //!   with the options they share ([`options`]), [`server`] (our ivshmem
