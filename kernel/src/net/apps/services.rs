@@ -19,8 +19,11 @@ use crate::time;
 pub const DISCARD_PORT: u16 = 9;
 /// The TCP source service's port (RFC 864's chargen, with our stream bytes).
 pub const SOURCE_PORT: u16 = 19;
-/// Datagram slots of the UDP sink's receive buffer.
-const SINK_SLOTS: usize = 256;
+/// Datagram slots of the UDP sink's receive buffer: smoltcp takes every
+/// frame the device offers in one poll (up to the engine's receive budget),
+/// and a halted receiver finds a whole ring of them, so the sink holds more
+/// than one ring's worth of small datagrams.
+const SINK_SLOTS: usize = 4096;
 
 /// A source connection: how many bytes it was asked for and has queued.
 #[derive(Debug, Clone, Copy, Default)]
