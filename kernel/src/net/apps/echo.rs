@@ -82,6 +82,40 @@ pub fn first_mismatch(connection: u32, offset: u64, buffer: &[u8]) -> Option<usi
     (words_end..buffer.len()).find(|&index| byte_mismatch(index))
 }
 
+/// Queues up to `length` bytes of connection `connection`'s stream, from
+/// `offset` on, written straight into `socket`'s send buffer; returns how
+/// many (0 if the buffer is full or the socket cannot send).
+pub fn send_stream(
+    socket: &mut tcp::Socket<'_>,
+    connection: u32,
+    offset: u64,
+    length: u64,
+) -> usize {
+    socket
+        .send(|buffer| {
+            let size = buffer.len().min(length.min(usize::MAX as u64) as usize);
+            fill_pattern(connection, offset, &mut buffer[..size]);
+            (size, size)
+        })
+        .unwrap_or(0)
+}
+
+/// Takes what `socket` received, checking it in place against connection
+/// `connection`'s stream from `offset` on: the bytes taken, or the position
+/// and value of the first wrong byte (nothing is taken then).
+pub fn receive_stream(
+    socket: &mut tcp::Socket<'_>,
+    connection: u32,
+    offset: u64,
+) -> Result<usize, (u64, u8)> {
+    socket
+        .recv(|data| match first_mismatch(connection, offset, data) {
+            None => (data.len(), Ok(data.len())),
+            Some(index) => (0, Err((offset + index as u64, data[index]))),
+        })
+        .unwrap_or(Ok(0))
+}
+
 /// A TCP socket for the echo apps. Shared memory neither loses nor reorders
 /// frames, so ACKs go out at once (no 10 ms delayed ACK) and small segments
 /// are not held back (no Nagle): both only cost latency here.

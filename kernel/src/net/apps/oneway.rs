@@ -4,11 +4,10 @@
 //! the peer acknowledged the last byte (send) or the last byte arrived and
 //! was verified (receive).
 
-use alloc::vec;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
-use super::echo::{fill_pattern, first_mismatch, tcp_socket};
+use super::echo::{receive_stream, send_stream, tcp_socket};
 use super::services::{DISCARD_PORT, SOURCE_PORT};
 use crate::net::device::NetDevice;
 use crate::net::stack::Stack;
@@ -49,7 +48,6 @@ fn transfer<D: NetDevice>(
         )
         .expect("a fresh socket connects");
     let handle = stack.sockets.add(socket);
-    let mut chunk = vec![0u8; 16 * 1024];
     let started = time::micros_since_boot();
     let mut last_progress = started;
     let mut request_sent = direction == Direction::Send;
@@ -69,15 +67,12 @@ fn transfer<D: NetDevice>(
         match direction {
             Direction::Send => {
                 while socket.can_send() && done < length {
-                    let size = (length - done).min(chunk.len() as u64) as usize;
-                    fill_pattern(0, done, &mut chunk[..size]);
-                    match socket.send_slice(&chunk[..size]) {
-                        Ok(0) | Err(_) => break,
-                        Ok(queued) => {
-                            done += queued as u64;
-                            progressed = true;
-                        }
+                    let queued = send_stream(socket, 0, done, length - done);
+                    if queued == 0 {
+                        break;
                     }
+                    done += queued as u64;
+                    progressed = true;
                 }
                 if done == length && socket.send_queue() == 0 {
                     finished = Some(time::micros_since_boot());
@@ -85,18 +80,17 @@ fn transfer<D: NetDevice>(
             }
             Direction::Receive => {
                 while socket.can_recv() {
-                    let Ok(received) = socket.recv_slice(&mut chunk) else {
-                        break;
-                    };
-                    if received == 0 {
-                        break;
+                    match receive_stream(socket, 0, done) {
+                        Ok(0) => break,
+                        Ok(received) => {
+                            done += received as u64;
+                            progressed = true;
+                        }
+                        Err(_) => {
+                            failure = Some("a received byte differs from the stream");
+                            break;
+                        }
                     }
-                    if first_mismatch(0, done, &chunk[..received]).is_some() {
-                        failure = Some("a received byte differs from the stream");
-                        break;
-                    }
-                    done += received as u64;
-                    progressed = true;
                 }
                 if done >= length {
                     finished = Some(time::micros_since_boot());

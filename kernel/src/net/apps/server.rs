@@ -73,14 +73,17 @@ pub fn serve<D: NetDevice>(stack: &mut Stack<D>, command_line: &CommandLine) -> 
             // stall a closing window causes), then echo what fits.
             let backlog = &mut backlogs[slot];
             while socket.can_recv() && backlog.len() < BACKLOG_LIMIT {
-                let room = (BACKLOG_LIMIT - backlog.len()).min(buffer.len());
-                let Ok(received) = socket.recv_slice(&mut buffer[..room]) else {
-                    break;
-                };
+                let room = BACKLOG_LIMIT - backlog.len();
+                let received = socket
+                    .recv(|data| {
+                        let length = data.len().min(room);
+                        backlog.extend(&data[..length]);
+                        (length, length)
+                    })
+                    .unwrap_or(0);
                 if received == 0 {
                     break;
                 }
-                backlog.extend(&buffer[..received]);
                 progressed = true;
             }
             while !backlog.is_empty() && socket.can_send() {

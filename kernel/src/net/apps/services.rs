@@ -6,11 +6,10 @@
 //! of what arrived since the last such question, and resets them).
 
 use alloc::vec;
-use alloc::vec::Vec;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp};
 
-use super::echo::{fill_pattern, tcp_socket};
+use super::echo::{send_stream, tcp_socket};
 use crate::net::device::NetDevice;
 use crate::net::stack::Stack;
 use crate::time;
@@ -43,7 +42,6 @@ pub struct Services {
     sink_count: u32,
     sink_first: u64,
     sink_last: u64,
-    chunk: Vec<u8>,
 }
 
 impl Services {
@@ -71,7 +69,6 @@ impl Services {
             sink_count: 0,
             sink_first: 0,
             sink_last: 0,
-            chunk: vec![0; 16 * 1024],
         }
     }
 
@@ -102,15 +99,12 @@ impl Services {
         if state.request_length == 8 {
             let wanted = u64::from_le_bytes(state.request);
             while socket.can_send() && state.sent < wanted {
-                let length = (wanted - state.sent).min(self.chunk.len() as u64) as usize;
-                fill_pattern(0, state.sent, &mut self.chunk[..length]);
-                match socket.send_slice(&self.chunk[..length]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(queued) => {
-                        state.sent += queued as u64;
-                        progressed = true;
-                    }
+                let queued = send_stream(socket, 0, state.sent, wanted - state.sent);
+                if queued == 0 {
+                    break;
                 }
+                state.sent += queued as u64;
+                progressed = true;
             }
             if state.sent == wanted && socket.send_queue() == 0 && socket.may_send() {
                 socket.close();
