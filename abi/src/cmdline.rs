@@ -273,7 +273,7 @@ pub struct CommandLine {
     pub link_timeout: u32,
     /// `spin`: in interrupt mode, poll for work instead of halting until
     /// this many microseconds after our last socket traffic (0: halt at
-    /// once; default: the device's choice, 1000 for ivshmem-net, 0 for
+    /// once; default: the device's choice, 200 for ivshmem-net, 0 for
     /// virtio-net).
     pub spin: Option<u32>,
 }

@@ -96,10 +96,14 @@ impl NetDevice for IvshmemNet {
     }
 
     /// The peer's reply shows up in shared memory long before its doorbell
-    /// has gone through both QEMUs and woken our vCPU (issue 12's bench:
-    /// RTT p50 0.57 -> 0.36 ms with 1 ms).
+    /// has gone through both QEMUs and woken our vCPU. Long enough for a
+    /// typical reply (poll-mode RTT is 0.12-0.16 ms), no longer: while we
+    /// spin we hold a host CPU the peer's threads may need, and the tail
+    /// grows with the spin (issue 12's bench, ivshmem irq, load 0.2: spin
+    /// 0/200/1000 us gave RTT p50 0.185/0.126/0.123 ms and p99
+    /// 0.271/0.240/2.123 ms).
     fn spin_micros(&self) -> u32 {
-        1000
+        200
     }
 
     fn log_statistics(&self) {
