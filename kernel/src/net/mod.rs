@@ -4,6 +4,7 @@
 
 pub mod adapter;
 pub mod apps;
+pub mod device;
 pub mod link;
 pub mod stack;
 
