@@ -95,6 +95,10 @@ struct BridgeArgs {
     /// [default: 1500].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(68..=65535))]
     mtu: Option<u32>,
+    /// Give a TAP the bridge creates this IPv4 address before joining the
+    /// link (e.g. 10.0.0.254/24; the VMs are 10.0.0.1 and 10.0.0.2).
+    #[arg(long, value_name = "ADDR/PREFIX", value_parser = qemu::bridge::parse_address)]
+    ip: Option<abi::cmdline::Ipv4Cidr>,
     /// Write every frame that crosses the link to this pcap file (tcpdump -r).
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
@@ -209,6 +213,7 @@ fn bridge(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         tap: args.tap,
         id: args.id,
         mtu: args.mtu,
+        address: args.ip,
         pcap: args.pcap,
         signals: true,
     };

@@ -398,8 +398,9 @@ fn linux_answers_an_engine_across_the_bridge() {
     let mut options = BridgeOptions::new(BridgeLink::Doorbell(socket.clone()), "tap0");
     let pcap = dir.path().join("link.pcap");
     options.pcap = Some(pcap.clone());
+    // --ip: the address is there before the link is joined.
+    options.address = Some(qemu::bridge::parse_address("10.0.0.254/24").unwrap());
     let bridge = RunningBridge::start(&namespace, options);
-    namespace.run(|| tap::set_ipv4("tap0", Ipv4Addr::new(10, 0, 0, 254), 24).unwrap());
 
     // The TAP has no carrier while the link is down.
     let running = |namespace: &Namespace, want: bool| {
@@ -623,6 +624,32 @@ fn bad_bridge_arguments_exit_2() {
         (
             &["--link", &plain, "--tap", "x", "--id", "0", "--mtu", "9000"],
             "carries MTUs 68..=",
+        ),
+        (
+            &[
+                "--link",
+                &plain,
+                "--tap",
+                "x",
+                "--id",
+                "0",
+                "--ip",
+                "10.0.0.254",
+            ],
+            "has no prefix length",
+        ),
+        (
+            &[
+                "--link",
+                &plain,
+                "--tap",
+                "x",
+                "--id",
+                "0",
+                "--ip",
+                "10.0.0.300/24",
+            ],
+            "IPv4 address/prefix",
         ),
     ];
     for (args, needle) in cases {

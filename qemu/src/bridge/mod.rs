@@ -63,6 +63,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use abi::cmdline::Ipv4Cidr;
+
 use crate::options::UsageError;
 use link::Link;
 use pcap::Capture;
@@ -133,6 +135,9 @@ pub struct BridgeOptions {
     /// The MTU of a TAP we create [default: 1500, or the link's largest if
     /// smaller]; 68..=the link's largest.
     pub mtu: Option<u32>,
+    /// The IPv4 address (and prefix) of a TAP we create, set before the
+    /// link is joined, so that Linux answers the peer's first ARP request.
+    pub address: Option<Ipv4Cidr>,
     /// Capture every frame that crosses the link into this pcap file.
     pub pcap: Option<PathBuf>,
     /// Stop on SIGINT, SIGTERM and SIGHUP (read through a signalfd; they are
@@ -149,6 +154,7 @@ impl BridgeOptions {
             tap: tap.into(),
             id: None,
             mtu: None,
+            address: None,
             pcap: None,
             signals: false,
         }
@@ -297,6 +303,50 @@ const TOKEN_TAP: u64 = 3;
 /// Our eventfd for vector `v` has token `TOKEN_VECTOR + v`.
 const TOKEN_VECTOR: u64 = 16;
 
+/// Refuses combinations of options that cannot work, before anything is
+/// touched.
+fn check_options(options: &BridgeOptions) -> Result<(), UsageError> {
+    match (&options.link, options.id) {
+        (BridgeLink::Doorbell(_), Some(id)) => {
+            return Err(UsageError(format!(
+                "--id {id}: on a doorbell link the server assigns the ID (--id is for plain links)"
+            )));
+        }
+        (BridgeLink::Plain(_), None) => {
+            return Err(UsageError(
+                "--link plain:PATH needs --id 0 or --id 1 (the peer the bridge plays)".into(),
+            ));
+        }
+        (BridgeLink::Plain(_), Some(id)) if id > 1 => {
+            return Err(UsageError(format!(
+                "--id {id}: ivshmem-net has peers 0 and 1"
+            )));
+        }
+        _ => {}
+    }
+    if let Some(mtu) = options.mtu
+        && (mtu as usize) < netdev::MIN_MTU
+    {
+        return Err(UsageError(format!(
+            "--mtu {mtu}: the smallest MTU is {}",
+            netdev::MIN_MTU
+        )));
+    }
+    Ok(())
+}
+
+/// Parses `--ip`: an IPv4 address with its prefix, as the kernel's `ip=`
+/// takes it (`10.0.0.254/24`).
+pub fn parse_address(value: &str) -> Result<Ipv4Cidr, String> {
+    if !value.contains('/') {
+        return Err(format!(
+            "{value:?} has no prefix length: write an IPv4 address/prefix, e.g. 10.0.0.254/24"
+        ));
+    }
+    crate::options::kernel_key("ip", |line| line.ip)(value)?
+        .ok_or_else(|| format!("{value:?} is not an IPv4 address/prefix"))
+}
+
 /// Runs the bridge until `stop` is requested or (with
 /// [`BridgeOptions::signals`]) a signal arrives, in the calling thread and
 /// its network namespace.
@@ -304,35 +354,22 @@ const TOKEN_VECTOR: u64 = 16;
 /// # Errors
 ///
 /// Setting up: a bad combination of options ([`UsageError`]), a link that
-/// cannot be joined (no server, two peers already, no descriptor page), a
-/// TAP that cannot be opened ([`tap::TapError`]), an MTU out of range, a
-/// pcap file that cannot be created. Running: the TAP vanishing, `epoll`
-/// failing.
+/// cannot be joined (no server, two peers already, no descriptor page), an
+/// MTU above what the link carries ([`UsageError`]), a TAP that cannot be
+/// opened or configured ([`tap::TapError`]: no root, no TUN/TAP driver, the
+/// name in use), a pcap file that cannot be created. Running: the TAP
+/// vanishing, `epoll` failing.
 pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
+    check_options(options)?;
     let signals = options.signals.then(Signals::block).transpose()?;
     let mut link = match &options.link {
-        BridgeLink::Doorbell(socket) => {
-            if let Some(id) = options.id {
-                return Err(UsageError(format!(
-                    "--id {id}: on a doorbell link the server assigns the ID (--id is for plain links)"
-                ))
-                .into());
-            }
-            Link::doorbell(socket)?
-        }
-        BridgeLink::Plain(path) => {
-            let id = options.id.ok_or_else(|| {
-                UsageError(
-                    "--link plain:PATH needs --id 0 or --id 1 (the peer the bridge plays)".into(),
-                )
-            })?;
-            Link::plain(path, id)?
-        }
+        BridgeLink::Doorbell(socket) => Link::doorbell(socket)?,
+        BridgeLink::Plain(path) => Link::plain(path, options.id.unwrap_or_default())?,
     };
     let net_layout = link.net_layout()?;
     let max_mtu = net_layout.max_mtu();
     let mtu = match options.mtu {
-        Some(mtu) if !(netdev::MIN_MTU..=max_mtu).contains(&(mtu as usize)) => {
+        Some(mtu) if mtu as usize > max_mtu => {
             return Err(UsageError(format!(
                 "--mtu {mtu}: this link carries MTUs {}..={max_mtu} (output sections of {:#x} bytes)",
                 netdev::MIN_MTU,
@@ -343,7 +380,32 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
         Some(mtu) => mtu as usize,
         None => netdev::DEFAULT_MTU.min(max_mtu),
     };
+    // Joining the link is not visible to the peer yet: our state entry is
+    // written when the engine is made, after the TAP, so a bridge that
+    // cannot open its TAP (no root, no TUN/TAP driver, the name in use)
+    // leaves the VM undisturbed. The TAP starts without a carrier, so that
+    // Linux sends nothing before the link is up.
     let tap = Tap::open(&options.tap, mtu as u32)?;
+    let mut carrier_follows = match tap.set_carrier(false) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!(
+                "bridge: warning: cannot set the carrier of {} ({e}); it stays on while the link is down",
+                tap.name()
+            );
+            false
+        }
+    };
+    if let Some(address) = options.address {
+        if tap.created() {
+            tap::set_ipv4(tap.name(), address.address, address.prefix)?;
+        } else {
+            eprintln!(
+                "bridge: {} exists; --ip applies only to a TAP the bridge creates, so its addresses are left alone",
+                tap.name()
+            );
+        }
+    }
     let tap_mtu = tap.mtu().unwrap_or(mtu as u32);
     if !tap.created() {
         if options.mtu.is_some_and(|asked| asked != tap_mtu) {
@@ -402,18 +464,6 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
     for (vector, eventfd) in link.own_eventfds().enumerate() {
         watch(eventfd.as_fd(), TOKEN_VECTOR + vector as u64)?;
     }
-
-    // The TAP's carrier follows the link (off until it is up).
-    let mut carrier_follows = match tap.set_carrier(false) {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!(
-                "bridge: warning: cannot set the carrier of {} ({e}); it stays on while the link is down",
-                tap.name()
-            );
-            false
-        }
-    };
 
     let mut summary = Summary::default();
     let mut frame = vec![0u8; tap::MAX_FRAME];
@@ -635,6 +685,18 @@ mod tests {
             BridgeLink::Plain("/x".into()).to_string(),
             "plain:/x".to_string()
         );
+    }
+
+    #[test]
+    fn addresses() {
+        let address = parse_address("10.0.0.254/24").unwrap();
+        assert_eq!(
+            (address.address, address.prefix),
+            (std::net::Ipv4Addr::new(10, 0, 0, 254), 24)
+        );
+        assert!(parse_address("10.0.0.254").unwrap_err().contains("prefix"));
+        assert!(parse_address("10.0.0.254/33").is_err());
+        assert!(parse_address("ten/24").is_err());
     }
 
     #[test]
