@@ -217,8 +217,9 @@ fn bridge(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         pcap: args.pcap,
         signals: true,
     };
-    let stop = qemu::bridge::Stop::new().context("cannot create the stop eventfd")?;
-    let summary = qemu::bridge::run(&options, &stop)?;
+    let control =
+        qemu::bridge::Control::new().context("cannot create the bridge's control eventfd")?;
+    let summary = qemu::bridge::run(&options, &control)?;
     let how = match summary.signal {
         Some(signal) => nix::sys::signal::Signal::try_from(signal)
             .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_string()),

@@ -22,7 +22,7 @@ use netdev::{Notifier, SharedMemory, State};
 use nix::sched::{CloneFlags, setns, unshare};
 use qemu::bridge::link::{Link, LinkEngine};
 use qemu::bridge::tap::{self, Tap, TapError};
-use qemu::bridge::{BridgeLink, BridgeOptions, Stop, Summary};
+use qemu::bridge::{BridgeLink, BridgeOptions, Control, Summary};
 use qemu::server::{Server, ServerConfig, ServerThread, V1Disconnect};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -341,32 +341,32 @@ fn an_existing_tap_is_used_as_it_is_and_left_in_place() {
 
 /// A bridge running in `namespace` on `tap`, until stopped.
 struct RunningBridge {
-    stop: Arc<Stop>,
+    control: Arc<Control>,
     handle: Option<JoinHandle<anyhow::Result<Summary>>>,
 }
 
 impl RunningBridge {
     fn start(namespace: &Namespace, options: BridgeOptions) -> RunningBridge {
-        let stop = Arc::new(Stop::new().unwrap());
-        let stop_clone = stop.clone();
+        let control = Arc::new(Control::new().unwrap());
+        let control_clone = control.clone();
         let name = options.tap.clone();
-        let handle = namespace.spawn(move || qemu::bridge::run(&options, &stop_clone));
+        let handle = namespace.spawn(move || qemu::bridge::run(&options, &control_clone));
         namespace.run(move || wait_for_interface(&name));
         RunningBridge {
-            stop,
+            control,
             handle: Some(handle),
         }
     }
 
     fn stop(mut self) -> Summary {
-        self.stop.request();
+        self.control.stop();
         self.handle.take().unwrap().join().unwrap().unwrap()
     }
 }
 
 impl Drop for RunningBridge {
     fn drop(&mut self) {
-        self.stop.request();
+        self.control.stop();
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }

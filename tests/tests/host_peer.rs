@@ -89,7 +89,7 @@ fn linux_pings_the_vm() {
     require_host_peer!();
     let pair = one_vm("Linux pings the VM", apps(&[App::Server]));
     let mut host = host_peer(&pair, None, None);
-    ok(&pair, host.wait_for_carrier(true, LINK_TIMEOUT));
+    ok(&pair, host.wait_for_link(true, LINK_TIMEOUT));
     let ping = linux_pings(&pair, &host, 20);
     println!("Linux → VM: {ping}");
     let summary = ok(&pair, host.stop());
@@ -103,7 +103,7 @@ fn a_linux_tcp_client_echoes_16_mib_through_the_vm() {
     require_host_peer!();
     let mut pair = one_vm("a Linux TCP client", apps(&[App::Server]));
     let mut host = host_peer(&pair, None, None);
-    ok(&pair, host.wait_for_carrier(true, LINK_TIMEOUT));
+    ok(&pair, host.wait_for_link(true, LINK_TIMEOUT));
     let echo = ok(&pair, host.tcp_echo(vm_echo_server(), 16 << 20, IDLE));
     println!(
         "Linux → VM TCP echo: {} bytes verified in {:.3} s, {:.1} Mbit/s",
@@ -160,16 +160,17 @@ fn linux_reaches_a_restarted_vm() {
     require_host_peer!();
     let mut pair = one_vm("Linux and a restarted VM", apps(&[App::Server]));
     let mut host = host_peer(&pair, None, None);
-    ok(&pair, host.wait_for_carrier(true, LINK_TIMEOUT));
+    ok(&pair, host.wait_for_link(true, LINK_TIMEOUT));
     linux_pings(&pair, &host, 5);
-    // The VM dies: the server zeroes its state and rings us; the TAP's
-    // carrier goes (and Linux forgets the old MAC with it).
+    // The VM dies: the server zeroes its state and rings us; the link and
+    // the TAP's carrier go.
     pair.kill("vm");
-    ok(&pair, host.wait_for_carrier(false, LINK_TIMEOUT));
-    // A new VM (a new MAC) takes peer 0 again; the link and the carrier
-    // come back, and Linux reaches it without a lost ping.
+    ok(&pair, host.wait_for_link(false, LINK_TIMEOUT));
+    // A new VM (a new MAC) takes peer 0 again at once; the carrier comes
+    // back only after Linux has seen it go, so Linux has forgotten the old
+    // MAC and reaches the new VM without a lost ping.
     pair.start("vm", 0, apps(&[App::Server]));
-    ok(&pair, host.wait_for_carrier(true, LINK_TIMEOUT));
+    ok(&pair, host.wait_for_link(true, LINK_TIMEOUT));
     let ping = linux_pings(&pair, &host, 10);
     println!("Linux → restarted VM: {ping}");
     let echo = ok(&pair, host.tcp_echo(vm_echo_server(), 1 << 20, IDLE));
@@ -186,7 +187,7 @@ fn the_bridge_capture_reads_back_with_tcpdump() {
     let pcap = dir.path().join("bridge.pcap");
     let pair = one_vm("the bridge's capture", apps(&[App::Server]));
     let mut host = host_peer(&pair, None, Some(&pcap));
-    ok(&pair, host.wait_for_carrier(true, LINK_TIMEOUT));
+    ok(&pair, host.wait_for_link(true, LINK_TIMEOUT));
     linux_pings(&pair, &host, 3);
     let echo = ok(&pair, host.tcp_echo(vm_echo_server(), 64 << 10, IDLE));
     assert_eq!(echo.bytes, 64 << 10);

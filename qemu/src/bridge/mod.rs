@@ -18,7 +18,7 @@
 //! One thread sleeps in `epoll` on our doorbell eventfds (vector 0: state
 //! changes, vector 1: data), the TAP fd, the server socket (a peer that
 //! (re)connects or leaves), a signalfd (SIGINT, SIGTERM, SIGHUP; CLI only)
-//! and the [`Stop`] eventfd. The `epoll` timeout is the periodic re-check,
+//! and the [`Control`] eventfd. The `epoll` timeout is the periodic re-check,
 //! so a lost kick costs latency, never the link: every wake-up runs
 //! [`netdev::Engine::poll`] first. The period is [`FAST_RECHECK`] while the
 //! peer is in the handshake or our frames wait for completion, and
@@ -26,7 +26,8 @@
 //! [`PLAIN_RECHECK_UP`] while the link is up). Per wake-up:
 //!
 //! 1. poll the engine, report link changes on stderr and make the TAP's
-//!    carrier follow the link ([`tap::Tap::set_carrier`]);
+//!    carrier follow the link ([`tap::Tap::set_carrier`]; a link that comes
+//!    back gets it once Linux has seen it go, [`CARRIER_HOLD`]);
 //! 2. drain the engine's frames to the TAP; the engine bounds the work per
 //!    poll, so poll again while [`netdev::Engine::can_receive`], at most
 //!    [`RECEIVE_ROUNDS`] times (a hostile peer cannot keep us there; what is
@@ -37,7 +38,7 @@
 //!
 //! # Leaving
 //!
-//! On a signal or [`Stop::request`] the engine writes RESET
+//! On a signal or [`Control::stop`] the engine writes RESET
 //! ([`netdev::Engine::reset`], which also rings the peer), the capture is
 //! flushed, the server connection closed (our server then zeroes our state
 //! entry and rings the peer, `docs/descriptor-page.md` §9), a TAP we
@@ -54,7 +55,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use netdev::{SendError, State};
@@ -83,6 +84,14 @@ pub const PLAIN_RECHECK_UP: Duration = Duration::from_millis(1);
 pub const RECEIVE_ROUNDS: usize = 4;
 /// Frames read from the TAP per wake-up at most.
 pub const TAP_BATCH: usize = 64;
+/// How long a link that came back may stay without carrier while Linux has
+/// not yet seen the carrier go. Linux handles carrier changes late (its
+/// link watcher runs at most once a second for a carrier that goes), and
+/// forgets its neighbours' MACs only if it sees the carrier off (ARP's
+/// "evict on no carrier"): a peer that restarts within that second, with
+/// a new MAC, would otherwise stay unreachable until the old ARP entry
+/// expires.
+pub const CARRIER_HOLD: Duration = Duration::from_secs(2);
 
 /// The link to join (`--link`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,35 +170,56 @@ impl BridgeOptions {
     }
 }
 
-/// Asks a running bridge to stop, from any thread; it wakes at once.
+/// The handle between a running bridge and other threads: asks it to stop
+/// (it wakes at once), and tells the state of its link and of its TAP's
+/// carrier.
 #[derive(Debug)]
-pub struct Stop {
-    requested: AtomicBool,
+pub struct Control {
+    stop: AtomicBool,
     wake: EventFd,
+    link_up: AtomicBool,
+    carrier: AtomicBool,
 }
 
-impl Stop {
-    /// A stop handle, not yet requested.
+impl Control {
+    /// A handle for a bridge not yet started: no stop asked for, the link
+    /// down.
     ///
     /// # Errors
     ///
     /// No eventfd could be made.
-    pub fn new() -> io::Result<Stop> {
-        Ok(Stop {
-            requested: AtomicBool::new(false),
+    pub fn new() -> io::Result<Control> {
+        Ok(Control {
+            stop: AtomicBool::new(false),
             wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+            link_up: AtomicBool::new(false),
+            carrier: AtomicBool::new(false),
         })
     }
 
     /// Stops the bridge.
-    pub fn request(&self) {
-        self.requested.store(true, Ordering::SeqCst);
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
         let _ = self.wake.write(1);
     }
 
-    /// Whether a stop was requested.
-    pub fn requested(&self) -> bool {
-        self.requested.load(Ordering::SeqCst)
+    /// Whether a stop was asked for.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Whether the link is up (both peers in RUN), as of the bridge's last
+    /// wake-up.
+    pub fn link_up(&self) -> bool {
+        self.link_up.load(Ordering::SeqCst)
+    }
+
+    /// Whether the bridge has turned its TAP's carrier on: the link is up
+    /// and, after a peer restart, Linux has seen the carrier go first (see
+    /// [`CARRIER_HOLD`]). Linux's own view (`IFF_RUNNING`,
+    /// [`tap::running`]) follows shortly after.
+    pub fn carrier(&self) -> bool {
+        self.carrier.load(Ordering::SeqCst)
     }
 }
 
@@ -347,7 +377,7 @@ pub fn parse_address(value: &str) -> Result<Ipv4Cidr, String> {
         .ok_or_else(|| format!("{value:?} is not an IPv4 address/prefix"))
 }
 
-/// Runs the bridge until `stop` is requested or (with
+/// Runs the bridge until `control` asks it to stop or (with
 /// [`BridgeOptions::signals`]) a signal arrives, in the calling thread and
 /// its network namespace.
 ///
@@ -359,7 +389,7 @@ pub fn parse_address(value: &str) -> Result<Ipv4Cidr, String> {
 /// opened or configured ([`tap::TapError`]: no root, no TUN/TAP driver, the
 /// name in use), a pcap file that cannot be created. Running: the TAP
 /// vanishing, `epoll` failing.
-pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
+pub fn run(options: &BridgeOptions, control: &Control) -> anyhow::Result<Summary> {
     check_options(options)?;
     let signals = options.signals.then(Signals::block).transpose()?;
     let mut link = match &options.link {
@@ -453,7 +483,7 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
             .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
             .context("epoll_ctl")
     };
-    watch(stop.wake.as_fd(), TOKEN_STOP)?;
+    watch(control.wake.as_fd(), TOKEN_STOP)?;
     if let Some(signals) = &signals {
         watch(signals.fd.as_fd(), TOKEN_SIGNAL)?;
     }
@@ -468,6 +498,8 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
     let mut frame = vec![0u8; tap::MAX_FRAME];
     let mut was_up = false;
+    let mut ups = 0u64;
+    let mut carrier_held_since: Option<Instant> = None;
     let mut dropped_while_down = 0u64;
     let mut more_work = false;
     let mut events = [EpollEvent::empty(); 16];
@@ -476,6 +508,8 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
     loop {
         let period = if more_work {
             Duration::ZERO
+        } else if carrier_held_since.is_some() {
+            FAST_RECHECK
         } else if !doorbells {
             if was_up {
                 PLAIN_RECHECK_UP
@@ -499,7 +533,7 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
         for event in &events[..ready] {
             match event.data() {
                 TOKEN_STOP => {
-                    let _ = stop.wake.read();
+                    let _ = control.wake.read();
                 }
                 TOKEN_SIGNAL => {
                     if let Some(signals) = &signals
@@ -534,7 +568,7 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
                 }
             }
         }
-        if stop.requested() || summary.signal.is_some() {
+        if control.stop_requested() || summary.signal.is_some() {
             break;
         }
 
@@ -558,14 +592,35 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
                 eprintln!("bridge: link down (peer state {:?})", engine.peer_state());
             }
             was_up = up;
-            if carrier_follows && let Err(e) = tap.set_carrier(up) {
-                eprintln!(
-                    "bridge: warning: cannot set the carrier of {}: {e}",
-                    tap.name()
-                );
-                carrier_follows = false;
+            control.link_up.store(up, Ordering::SeqCst);
+            if up {
+                ups += 1;
+                // A link that comes back (the peer restarted, with a new
+                // MAC) gets its carrier once Linux has seen it go.
+                carrier_held_since = (ups > 1).then(Instant::now);
+            } else {
+                carrier_held_since = None;
+            }
+            if !up || carrier_held_since.is_none() {
+                set_carrier(&tap, up, &mut carrier_follows);
             }
         }
+        if let Some(since) = carrier_held_since {
+            let seen = !tap::running(tap.name()).unwrap_or(false);
+            if seen || since.elapsed() >= CARRIER_HOLD || !carrier_follows {
+                if !seen {
+                    eprintln!(
+                        "bridge: warning: Linux did not see the carrier of {} go within {CARRIER_HOLD:?}; it may keep the old peer's MAC for a while",
+                        tap.name()
+                    );
+                }
+                carrier_held_since = None;
+                set_carrier(&tap, true, &mut carrier_follows);
+            }
+        }
+        control
+            .carrier
+            .store(was_up && carrier_held_since.is_none(), Ordering::SeqCst);
 
         // 2. Link → TAP, within the engine's budget.
         for round in 0..RECEIVE_ROUNDS {
@@ -655,6 +710,18 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
     drop(tap);
     drop(signals);
     Ok(summary)
+}
+
+/// Sets the TAP's carrier if it follows the link; on failure it stops
+/// following (once, with a warning).
+fn set_carrier(tap: &Tap, on: bool, follows: &mut bool) {
+    if *follows && let Err(e) = tap.set_carrier(on) {
+        eprintln!(
+            "bridge: warning: cannot set the carrier of {}: {e}",
+            tap.name()
+        );
+        *follows = false;
+    }
 }
 
 /// The CLI's exit status for a finished run: 128 + the signal, or 0.

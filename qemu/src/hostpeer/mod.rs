@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use abi::cmdline::Ipv4Cidr;
 use anyhow::{Context, bail};
 
-use crate::bridge::{self, BridgeLink, BridgeOptions, Stop, Summary, tap};
+use crate::bridge::{self, BridgeLink, BridgeOptions, Control, Summary, tap};
 pub use echo::{ECHO_PORT, EchoServer, EchoStatistics, TcpEcho};
 pub use netns::Namespace;
 pub use ping::{LinuxPing, PingOptions};
@@ -90,7 +90,7 @@ pub struct ThreadUsage {
 #[derive(Debug)]
 pub struct HostPeer {
     // Field order is drop order: the bridge before the namespace.
-    stop: Arc<Stop>,
+    control: Arc<Control>,
     bridge: Option<JoinHandle<anyhow::Result<Summary>>>,
     thread: BridgeThread,
     tap: String,
@@ -118,11 +118,12 @@ impl HostPeer {
     ///
     /// The bridge failed to start (its error).
     pub fn start_in(namespace: Namespace, options: BridgeOptions) -> anyhow::Result<HostPeer> {
-        let stop = Arc::new(Stop::new().context("cannot create the bridge's stop eventfd")?);
+        let control =
+            Arc::new(Control::new().context("cannot create the bridge's control eventfd")?);
         let tap = options.tap.clone();
         let (identity, thread) = mpsc::channel();
         let bridge = {
-            let stop = Arc::clone(&stop);
+            let control = Arc::clone(&control);
             namespace.spawn("bridge", move || {
                 // SAFETY: gettid(2) and pthread_getcpuclockid(3) on this
                 // very thread, which is alive; `clock` is a valid out
@@ -136,14 +137,14 @@ impl HostPeer {
                     }
                 };
                 let _ = identity.send(thread);
-                bridge::run(&options, &stop)
+                bridge::run(&options, &control)
             })?
         };
         let thread = thread
             .recv()
             .map_err(|_| anyhow::anyhow!("the bridge thread died at once"))?;
         let mut peer = HostPeer {
-            stop,
+            control,
             bridge: Some(bridge),
             thread,
             tap,
@@ -193,18 +194,27 @@ impl HostPeer {
         &self.tap
     }
 
-    /// Waits until the TAP's carrier is `up` (it follows the link: on once
-    /// both peers are in RUN).
+    /// Waits until the link is `up` for Linux: when up, the bridge's link
+    /// is up, it has turned the TAP's carrier on ([`Control::carrier`]) and
+    /// Linux sees the interface running (its link watcher runs late); when
+    /// down, the bridge's link is down and its carrier off.
     ///
     /// # Errors
     ///
     /// The bridge ended, or `timeout` passed.
-    pub fn wait_for_carrier(&mut self, up: bool, timeout: Duration) -> anyhow::Result<()> {
+    pub fn wait_for_link(&mut self, up: bool, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             self.check_running()?;
-            let name = self.tap.clone();
-            if self.namespace.run(move || tap::running(&name))? == up {
+            let ready = if up {
+                self.control.link_up() && self.control.carrier() && {
+                    let name = self.tap.clone();
+                    self.namespace.run(move || tap::running(&name))?
+                }
+            } else {
+                !self.control.link_up() && !self.control.carrier()
+            };
+            if ready {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -215,6 +225,11 @@ impl HostPeer {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The bridge's control handle (its link and carrier state).
+    pub fn control(&self) -> &Control {
+        &self.control
     }
 
     /// Runs Linux's `ping` in the namespace (see [`ping::run`]).
@@ -301,7 +316,7 @@ impl HostPeer {
     ///
     /// The bridge had failed.
     pub fn stop(mut self) -> anyhow::Result<Summary> {
-        self.stop.request();
+        self.control.stop();
         match self.bridge.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
             Some(Err(_)) => bail!("the bridge thread panicked"),
@@ -312,7 +327,7 @@ impl HostPeer {
 
 impl Drop for HostPeer {
     fn drop(&mut self) {
-        self.stop.request();
+        self.control.stop();
         if let Some(bridge) = self.bridge.take() {
             let _ = bridge.join();
         }
