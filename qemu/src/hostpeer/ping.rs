@@ -15,6 +15,10 @@ pub const PING: &str = "ping";
 /// The Debian package with [`PING`].
 pub const PING_PACKAGE: &str = "iputils-ping";
 
+/// How long `ping` waits for a reply that has not come when it has sent
+/// its last request (`-W`).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What to ping, how often.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PingOptions {
@@ -40,8 +44,9 @@ impl PingOptions {
         }
     }
 
-    /// The `ping` command line (numeric output, a deadline after which it
-    /// gives up waiting for replies).
+    /// The `ping` command line: numeric output, and [`REPLY_TIMEOUT`] for
+    /// the last replies. (Not `-w`, with which `ping` sends until `count`
+    /// replies came back.)
     pub fn command(&self) -> Command {
         let mut command = Command::new(PING);
         command
@@ -49,7 +54,7 @@ impl PingOptions {
             .args(["-c", &self.count.to_string()])
             .args(["-i", &format!("{:.3}", self.interval.as_secs_f64())])
             .args(["-s", &self.size.to_string()])
-            .args(["-w", &self.deadline().as_secs().to_string()])
+            .args(["-W", &REPLY_TIMEOUT.as_secs().to_string()])
             .arg(self.target.to_string());
         command
     }
@@ -57,7 +62,7 @@ impl PingOptions {
     /// How long `ping` may take: every interval, plus time for the last
     /// replies and for ARP.
     pub fn deadline(&self) -> Duration {
-        self.interval * self.count + Duration::from_secs(5)
+        self.interval * self.count + REPLY_TIMEOUT + Duration::from_secs(3)
     }
 }
 
@@ -92,8 +97,11 @@ impl LinuxPing {
             } else if line.contains("packets transmitted") {
                 totals = Some(parse_totals(line)?);
             } else if let Some(values) = line.strip_prefix("rtt min/avg/max/mdev = ") {
+                // "0.1/0.2/0.3/0.1 ms", maybe followed by ", pipe 12".
                 let values: Vec<f64> = values
-                    .trim_end_matches(" ms")
+                    .split(' ')
+                    .next()
+                    .unwrap_or_default()
                     .split('/')
                     .filter_map(|v| v.parse().ok())
                     .collect();
@@ -277,6 +285,12 @@ rtt min/avg/max/mdev = 0.164/0.874/2.205/0.436 ms
         assert_eq!(ping.loss_percent, 10.0);
         assert!(ping.rtts.is_empty() && ping.summary.is_none());
         assert!(LinuxPing::parse(&["ping: connect: Network is unreachable"]).is_err());
+        let piped = [
+            "12 packets transmitted, 12 received, 0% packet loss, time 997ms",
+            "rtt min/avg/max/mdev = 770.113/890.315/1012.455/76.230 ms, pipe 12",
+        ];
+        let ping = LinuxPing::parse(&piped).unwrap();
+        assert_eq!(ping.summary, Some([770.113, 890.315, 1012.455, 76.230]));
         assert_eq!(percentile(&[], 50.0), None);
     }
 
@@ -288,6 +302,6 @@ rtt min/avg/max/mdev = 0.164/0.874/2.205/0.436 ms
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        assert_eq!(args.join(" "), "-n -c 20 -i 0.050 -s 56 -w 6 10.0.0.1");
+        assert_eq!(args.join(" "), "-n -c 20 -i 0.050 -s 56 -W 2 10.0.0.1");
     }
 }
