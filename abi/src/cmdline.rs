@@ -138,6 +138,26 @@ impl core::str::FromStr for App {
 const APPS_EXPECTED: &str =
     "a comma-separated list of inventory, link, server, ping, tcp-echo, udp-echo, ivshmem";
 
+/// Where the kernel writes a pcap capture of the frames it sends and
+/// receives on the link (`pcap=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capture {
+    /// The second serial port (COM2, I/O port 0x2f8): raw bytes in the
+    /// classic libpcap format, for the host to connect to a file.
+    Com2,
+}
+
+impl Capture {
+    /// Every capture target with its name on the command line.
+    pub const NAMES: [(&'static str, Self); 1] = [("com2", Self::Com2)];
+}
+
+impl fmt::Display for Capture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(name_of(&Self::NAMES, *self))
+    }
+}
+
 /// How the kernel learns about doorbells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -223,6 +243,8 @@ pub struct CommandLine {
     pub repeat: u32,
     /// `link-timeout`: seconds to wait for the link to come up (default 60).
     pub link_timeout: u32,
+    /// `pcap`: capture every frame of the link there (default: no capture).
+    pub pcap: Option<Capture>,
 }
 
 impl Default for CommandLine {
@@ -244,6 +266,7 @@ impl Default for CommandLine {
             parallel: 1,
             repeat: 1,
             link_timeout: 60,
+            pcap: None,
         }
     }
 }
@@ -314,6 +337,7 @@ pub const KEYS: &[&str] = &[
     "parallel",
     "repeat",
     "link-timeout",
+    "pcap",
 ];
 
 impl CommandLine {
@@ -432,6 +456,12 @@ impl CommandLine {
                 self.link_timeout =
                     number(value, "link-timeout", 1, 3600, "seconds from 1 to 3600")? as u32;
             }
+            "pcap" => {
+                self.pcap = Some(
+                    value_of(&Capture::NAMES, value)
+                        .ok_or_else(|| bad("pcap", value, "com2 (the second serial port)"))?,
+                );
+            }
             _ => {
                 return Err(CmdlineError::UnknownKey {
                     key: key.to_string(),
@@ -517,6 +547,9 @@ impl fmt::Display for CommandLine {
             if value != default {
                 word(f, key, &value)?;
             }
+        }
+        if let Some(pcap) = self.pcap {
+            word(f, "pcap", &pcap)?;
         }
         Ok(())
     }
@@ -686,13 +719,14 @@ mod tests {
             parallel: 3,
             repeat: 2,
             link_timeout: 30,
+            pcap: Some(Capture::Com2),
         };
         let text = line.to_string();
         assert_eq!(
             text,
             "log=trace selftest=stack-overflow app=ping,tcp-echo,udp-echo mode=poll id=0 \
              mtu=16384 ip=192.168.19.2/24 peer=192.168.19.1 port=9 count=200 interval=0 \
-             size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30"
+             size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30 pcap=com2"
         );
         assert_eq!(CommandLine::parse(&text), Ok(line.clone()));
         for bytes in [1, 1000, 1 << 10, 5 << 20, 1 << 32, (1 << 20) + 1] {
@@ -769,6 +803,8 @@ mod tests {
             "repeat=0",
             "link-timeout=0",
             "selftest=fire",
+            "pcap=com1",
+            "pcap=",
         ] {
             assert!(CommandLine::parse(bad).is_err(), "{bad}");
         }
