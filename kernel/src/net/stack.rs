@@ -9,6 +9,7 @@ use smoltcp::iface::{Config as InterfaceConfig, Interface, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 
+use super::capture::{self, Capture};
 use super::link::{LinkEngine, RECHECK_MICROS};
 use crate::ivshmem::Device;
 use crate::{idle, time};
@@ -29,6 +30,8 @@ pub struct Stack {
     device: &'static Device,
     mode: Mode,
     link_up: bool,
+    /// `pcap=`: the capture of every frame, if asked for.
+    capture: Option<Capture>,
 }
 
 impl core::fmt::Debug for Stack {
@@ -84,6 +87,7 @@ impl Stack {
             device,
             mode: command_line.mode,
             link_up: false,
+            capture: Capture::open(command_line),
         }
     }
 
@@ -95,8 +99,13 @@ impl Stack {
             super::link::report_link(&self.engine, up);
             self.link_up = up;
         }
-        self.interface
-            .poll(time::now(), &mut self.engine, &mut self.sockets);
+        capture::poll(
+            self.capture.as_mut(),
+            &mut self.interface,
+            time::now(),
+            &mut self.engine,
+            &mut self.sockets,
+        );
         // Publish what smoltcp sent and the completions of what it took, as
         // one batch with at most one doorbell.
         self.engine.flush();
