@@ -89,7 +89,12 @@ impl Event {
         let words: Vec<&str> = rest.split_whitespace().collect();
         let word = |i: usize| words.get(i).copied().unwrap_or("");
         if let Some(arp) = rest.strip_prefix("ARP, ") {
-            let words: Vec<&str> = arp.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+            // tcpdump names a non-zero target MAC in parentheses (smoltcp
+            // asks with ff:ff:ff:ff:ff:ff, Linux with zeroes).
+            let words: Vec<&str> = arp
+                .split([' ', ','])
+                .filter(|w| !w.is_empty() && !w.starts_with('('))
+                .collect();
             return match words.as_slice() {
                 ["Request", "who-has", target, "tell", sender, ..] => Some(Event::ArpRequest {
                     target: target.parse().ok()?,

@@ -215,6 +215,15 @@ fn tcpdump_lines_are_read() {
         })
     );
     assert_eq!(
+        Event::parse(
+            "00:00:00.1 ARP, Request who-has 10.0.0.1 (ff:ff:ff:ff:ff:ff) tell 10.0.0.2, length 28"
+        ),
+        Some(Event::ArpRequest {
+            target: ip("10.0.0.1"),
+            sender: ip("10.0.0.2")
+        })
+    );
+    assert_eq!(
         Event::parse("00:00:00.1 ARP, Reply 10.0.0.1 is-at 02:00:00:00:00:01, length 28"),
         Some(Event::ArpReply {
             sender: ip("10.0.0.1")
