@@ -9,6 +9,8 @@
 //! printed. With `--keep`, A also runs `server` afterwards and both VMs stay
 //! up (with QEMU monitors) until Ctrl-C.
 //!
+//! With `--host`, Linux takes VM A's place ([`crate::hostpeer::demo`]).
+//!
 //! With `--pcap FILE`, VM A also writes a capture of every frame it sends
 //! and receives (kernel `pcap=com2`) to its second serial port, which QEMU
 //! writes into FILE ([`crate::vm::VmConfig::com2`]).
@@ -70,6 +72,12 @@ pub struct DemoOptions {
     /// write, so the TCP echo slows down.
     #[arg(long, value_name = "FILE", value_parser = options::parse_output_file)]
     pub pcap: Option<PathBuf>,
+    /// Linux instead of VM A: the host bridge joins the link in a network
+    /// namespace the demo makes (TAP ivshmem0, 10.0.0.254/24; the host's
+    /// own network is left alone), and Linux's ping and a TCP client reach
+    /// VM B. Needs root. With --pcap, the bridge captures the link.
+    #[arg(long)]
+    pub host: bool,
     /// The kernel, its command line and QEMU.
     #[command(flatten)]
     pub start: StartOptions,
@@ -115,6 +123,9 @@ impl DemoOptions {
 
 /// Builds the kernel and runs the demo; returns whether it passed.
 pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
+    if options.host {
+        return crate::hostpeer::demo::run(options);
+    }
     let server_line = options.cmdline(vec![App::Server]);
     let mut client_apps = CLIENT_APPS.to_vec();
     if options.keep {

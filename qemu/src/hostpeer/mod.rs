@@ -8,10 +8,12 @@
 //! * [`echo`]: TCP and UDP echo over `std` sockets, client and server;
 //! * [`HostPeer`]: a running bridge in a namespace, with those tools.
 //!
-//! The end-to-end tests (`tests/tests/host_peer.rs`) are built from these.
+//! The end-to-end tests (`tests/tests/host_peer.rs`) and `cargo run --
+//! demo --host` ([`demo`]) are built from these.
 //! Everything needs root (a namespace and a TAP device), see
 //! [`unavailable`].
 
+pub mod demo;
 pub mod echo;
 pub mod netns;
 pub mod ping;
