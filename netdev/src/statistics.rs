@@ -80,4 +80,9 @@ pub struct Statistics {
     /// [`Config::transmit_timeout`](crate::Config::transmit_timeout), and
     /// we reset the link (also counted in `resets`).
     pub transmit_timeouts: u64,
+    /// The longest time, in microseconds as seen by polls, that frames of
+    /// ours waited in flight without the peer completing any, counting only
+    /// waits that ended with a completion (the measure the transmit timeout
+    /// is chosen against).
+    pub longest_completion_wait_micros: u64,
 }

@@ -14,7 +14,8 @@
 //!   * [`scenario`]: named VMs on one link under one deadline, with every
 //!     VM's logs in each error; `demo`, `vm`, `boot` and the end-to-end
 //!     tests run VMs through it.
-//! * The commands: [`demo`] (two VMs, [`summary`] its report), [`standalone`]
+//! * The commands: [`bench`](mod@bench) (the measurements of issue 12 in one table),
+//!   [`demo`] (two VMs, [`summary`] its report), [`standalone`]
 //!   (`vm`: one VM on a chosen link), [`boot`] (one VM, the PCI inventory),
 //!   with the options they share ([`options`]), [`server`] (our ivshmem
 //!   server for `ivshmem-doorbell` and the Siemens `ivshmem` device), and
@@ -28,6 +29,7 @@
 //!   [`cleanup`] (children and files removed when the launcher is
 //!   interrupted), [`size`] (`1M`, `4G`).
 
+pub mod bench;
 pub mod boot;
 pub mod bridge;
 pub mod cleanup;

@@ -36,6 +36,9 @@ enum Cmd {
     Vm(VmOptions),
     /// Boot one VM with an ivshmem-plain device and print its serial output.
     Boot(BootOptions),
+    /// Measure: the engine on the host next to an SPSC ring and memcpy, and
+    /// VM pairs over ivshmem-net and virtio-net in both modes, in one table.
+    Bench(qemu::bench::BenchOptions),
     /// Run an ivshmem server (v1: QEMU's ivshmem-doorbell; v2: the Siemens ivshmem device).
     Server(ServerArgs),
     /// Join a link as one of its two peers and move its Ethernet frames to
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
         Cmd::Demo(options) => demo(&options).map(verdict),
         Cmd::Vm(options) => vm(&options),
         Cmd::Boot(options) => boot(&options).map(verdict),
+        Cmd::Bench(options) => bench(&options).map(verdict),
         Cmd::Server(args) => server(args).map(verdict),
         Cmd::Bridge(args) => bridge(args),
     };
@@ -161,6 +165,11 @@ fn vm(options: &VmOptions) -> anyhow::Result<ExitCode> {
     // Bad combinations and bad links are reported before anything slow.
     let link = qemu::standalone::open_link(options)?;
     qemu::standalone::run(options, link)
+}
+
+fn bench(options: &qemu::bench::BenchOptions) -> anyhow::Result<bool> {
+    qemu::cleanup::exit_on_signal().context("cannot install the signal handler")?;
+    qemu::bench::run(options)
 }
 
 fn boot(options: &BootOptions) -> anyhow::Result<bool> {

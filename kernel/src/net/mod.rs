@@ -6,6 +6,7 @@
 pub mod adapter;
 pub mod apps;
 pub mod capture;
+pub mod device;
 pub mod link;
 pub mod stack;
 

@@ -1,24 +1,25 @@
-//! smoltcp on the ivshmem-net engine: the interface, its sockets, and the
-//! loop step every app uses (run the state machine, run smoltcp, sleep until a
-//! doorbell, smoltcp's next deadline or the re-check timer).
+//! smoltcp on a network device (the ivshmem-net engine, or virtio-net; see
+//! [`NetDevice`]): the interface, its sockets, and the loop step every app
+//! uses (run the state machine, run smoltcp, sleep until a doorbell,
+//! smoltcp's next deadline or the re-check timer).
 
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 use log::info;
-use smoltcp::iface::{Config as InterfaceConfig, Interface, SocketSet};
+use smoltcp::iface::{Config as InterfaceConfig, Interface, PollResult, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 
 use super::capture::{self, Capture};
-use super::link::{LinkEngine, RECHECK_MICROS};
-use crate::ivshmem::Device;
+use super::device::NetDevice;
+use super::link::RECHECK_MICROS;
 use crate::{idle, time};
 use abi::cmdline::{CommandLine, Mode};
 
 /// The network stack of this kernel.
-pub struct Stack {
-    /// The ivshmem-net engine (smoltcp's device).
-    pub engine: LinkEngine,
+pub struct Stack<D: NetDevice> {
+    /// The network device (smoltcp's device).
+    pub engine: D,
     /// The smoltcp interface.
     pub interface: Interface,
     /// The sockets of the running apps.
@@ -27,14 +28,16 @@ pub struct Stack {
     pub local: Ipv4Addr,
     /// The peer's address.
     pub peer: Ipv4Addr,
-    device: &'static Device,
     mode: Mode,
+    spin_micros: u64,
+    /// When smoltcp last sent or took something for a socket.
+    active_at: u64,
     link_up: bool,
     /// `pcap=`: the capture of every frame, if asked for.
     capture: Option<Capture>,
 }
 
-impl core::fmt::Debug for Stack {
+impl<D: NetDevice> core::fmt::Debug for Stack<D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Stack")
             .field("local", &self.local)
@@ -43,16 +46,13 @@ impl core::fmt::Debug for Stack {
     }
 }
 
-impl Stack {
+impl<D: NetDevice> Stack<D> {
     /// Builds the interface on `engine` with the addresses from the command
     /// line, defaulting to 10.0.0.(id+1)/24 and the peer 10.0.0.(2-id).
-    pub fn new(
-        mut engine: LinkEngine,
-        device: &'static Device,
-        command_line: &CommandLine,
-    ) -> Self {
-        let id = device.id();
-        let mac = engine.config().mac;
+    pub fn new(mut engine: D, command_line: &CommandLine) -> Self {
+        let id = engine.id();
+        let mac = engine.mac();
+        let spin_micros = u64::from(command_line.spin.unwrap_or(engine.spin_micros()));
         let local = command_line
             .ip
             .map_or((Ipv4Addr::new(10, 0, 0, id as u8 + 1), 24), |cidr| {
@@ -84,8 +84,9 @@ impl Stack {
             sockets: SocketSet::new(Vec::new()),
             local: local.0,
             peer,
-            device,
             mode: command_line.mode,
+            spin_micros,
+            active_at: 0,
             link_up: false,
             capture: Capture::open(command_line),
         }
@@ -93,19 +94,21 @@ impl Stack {
 
     /// One round of work: the link state machine and smoltcp. Prints link changes.
     pub fn poll(&mut self) {
-        self.device.take_pending();
-        let up = self.engine.poll(time::now());
+        let up = self.engine.poll_link(time::now());
         if up != self.link_up {
-            super::link::report_link(&self.engine, up);
+            self.engine.report_link(up);
             self.link_up = up;
         }
-        capture::poll(
+        let result = capture::poll(
             self.capture.as_mut(),
             &mut self.interface,
             time::now(),
             &mut self.engine,
             &mut self.sockets,
         );
+        if result == PollResult::SocketStateChanged {
+            self.active_at = time::micros_since_boot();
+        }
         // Publish what smoltcp sent and the completions of what it took, as
         // one batch with at most one doorbell.
         self.engine.flush();
@@ -120,7 +123,7 @@ impl Stack {
     /// Like [`wait`](Self::wait), but never longer than `limit` microseconds.
     pub fn wait_at_most(&mut self, limit: u64) {
         // Frames left over by the receive budget, or a doorbell: no sleep.
-        if self.device.has_pending() || self.engine.can_receive() {
+        if self.engine.has_work() {
             return;
         }
         let delay = self
@@ -130,7 +133,11 @@ impl Stack {
             .min(RECHECK_MICROS)
             .min(limit);
         if delay > 0 {
-            idle::wait(self.mode, delay);
+            // Poll a while after our own traffic: a reply is likely soon.
+            let spin =
+                (self.active_at + self.spin_micros).saturating_sub(time::micros_since_boot());
+            let engine = &mut self.engine;
+            idle::wait_for(self.mode, delay, spin, || engine.has_work());
         }
     }
 

@@ -6,6 +6,7 @@ use smoltcp::socket::udp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use super::echo::{REPLY_TIMEOUT_MICROS, fill_pattern};
+use crate::net::device::NetDevice;
 use crate::net::stack::Stack;
 use crate::{kprintln, time};
 use abi::cmdline::CommandLine;
@@ -13,7 +14,7 @@ use abi::report::UdpEchoResult;
 
 /// Sends `count` datagrams of `size` bytes to the peer's UDP echo server,
 /// one at a time, and verifies each echo.
-pub fn udp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
+pub fn udp_echo<D: NetDevice>(stack: &mut Stack<D>, command_line: &CommandLine) -> bool {
     let size = command_line.size.clamp(1, 1472) as usize;
     let mut socket = udp::Socket::new(
         udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8 * 2048]),
