@@ -8,11 +8,13 @@
 //! * [`echo`]: TCP and UDP echo over `std` sockets, client and server;
 //! * [`HostPeer`]: a running bridge in a namespace, with those tools.
 //!
-//! The end-to-end tests (`tests/tests/host_peer.rs`) and `cargo run --
-//! demo --host` ([`demo`]) are built from these.
+//! The end-to-end tests (`tests/tests/host_peer.rs`), `cargo run -- demo
+//! --host` ([`demo`]) and the host↔VM benchmarks ([`bench`]) are built
+//! from these.
 //! Everything needs root (a namespace and a TAP device), see
 //! [`unavailable`].
 
+pub mod bench;
 pub mod demo;
 pub mod echo;
 pub mod netns;
