@@ -4,7 +4,7 @@
 //! to a netdev engine and to a second bridge.
 //!
 //! Tests that need root and `/dev/net/tun` print why they skipped when
-//! those are missing. Every namespace is made here (`unshare` in a thread of
+//! those are missing (and fail where `CI` is set, [`qemu::hostpeer::skip`]). Every namespace is made here (`unshare` in a thread of
 //! its own) and dies with its last thread or fd; all traffic stays on the
 //! addresses the tests give inside them (10.0.0.0/24).
 
@@ -60,7 +60,7 @@ fn no_tap() -> Option<String> {
 macro_rules! require_tap {
     () => {
         if let Some(reason) = no_tap() {
-            eprintln!("skipped: {reason}");
+            qemu::hostpeer::skip(&reason);
             return;
         }
         let _exclusive = exclusive();

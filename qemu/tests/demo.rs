@@ -114,7 +114,7 @@ fn processes_with(needle: &str) -> Vec<String> {
 #[test]
 fn the_host_demo_reaches_the_vm_from_linux() {
     if let Some(reason) = no_host_demo() {
-        eprintln!("skipping: {reason}");
+        qemu::hostpeer::skip(&reason);
         return;
     }
     qemu::kernel::build(qemu::kernel::Profile::Release).expect("cannot build the kernel");
@@ -155,7 +155,7 @@ fn the_host_demo_reaches_the_vm_from_linux() {
 #[test]
 fn an_interrupted_host_demo_leaves_nothing_behind() {
     if let Some(reason) = no_host_demo() {
-        eprintln!("skipping: {reason}");
+        qemu::hostpeer::skip(&reason);
         return;
     }
     qemu::kernel::build(qemu::kernel::Profile::Release).expect("cannot build the kernel");

@@ -62,6 +62,20 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
+/// For tests that need Linux as a peer: says in the test's output that it
+/// is skipped and why; where `CI` is set (CI runs as root) it fails instead,
+/// so that CI never skips these tests silently.
+///
+/// # Panics
+///
+/// Always under CI.
+pub fn skip(reason: &str) {
+    if std::env::var_os("CI").is_some_and(|value| !value.is_empty()) {
+        panic!("CI must run this test, but {reason}");
+    }
+    eprintln!("skipped: {reason}");
+}
+
 /// Bridge options for a host peer on `link`: the TAP [`TAP`] at
 /// [`HOST_ADDRESS`]/[`PREFIX`], nothing else.
 pub fn bridge_options(link: BridgeLink) -> BridgeOptions {
