@@ -21,9 +21,9 @@
 //!
 //! * The host↔VM rows ([`crate::hostpeer::bench`]): Linux's own stack, in a
 //!   network namespace behind the bridge, against one VM on a doorbell
-//!   link: Linux's `ping` RTT p50/p99, a TCP echo with Linux as the client
-//!   and one with Linux as the server, and the bridge's CPU use on the idle
-//!   link. They need root and `/dev/net/tun` (`--host auto` skips them
+//!   link: Linux's `ping` RTT p50/p99, TCP one way each direction with
+//!   Linux as the client, a TCP echo with Linux as the client and one with
+//!   Linux as the server, and the bridge's CPU use on the idle link. They need root and `/dev/net/tun` (`--host auto` skips them
 //!   with the reason otherwise).
 //!
 //! The whole bench runs under the [`VmLock`], so no other VM pair shares the

@@ -10,6 +10,8 @@
 //!   them, after a few to settle ARP), as p50 and p99;
 //! * a TCP echo from a Linux client through the VM's server (Linux as the
 //!   client), every byte checked;
+//! * one-way TCP with Linux as the client: Linux sends into the VM's
+//!   discard service, and receives (and checks) from its source service;
 //! * the bridge thread's CPU time and wake-ups, and QEMU's CPU time, over
 //!   [`HostBenchOptions::idle`] with the link up and nothing sent.
 //!
@@ -26,7 +28,7 @@ use abi::cmdline::{App, CommandLine, Mode};
 use abi::report::{AppVerdict, ServerReady, TcpEchoResult};
 use anyhow::{Context, bail};
 
-use super::echo::{EchoServer, Served, TcpEcho};
+use super::echo::{self, DISCARD_PORT, EchoServer, SOURCE_PORT, Served, TcpEcho};
 use super::ping::{LinuxPing, PingOptions};
 use super::{ECHO_PORT, HOST_ADDRESS, HostPeer, Namespace, VM_ADDRESS};
 use crate::link::{Link, unique_socket_path};
@@ -129,6 +131,10 @@ pub struct HostBenchResult {
     pub ping: LinuxPing,
     /// Linux as the TCP client, through the VM's echo server.
     pub linux_client: TcpEcho,
+    /// Linux → VM one way (into the discard service): its time.
+    pub linux_send: Duration,
+    /// VM → Linux one way (from the source service): its time.
+    pub linux_receive: Duration,
     /// Linux as the TCP server, for the VM's echo client.
     pub linux_server: VmClientEcho,
     /// The idle link.
@@ -150,6 +156,7 @@ impl HostBenchResult {
     pub fn rows(&self) -> Vec<(String, String)> {
         let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
         let served = &self.linux_server.served;
+        let bytes = Size(self.linux_client.bytes);
         let mut rows = vec![
             (
                 format!(
@@ -166,6 +173,20 @@ impl HostBenchResult {
                 format!("{:.1} Mbit/s", self.linux_client.mbits()),
             ),
             (
+                format!("TCP one way, Linux → VM (discard service), {bytes}"),
+                format!(
+                    "{:.1} Mbit/s",
+                    echo::mbits(self.linux_client.bytes, self.linux_send)
+                ),
+            ),
+            (
+                format!("TCP one way, VM → Linux (source service), {bytes}"),
+                format!(
+                    "{:.1} Mbit/s",
+                    echo::mbits(self.linux_client.bytes, self.linux_receive)
+                ),
+            ),
+            (
                 format!(
                     "TCP echo, VM client → Linux server, {}",
                     Size(self.linux_server.reported.bytes)
@@ -173,7 +194,7 @@ impl HostBenchResult {
                 format!(
                     "{} Mbit/s (VM's clock), {:.1} Mbit/s (Linux's)",
                     self.linux_server.reported.throughput,
-                    super::echo::mbits(served.bytes, served.active)
+                    echo::mbits(served.bytes, served.active)
                 ),
             ),
             (
@@ -291,6 +312,17 @@ pub fn run(template: VmConfig, options: &HostBenchOptions) -> anyhow::Result<Hos
         Duration::from_secs(20).min(left(&scenario)),
     )?;
 
+    let linux_send = host.tcp_send(
+        (VM_ADDRESS, DISCARD_PORT).into(),
+        options.tcp_bytes,
+        Duration::from_secs(20).min(left(&scenario)),
+    )?;
+    let linux_receive = host.tcp_receive(
+        (VM_ADDRESS, SOURCE_PORT).into(),
+        options.tcp_bytes,
+        Duration::from_secs(20).min(left(&scenario)),
+    )?;
+
     // The idle link.
     let qemu = scenario.handle("vm").map_err(error)?.pid();
     let before = (host.bridge_usage()?, process_cpu(qemu));
@@ -316,6 +348,8 @@ pub fn run(template: VmConfig, options: &HostBenchOptions) -> anyhow::Result<Hos
         setup,
         ping,
         linux_client,
+        linux_send,
+        linux_receive,
         linux_server: VmClientEcho { reported, served },
         idle,
     })
@@ -362,6 +396,8 @@ mod tests {
                 bytes: 16 << 20,
                 elapsed: Duration::from_millis(200),
             },
+            linux_send: Duration::from_millis(100),
+            linux_receive: Duration::from_millis(400),
             linux_server: VmClientEcho {
                 reported: TcpEchoResult {
                     bytes: 16 << 20,
@@ -391,6 +427,8 @@ mod tests {
             "0.120 ms / 0.900 ms",
             "Linux client → VM server, 16M",
             "671.1 Mbit/s",
+            "Linux → VM (discard service), 16M  1342.2 Mbit/s",
+            "VM → Linux (source service), 16M  335.5 Mbit/s",
             "500.0 Mbit/s (VM's clock), 536.9 Mbit/s (Linux's)",
             "0.100 % (10.0 wake-ups/s)",
             "QEMU idle CPU (VM halted)",

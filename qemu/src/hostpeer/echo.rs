@@ -118,6 +118,95 @@ pub fn tcp_echo_client(target: SocketAddr, bytes: u64, idle: Duration) -> anyhow
     Ok(TcpEcho { bytes, elapsed })
 }
 
+/// The TCP discard service of the kernel's `server` app (its `tcp-send`
+/// writes into it).
+pub const DISCARD_PORT: u16 = 9;
+/// The TCP source service of the kernel's `server` app: it sends as many
+/// stream bytes as the first 8 bytes (little-endian) ask for, then closes.
+pub const SOURCE_PORT: u16 = 19;
+
+/// Sends `bytes` to the discard service at `target`, then waits for the
+/// service to close after our FIN (it closes once it has taken every byte
+/// before it): the time from the connection to that close.
+///
+/// # Errors
+///
+/// No connection, a stall longer than `idle`, data coming back.
+pub fn tcp_send(target: SocketAddr, bytes: u64, idle: Duration) -> anyhow::Result<Duration> {
+    let mut stream = TcpStream::connect_timeout(&target, idle)
+        .with_context(|| format!("cannot connect to {target}"))?;
+    let started = Instant::now();
+    stream.set_read_timeout(Some(idle))?;
+    stream.set_write_timeout(Some(idle))?;
+    let chunk: Vec<u8> = (0..64u64 << 10).map(pattern).collect();
+    let mut sent = 0u64;
+    while sent < bytes {
+        let length = (bytes - sent).min(chunk.len() as u64) as usize;
+        stream
+            .write_all(&chunk[..length])
+            .with_context(|| format!("cannot send to {target} after {sent} of {bytes} bytes"))?;
+        sent += length as u64;
+    }
+    stream.shutdown(Shutdown::Write)?;
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => Ok(started.elapsed()),
+        Ok(_) => bail!("the discard service at {target} sent data"),
+        Err(e) => Err(e).with_context(|| format!("{target} did not close after {bytes} bytes")),
+    }
+}
+
+/// The byte at `offset` of the kernel's stream (its `fill_pattern` with
+/// connection 0, as the source service sends it).
+pub fn kernel_stream(offset: u64) -> u8 {
+    let mixed = (offset / 8).wrapping_add(0x632b_e59b_d9b4_e019);
+    let word = mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (mixed >> 31);
+    (word >> (8 * (offset % 8))) as u8
+}
+
+/// Asks the source service at `target` for `bytes` and reads them to the
+/// service's close, checking every byte: the time from the connection to
+/// the close.
+///
+/// # Errors
+///
+/// No connection, a stall longer than `idle`, a wrong byte or count.
+pub fn tcp_receive(target: SocketAddr, bytes: u64, idle: Duration) -> anyhow::Result<Duration> {
+    let mut stream = TcpStream::connect_timeout(&target, idle)
+        .with_context(|| format!("cannot connect to {target}"))?;
+    let started = Instant::now();
+    stream.set_read_timeout(Some(idle))?;
+    stream.set_write_timeout(Some(idle))?;
+    stream.write_all(&bytes.to_le_bytes())?;
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut received = 0u64;
+    loop {
+        let length = match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(length) => length,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("{target} stalled after {received} of {bytes} bytes")
+                });
+            }
+        };
+        if let Some(at) = (0..length).find(|&i| buffer[i] != kernel_stream(received + i as u64)) {
+            bail!(
+                "byte {} from {target} is {:#04x}, not {:#04x}",
+                received + at as u64,
+                buffer[at],
+                kernel_stream(received + at as u64)
+            );
+        }
+        received += length as u64;
+    }
+    if received != bytes {
+        bail!("{target} sent {received} bytes, asked for {bytes}");
+    }
+    Ok(started.elapsed())
+}
+
 /// One TCP connection an [`EchoServer`] served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Served {

@@ -279,6 +279,38 @@ impl HostPeer {
             .run(move || echo::tcp_echo_client(target, bytes, idle))
     }
 
+    /// `bytes` from Linux's stack into the discard service at `target`
+    /// (see [`echo::tcp_send`]): the time it took.
+    ///
+    /// # Errors
+    ///
+    /// As [`echo::tcp_send`].
+    pub fn tcp_send(
+        &self,
+        target: SocketAddr,
+        bytes: u64,
+        idle: Duration,
+    ) -> anyhow::Result<Duration> {
+        self.namespace
+            .run(move || echo::tcp_send(target, bytes, idle))
+    }
+
+    /// `bytes` from the source service at `target` to Linux's stack, every
+    /// byte checked (see [`echo::tcp_receive`]): the time it took.
+    ///
+    /// # Errors
+    ///
+    /// As [`echo::tcp_receive`].
+    pub fn tcp_receive(
+        &self,
+        target: SocketAddr,
+        bytes: u64,
+        idle: Duration,
+    ) -> anyhow::Result<Duration> {
+        self.namespace
+            .run(move || echo::tcp_receive(target, bytes, idle))
+    }
+
     /// Starts a TCP and UDP echo server on `port` of every address in the
     /// namespace (only the TAP's and loopback; see [`EchoServer`]).
     ///
