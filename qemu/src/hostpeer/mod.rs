@@ -9,7 +9,7 @@
 //! * [`HostPeer`]: a running bridge in a namespace, with those tools.
 //!
 //! The end-to-end tests (`tests/tests/host_peer.rs`), `cargo run -- demo
-//! --host` ([`demo`]) and the host↔VM benchmarks ([`bench`]) are built
+//! --host` ([`demo`]) and the host↔VM benchmarks ([`mod@bench`]) are built
 //! from these.
 //! Everything needs root (a namespace and a TAP device), see
 //! [`unavailable`].
