@@ -7,8 +7,8 @@
 //! device the stack polls ([`poll`]); without `pcap=` there is no capture
 //! and the device is polled directly, so the link pays nothing for it.
 //!
-//! The writer is made anew for each poll, over a borrowed device ([`Lower`])
-//! and a sink ([`PerPoll`]) that skips the pcap global header, which
+//! The writer is made anew for each poll, over a borrowed device (`Lower`)
+//! and a sink (`PerPoll`) that skips the pcap global header, which
 //! [`Capture::open`] wrote once: the stack keeps owning its device, and
 //! other middleware can wrap it the same way. QEMU's 16550 hands each byte
 //! written to the transmit register to the chardev before the next
