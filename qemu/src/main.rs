@@ -36,8 +36,9 @@ enum Cmd {
     Vm(VmOptions),
     /// Boot one VM with an ivshmem-plain device and print its serial output.
     Boot(BootOptions),
-    /// Measure: the engine on the host next to an SPSC ring and memcpy, and
-    /// VM pairs over ivshmem-net and virtio-net in both modes, in one table.
+    /// Measure: the engine on the host next to an SPSC ring and memcpy, VM
+    /// pairs over ivshmem-net and virtio-net in both modes, and (as root)
+    /// Linux through the bridge against a VM, in one table.
     Bench(qemu::bench::BenchOptions),
     /// Run an ivshmem server (v1: QEMU's ivshmem-doorbell; v2: the Siemens ivshmem device).
     Server(ServerArgs),
