@@ -150,6 +150,26 @@ impl core::str::FromStr for App {
 const APPS_EXPECTED: &str = "a comma-separated list of inventory, link, server, ping, tcp-echo, \
      udp-echo, ivshmem, tcp-send, tcp-recv, udp-flood";
 
+/// Where the kernel writes a pcap capture of the frames it sends and
+/// receives on the link (`pcap=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capture {
+    /// The second serial port (COM2, I/O port 0x2f8): raw bytes in the
+    /// classic libpcap format, for the host to connect to a file.
+    Com2,
+}
+
+impl Capture {
+    /// Every capture target with its name on the command line.
+    pub const NAMES: [(&'static str, Self); 1] = [("com2", Self::Com2)];
+}
+
+impl fmt::Display for Capture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(name_of(&Self::NAMES, *self))
+    }
+}
+
 /// How the kernel learns about doorbells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -271,6 +291,8 @@ pub struct CommandLine {
     pub repeat: u32,
     /// `link-timeout`: seconds to wait for the link to come up (default 60).
     pub link_timeout: u32,
+    /// `pcap`: capture every frame of the link there (default: no capture).
+    pub pcap: Option<Capture>,
     /// `spin`: in interrupt mode, poll for work instead of halting until
     /// this many microseconds after our last socket traffic (0: halt at
     /// once; default: the device's choice, 200 for ivshmem-net, 0 for
@@ -298,6 +320,7 @@ impl Default for CommandLine {
             parallel: 1,
             repeat: 1,
             link_timeout: 60,
+            pcap: None,
             spin: None,
         }
     }
@@ -370,6 +393,7 @@ pub const KEYS: &[&str] = &[
     "parallel",
     "repeat",
     "link-timeout",
+    "pcap",
     "spin",
 ];
 
@@ -490,6 +514,12 @@ impl CommandLine {
                 self.link_timeout =
                     number(value, "link-timeout", 1, 3600, "seconds from 1 to 3600")? as u32;
             }
+            "pcap" => {
+                self.pcap = Some(
+                    value_of(&Capture::NAMES, value)
+                        .ok_or_else(|| bad("pcap", value, "com2 (the second serial port)"))?,
+                );
+            }
             "spin" => {
                 self.spin = Some(
                     number(value, "spin", 0, 100_000, "microseconds from 0 to 100000")? as u32,
@@ -583,6 +613,9 @@ impl fmt::Display for CommandLine {
             if value != default {
                 word(f, key, &value)?;
             }
+        }
+        if let Some(pcap) = self.pcap {
+            word(f, "pcap", &pcap)?;
         }
         if let Some(spin) = self.spin {
             word(f, "spin", &spin)?;
@@ -770,6 +803,7 @@ mod tests {
             parallel: 3,
             repeat: 2,
             link_timeout: 30,
+            pcap: Some(Capture::Com2),
             spin: Some(0),
         };
         let text = line.to_string();
@@ -777,7 +811,7 @@ mod tests {
             text,
             "log=trace selftest=stack-overflow app=ping,tcp-echo,udp-echo mode=poll net=virtio id=0 \
              mtu=16384 ip=192.168.19.2/24 peer=192.168.19.1 port=9 count=200 interval=0 \
-             size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30 spin=0"
+             size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30 pcap=com2 spin=0"
         );
         assert_eq!(CommandLine::parse(&text), Ok(line.clone()));
         for bytes in [1, 1000, 1 << 10, 5 << 20, 1 << 32, (1 << 20) + 1] {
@@ -855,6 +889,8 @@ mod tests {
             "link-timeout=0",
             "spin=100001",
             "selftest=fire",
+            "pcap=com1",
+            "pcap=",
             "net=tap",
             "app=tcp-sink",
         ] {

@@ -19,6 +19,13 @@
 //!   [`STALL_MILLIS`] longer than the median round is a stall (it waited
 //!   for a retransmission timeout, at least 1 s in smoltcp).
 //!
+//! * The host↔VM rows ([`crate::hostpeer::bench`]): Linux's own stack, in a
+//!   network namespace behind the bridge, against one VM on a doorbell
+//!   link: Linux's `ping` RTT p50/p99, TCP one way each direction with
+//!   Linux as the client, a TCP echo with Linux as the client and one with
+//!   Linux as the server, and the bridge's CPU use on the idle link. They need root and `/dev/net/tun` (`--host auto` skips them
+//!   with the reason otherwise).
+//!
 //! The whole bench runs under the [`VmLock`], so no other VM pair shares the
 //! CPUs meanwhile; the machine load is printed before and after.
 
@@ -88,6 +95,29 @@ impl Setup {
     }
 }
 
+/// Whether the bench runs the host↔VM rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HostRows {
+    /// When Linux can be a peer here (root, `/dev/net/tun`); otherwise the
+    /// table says why not.
+    Auto,
+    /// Always: without root or TUN the bench fails.
+    Yes,
+    /// Never.
+    No,
+}
+
+/// The host↔VM section of the table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostSection {
+    /// The numbers.
+    Measured(Box<crate::hostpeer::bench::HostBenchResult>),
+    /// Not run, and why (no root, no TUN).
+    Skipped(String),
+    /// Run, and it failed.
+    Failed(String),
+}
+
 /// The bench's options (`cargo run -- bench --help`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
@@ -115,6 +145,14 @@ pub struct BenchOptions {
     /// The VM pair setups, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Setup::ALL.to_vec())]
     pub setups: Vec<Setup>,
+    /// Host↔VM rows: Linux through the bridge against one VM (--pings
+    /// pings 5 ms apart, TCP echoes of --bytes); auto: only as root with
+    /// /dev/net/tun.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    pub host: HostRows,
+    /// Seconds the bridge's CPU use is measured on the idle link.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = options::parse_seconds)]
+    pub idle: Duration,
     /// The kernel, its command line and QEMU.
     #[command(flatten)]
     pub start: StartOptions,
@@ -201,6 +239,8 @@ pub struct Report {
     pub stalls: Vec<(Setup, StallResult)>,
     /// Bytes of each TCP transfer.
     pub bytes: u64,
+    /// The host↔VM rows, if asked for.
+    pub host: Option<HostSection>,
 }
 
 fn progress(message: &str) {
@@ -221,6 +261,13 @@ pub fn load() -> String {
 /// Builds the kernel, runs every measurement and prints the table; returns
 /// whether every run produced its numbers.
 pub fn run(options: &BenchOptions) -> anyhow::Result<bool> {
+    let host_unavailable = match options.host {
+        HostRows::No => None,
+        HostRows::Auto | HostRows::Yes => crate::hostpeer::unavailable(),
+    };
+    if let (HostRows::Yes, Some(reason)) = (options.host, &host_unavailable) {
+        anyhow::bail!("--host yes: Linux cannot be a peer here: {reason}");
+    }
     let template = options.start.template()?;
     let _lock = VmLock::acquire()?;
     let mut report = Report {
@@ -269,6 +316,15 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<bool> {
             }
         }
     }
+    if options.host != HostRows::No {
+        report.host = Some(match host_unavailable {
+            Some(reason) => HostSection::Skipped(reason),
+            None => {
+                progress("host↔VM: Linux through the bridge…");
+                host_run(options, &template)
+            }
+        });
+    }
     report.header.push(format!("load after:  {}", load()));
     print!("{}", report.table());
     let complete = report.runs.iter().all(|(_, runs)| {
@@ -277,8 +333,23 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<bool> {
     }) && report
         .stalls
         .iter()
-        .all(|(_, stall)| stall.error.is_none() && stall.stalls().is_empty());
+        .all(|(_, stall)| stall.error.is_none() && stall.stalls().is_empty())
+        && !matches!(report.host, Some(HostSection::Failed(_)));
     Ok(complete)
+}
+
+/// The host↔VM rows, with the options' pings and bytes.
+fn host_run(options: &BenchOptions, template: &VmConfig) -> HostSection {
+    let host_options = crate::hostpeer::bench::HostBenchOptions {
+        pings: options.pings,
+        tcp_bytes: options.bytes,
+        idle: options.idle,
+        ..Default::default()
+    };
+    match crate::hostpeer::bench::run(template.clone(), &host_options) {
+        Ok(result) => HostSection::Measured(Box::new(result)),
+        Err(error) => HostSection::Failed(format!("{error:#}")),
+    }
 }
 
 fn qemu_version(qemu: &PathBuf) -> String {
@@ -709,6 +780,27 @@ impl Report {
         if !self.stalls.is_empty() {
             let _ = writeln!(out);
         }
+        match &self.host {
+            None => {}
+            Some(HostSection::Measured(result)) => {
+                let _ = writeln!(
+                    out,
+                    "\nhost↔VM, Linux's stack through the bridge ({}):",
+                    result.setup
+                );
+                let rows = result.rows();
+                let width = rows.iter().map(|(what, _)| what.chars().count()).max();
+                for (what, value) in rows {
+                    let _ = writeln!(out, "{what:<width$}  {value}", width = width.unwrap_or(0));
+                }
+            }
+            Some(HostSection::Skipped(reason)) => {
+                let _ = writeln!(out, "\nhost↔VM rows skipped: {reason}");
+            }
+            Some(HostSection::Failed(error)) => {
+                let _ = writeln!(out, "\nhost↔VM rows failed: {error}");
+            }
+        }
         let _ = writeln!(
             out,
             "==========================================================="
@@ -773,8 +865,10 @@ mod tests {
                 },
             )],
             bytes: 16 << 20,
+            host: Some(HostSection::Skipped("not root".into())),
         };
         let table = report.table();
+        assert!(table.contains("host↔VM rows skipped: not root"), "{table}");
         assert!(table.contains("load before: 0.10 0.20 0.30"), "{table}");
         assert!(table.contains("5.00M (4.00–6.00)"), "{table}");
         assert!(table.contains("100%"), "vs SPSC\n{table}");

@@ -20,7 +20,9 @@
 //!   with the options they share ([`options`]), [`server`] (our ivshmem
 //!   server for `ivshmem-doorbell` and the Siemens `ivshmem` device), and
 //!   [`bridge`] (the host as a peer of a link, moving frames between it and
-//!   a TAP device: `cargo run -- bridge`).
+//!   a TAP device: `cargo run -- bridge`), and [`hostpeer`] (Linux's own
+//!   stack as that peer, in a network namespace of our own, with `ping`
+//!   and TCP/UDP echo on top).
 //! * Underneath: [`shm`] (shared-memory layout, mappings and files),
 //!   [`kernel`] (builds the unikernel ELF), [`install`] (makes sure
 //!   `qemu-system-x86_64` is installed), [`lock`] (one VM pair at a time),
@@ -32,6 +34,7 @@ pub mod boot;
 pub mod bridge;
 pub mod cleanup;
 pub mod demo;
+pub mod hostpeer;
 pub mod install;
 pub mod kernel;
 pub mod link;

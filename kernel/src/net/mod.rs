@@ -1,9 +1,11 @@
 //! The network on top of an ivshmem device: the ivshmem-net link ([`link`],
 //! through the netdev engine and its [`adapter`]), smoltcp on top of it
-//! ([`stack`]) and the network apps ([`apps`]).
+//! ([`stack`]), the network apps ([`apps`]), and a pcap capture of the
+//! link's frames on COM2 when asked for ([`capture`]).
 
 pub mod adapter;
 pub mod apps;
+pub mod capture;
 pub mod device;
 pub mod link;
 pub mod stack;

@@ -10,6 +10,7 @@ use smoltcp::iface::{Config as InterfaceConfig, Interface, PollResult, SocketSet
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 
+use super::capture::{self, Capture};
 use super::device::NetDevice;
 use super::link::RECHECK_MICROS;
 use crate::{idle, time};
@@ -32,6 +33,8 @@ pub struct Stack<D: NetDevice> {
     /// When smoltcp last sent or took something for a socket.
     active_at: u64,
     link_up: bool,
+    /// `pcap=`: the capture of every frame, if asked for.
+    capture: Option<Capture>,
 }
 
 impl<D: NetDevice> core::fmt::Debug for Stack<D> {
@@ -85,6 +88,7 @@ impl<D: NetDevice> Stack<D> {
             spin_micros,
             active_at: 0,
             link_up: false,
+            capture: Capture::open(command_line),
         }
     }
 
@@ -95,9 +99,13 @@ impl<D: NetDevice> Stack<D> {
             self.engine.report_link(up);
             self.link_up = up;
         }
-        let result = self
-            .interface
-            .poll(time::now(), &mut self.engine, &mut self.sockets);
+        let result = capture::poll(
+            self.capture.as_mut(),
+            &mut self.interface,
+            time::now(),
+            &mut self.engine,
+            &mut self.sockets,
+        );
         if result == PollResult::SocketStateChanged {
             self.active_at = time::micros_since_boot();
         }
