@@ -90,6 +90,15 @@ pub enum App {
     /// section and states, ring the peer and wait for our own doorbell
     /// (`link-timeout` bounds each wait). Runs alone.
     Ivshmem,
+    /// Send `bytes` one way to the peer server's TCP discard service and
+    /// report the throughput once the peer has acknowledged every byte.
+    TcpSend,
+    /// Receive `bytes` one way from the peer server's TCP source service and
+    /// report the throughput (every byte verified).
+    TcpRecv,
+    /// Send `count` datagrams of the first `size` bytes as fast as possible to the peer
+    /// server's UDP sink, then ask it how many arrived and over what time.
+    UdpFlood,
     /// Print the link's and the stack's statistics (one report line) and
     /// pass.
     Statistics,
@@ -103,7 +112,7 @@ pub enum App {
 
 impl App {
     /// Every app with its name on the command line.
-    pub const NAMES: [(&'static str, Self); 9] = [
+    pub const NAMES: [(&'static str, Self); 12] = [
         ("inventory", Self::Inventory),
         ("link", Self::Link),
         ("server", Self::Server),
@@ -111,6 +120,9 @@ impl App {
         ("tcp-echo", Self::TcpEcho),
         ("udp-echo", Self::UdpEcho),
         ("ivshmem", Self::Ivshmem),
+        ("tcp-send", Self::TcpSend),
+        ("tcp-recv", Self::TcpRecv),
+        ("udp-flood", Self::UdpFlood),
         ("stats", Self::Statistics),
         ("fragment-flood", Self::FragmentFlood),
     ];
@@ -147,7 +159,27 @@ impl core::str::FromStr for App {
 }
 
 const APPS_EXPECTED: &str = "a comma-separated list of inventory, link, server, ping, tcp-echo, \
-     udp-echo, ivshmem, stats, fragment-flood";
+     udp-echo, ivshmem, tcp-send, tcp-recv, udp-flood, stats, fragment-flood";
+
+/// Where the kernel writes a pcap capture of the frames it sends and
+/// receives on the link (`pcap=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capture {
+    /// The second serial port (COM2, I/O port 0x2f8): raw bytes in the
+    /// classic libpcap format, for the host to connect to a file.
+    Com2,
+}
+
+impl Capture {
+    /// Every capture target with its name on the command line.
+    pub const NAMES: [(&'static str, Self); 1] = [("com2", Self::Com2)];
+}
+
+impl fmt::Display for Capture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(name_of(&Self::NAMES, *self))
+    }
+}
 
 /// How the kernel learns about doorbells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -183,6 +215,40 @@ impl core::str::FromStr for Mode {
 }
 
 const MODES_EXPECTED: &str = "irq or poll";
+
+/// The network device the kernel's stack runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Net {
+    /// The ivshmem-net link over an ivshmem device (the default).
+    Ivshmem,
+    /// A virtio-net PCI device (the baseline QEMU users would pick instead).
+    Virtio,
+}
+
+impl Net {
+    /// Every device with its name on the command line.
+    pub const NAMES: [(&'static str, Self); 2] =
+        [("ivshmem", Self::Ivshmem), ("virtio", Self::Virtio)];
+
+    /// The device's name on the command line.
+    pub fn name(self) -> &'static str {
+        name_of(&Self::NAMES, self)
+    }
+}
+
+impl fmt::Display for Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl core::str::FromStr for Net {
+    type Err = CmdlineError;
+
+    fn from_str(name: &str) -> Result<Self, CmdlineError> {
+        value_of(&Self::NAMES, name).ok_or_else(|| bad("net", name, "ivshmem or virtio"))
+    }
+}
 
 /// An IPv4 address with its prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -225,6 +291,8 @@ pub struct CommandLine {
     pub apps: Vec<App>,
     /// `mode`: interrupts (default) or polling.
     pub mode: Mode,
+    /// `net`: the network device, ivshmem-net (default) or virtio-net.
+    pub net: Net,
     /// `id`: our peer ID, for `ivshmem-plain` (other devices have an ID register).
     pub id: Option<u16>,
     /// `mtu`: the IP MTU of the link (default: the kernel's choice).
@@ -254,6 +322,13 @@ pub struct CommandLine {
     pub repeat: u32,
     /// `link-timeout`: seconds to wait for the link to come up (default 60).
     pub link_timeout: u32,
+    /// `pcap`: capture every frame of the link there (default: no capture).
+    pub pcap: Option<Capture>,
+    /// `spin`: in interrupt mode, poll for work instead of halting until
+    /// this many microseconds after our last socket traffic (0: halt at
+    /// once; default: the device's choice, 200 for ivshmem-net, 0 for
+    /// virtio-net).
+    pub spin: Option<u32>,
 }
 
 impl Default for CommandLine {
@@ -263,6 +338,7 @@ impl Default for CommandLine {
             selftest: None,
             apps: vec![App::Inventory],
             mode: Mode::Interrupt,
+            net: Net::Ivshmem,
             id: None,
             mtu: None,
             ip: None,
@@ -276,6 +352,8 @@ impl Default for CommandLine {
             parallel: 1,
             repeat: 1,
             link_timeout: 60,
+            pcap: None,
+            spin: None,
         }
     }
 }
@@ -334,6 +412,7 @@ pub const KEYS: &[&str] = &[
     "selftest",
     "app",
     "mode",
+    "net",
     "id",
     "mtu",
     "ip",
@@ -347,6 +426,8 @@ pub const KEYS: &[&str] = &[
     "parallel",
     "repeat",
     "link-timeout",
+    "pcap",
+    "spin",
 ];
 
 impl CommandLine {
@@ -417,6 +498,7 @@ impl CommandLine {
             "mode" => {
                 self.mode = value.parse()?;
             }
+            "net" => self.net = value.parse()?,
             "id" => self.id = Some(number(value, "id", 0, 1, "0 or 1")? as u16),
             "mtu" => {
                 self.mtu =
@@ -490,6 +572,17 @@ impl CommandLine {
                 self.link_timeout =
                     number(value, "link-timeout", 1, 3600, "seconds from 1 to 3600")? as u32;
             }
+            "pcap" => {
+                self.pcap = Some(
+                    value_of(&Capture::NAMES, value)
+                        .ok_or_else(|| bad("pcap", value, "com2 (the second serial port)"))?,
+                );
+            }
+            "spin" => {
+                self.spin = Some(
+                    number(value, "spin", 0, 100_000, "microseconds from 0 to 100000")? as u32,
+                );
+            }
             _ => {
                 return Err(CmdlineError::UnknownKey {
                     key: key.to_string(),
@@ -536,6 +629,9 @@ impl fmt::Display for CommandLine {
         if self.mode != default.mode {
             word(f, "mode", &self.mode)?;
         }
+        if self.net != default.net {
+            word(f, "net", &self.net)?;
+        }
         if let Some(id) = self.id {
             word(f, "id", &id)?;
         }
@@ -580,6 +676,12 @@ impl fmt::Display for CommandLine {
             if value != default {
                 word(f, key, &value)?;
             }
+        }
+        if let Some(pcap) = self.pcap {
+            word(f, "pcap", &pcap)?;
+        }
+        if let Some(spin) = self.spin {
+            word(f, "spin", &spin)?;
         }
         Ok(())
     }
@@ -791,6 +893,20 @@ mod tests {
         assert_eq!(Mode::Interrupt.to_string(), "irq");
         assert_eq!("poll".parse::<Mode>(), Ok(Mode::Poll));
         assert!("fast".parse::<Mode>().is_err());
+        let measuring =
+            CommandLine::parse("app=server,tcp-send,tcp-recv,udp-flood net=virtio").unwrap();
+        assert_eq!(
+            measuring.apps,
+            [App::Server, App::TcpSend, App::TcpRecv, App::UdpFlood]
+        );
+        assert_eq!(measuring.net, Net::Virtio);
+        assert_eq!(
+            measuring.to_string(),
+            "app=server,tcp-send,tcp-recv,udp-flood net=virtio"
+        );
+        assert_eq!(CommandLine::parse("net=ivshmem").unwrap().net, Net::Ivshmem);
+        assert_eq!(CommandLine::parse("net=ivshmem").unwrap().to_string(), "");
+        assert!(App::UdpFlood.needs_link() && !App::TcpRecv.is_endless());
     }
 
     #[test]
@@ -800,6 +916,7 @@ mod tests {
             selftest: Some(SelfTest::StackOverflow),
             apps: vec![App::Ping, App::TcpEcho, App::UdpEcho],
             mode: Mode::Poll,
+            net: Net::Virtio,
             id: Some(0),
             mtu: Some(16384),
             ip: Some(Ipv4Cidr {
@@ -819,13 +936,15 @@ mod tests {
             parallel: 3,
             repeat: 2,
             link_timeout: 30,
+            pcap: Some(Capture::Com2),
+            spin: Some(0),
         };
         let text = line.to_string();
         assert_eq!(
             text,
-            "log=trace selftest=stack-overflow app=ping,tcp-echo,udp-echo mode=poll id=0 \
+            "log=trace selftest=stack-overflow app=ping,tcp-echo,udp-echo mode=poll net=virtio id=0 \
              mtu=16384 ip=192.168.19.2/24 ip6=fd00::2/64 peer=192.168.19.1 port=9 count=200 \
-             interval=0 size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30"
+             interval=0 size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30 pcap=com2 spin=0"
         );
         assert_eq!(CommandLine::parse(&text), Ok(line.clone()));
         let v6 = CommandLine {
@@ -922,7 +1041,12 @@ mod tests {
             "parallel=17",
             "repeat=0",
             "link-timeout=0",
+            "spin=100001",
             "selftest=fire",
+            "pcap=com1",
+            "pcap=",
+            "net=tap",
+            "app=tcp-sink",
         ] {
             assert!(CommandLine::parse(bad).is_err(), "{bad}");
         }

@@ -19,6 +19,9 @@ use core::str::FromStr;
 
 use crate::cmdline::App;
 
+mod measure;
+pub use measure::{Direction, PingPercentiles, TcpOneWay, UdpFloodResult, percentile};
+
 /// A line that is not the report it was parsed as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParseError {
@@ -2469,14 +2472,14 @@ impl ExceptionReport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use alloc::format;
     use alloc::vec;
     use core::net::{Ipv4Addr, Ipv6Addr};
 
     /// `value` prints as `text`, and `text` parses back into `value`.
-    fn round_trip<T>(value: T, text: &str)
+    pub(super) fn round_trip<T>(value: T, text: &str)
     where
         T: fmt::Display + FromStr<Err = ParseError> + PartialEq + fmt::Debug,
     {

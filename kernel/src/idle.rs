@@ -17,3 +17,32 @@ pub fn wait(mode: Mode, micros: u64) {
         Mode::Poll => core::hint::spin_loop(),
     }
 }
+
+/// Like [`wait`], but in interrupt mode polls `has_work` for up to `spin`
+/// microseconds first (and returns as soon as it says yes).
+///
+/// What a VM waits for is most often the reply to what it just sent, and
+/// the peer's shared-memory write is visible long before its doorbell has
+/// travelled through both QEMUs' threads and woken our halted vCPU; the
+/// spin catches it there. Polling mode spins anyway.
+pub fn wait_for(mode: Mode, micros: u64, spin: u64, mut has_work: impl FnMut() -> bool) {
+    if mode == Mode::Interrupt && spin > 0 {
+        let start = crate::time::micros_since_boot();
+        let until = start + spin.min(micros);
+        loop {
+            if has_work() {
+                return;
+            }
+            let now = crate::time::micros_since_boot();
+            if now >= until {
+                if now - start >= micros {
+                    return;
+                }
+                wait(mode, micros - (now - start));
+                return;
+            }
+            core::hint::spin_loop();
+        }
+    }
+    wait(mode, micros);
+}

@@ -21,6 +21,7 @@ pub mod heap;
 pub mod idle;
 pub mod interrupts;
 pub mod ivshmem;
+pub mod mem;
 pub mod net;
 pub mod paging;
 pub mod pci;
@@ -29,6 +30,7 @@ pub mod pvh;
 mod rt;
 pub mod serial;
 pub mod time;
+pub mod virtio;
 
 mod start;
 pub use start::start;

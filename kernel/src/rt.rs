@@ -25,11 +25,9 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 }
 
 // The host target's precompiled `compiler_builtins` does not export these
-// (libc normally does). They use string instructions so that LLVM cannot turn
-// them back into calls to themselves. Under TCG every iteration of a `rep`
-// instruction costs about the same whatever its width, so bulk copies move 8
-// bytes per iteration (`movsq`/`stosq`) and only the tail goes byte by byte:
-// frame copies are the hot path of the link.
+// (libc normally does). Copies and fills are in `crate::mem` (inline
+// assembly, so that LLVM cannot turn them back into calls to themselves);
+// `memmove` and `memcmp` are used rarely and stay simple.
 
 /// `memcpy` for the compiler.
 ///
@@ -37,15 +35,8 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 /// `dst` and `src` must be valid for `n` bytes and must not overlap.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees both ranges are valid and disjoint; DF is
-    // clear (the ABI requires it, and the interrupt stubs `cld`). `movsq` moves
-    // n / 8 quadwords, then `movsb` the n % 8 bytes left, from where it stopped.
-    unsafe {
-        asm!("rep movsq", "mov rcx, {tail}", "rep movsb",
-             tail = in(reg) n % 8,
-             inout("rcx") n / 8 => _, inout("rdi") dst => _, inout("rsi") src => _,
-             options(nostack, preserves_flags));
-    }
+    // SAFETY: the caller's guarantees are `copy`'s contract.
+    unsafe { crate::mem::copy(dst, src, n) };
     dst
 }
 
@@ -79,15 +70,8 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
 /// `dst` must be valid for `n` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memset(dst: *mut u8, value: i32, n: usize) -> *mut u8 {
-    let byte = value as u8 as u64;
-    // SAFETY: the caller guarantees `dst` is valid for `n` bytes; `stosq` stores
-    // n / 8 quadwords of the byte repeated, then `stosb` the n % 8 bytes left.
-    unsafe {
-        asm!("rep stosq", "mov rcx, {tail}", "rep stosb",
-             tail = in(reg) n % 8,
-             inout("rcx") n / 8 => _, inout("rdi") dst => _, in("rax") byte * 0x0101_0101_0101_0101,
-             options(nostack, preserves_flags));
-    }
+    // SAFETY: the caller's guarantee is `fill`'s contract.
+    unsafe { crate::mem::fill(dst, value as u8, n) };
     dst
 }
 

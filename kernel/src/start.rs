@@ -8,10 +8,12 @@ use crate::exit::exit;
 use crate::ivshmem::layout::Region;
 use crate::ivshmem::memory::Window;
 use crate::ivshmem::{Device, Requirements};
+use crate::net::device::{IvshmemNet, NetDevice};
+use crate::net::stack::Stack;
 use crate::paging::{self, Attributes};
 use crate::pci::{self, ConfigAccess};
 use crate::{acpi, apic, apps, gdt, heap, interrupts, kprintln, net, pvh, serial, time};
-use abi::cmdline::{App, CommandLine, SelfTest};
+use abi::cmdline::{App, CommandLine, Net, SelfTest};
 use abi::exit::ExitCode;
 use abi::report::{
     AppVerdict, AppsVerdict, BootOk, DEVICE_PREFIX, DeviceFound, Fatal, FatalKind, InventoryHeader,
@@ -145,21 +147,30 @@ pub unsafe fn start(start_info: u32) -> ! {
         report_verdict(App::Ivshmem, pass);
         finish(pass)
     }
+    if command_line.net == Net::Virtio {
+        let device = crate::virtio::VirtioNet::open(&*config, &functions, &command_line)
+            .unwrap_or_else(|error| fail(format_args!("{error}")));
+        run_apps(Stack::new(device, &command_line), &command_line)
+    }
     let device = probe_device(&*config, &functions, &command_line, net::REQUIREMENTS);
     let mut engine = crate::net::open(device, &*config, &command_line);
     if command_line.apps == [App::Link] {
         crate::net::apps::run_link(&mut engine, device, command_line.mode)
     }
     run_apps(
-        crate::net::stack::Stack::new(engine, device, &command_line),
+        Stack::new(IvshmemNet::new(engine, device), &command_line),
         &command_line,
     )
 }
 
 /// Runs the network apps in order and exits with their verdict.
-fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> ! {
+fn run_apps<D: NetDevice>(mut stack: Stack<D>, command_line: &CommandLine) -> ! {
     use crate::net::apps;
-    if !stack.wait_for_link(command_line.link_timeout) {
+    // A server opens its sockets at once and brings the link up in its own
+    // loop, so that it is ready when the peer sees the link (the peer's
+    // first request must not wait for our socket buffers to be zeroed).
+    let serves_first = command_line.apps.first() == Some(&App::Server);
+    if !serves_first && !stack.wait_for_link(command_line.link_timeout) {
         fail(format_args!(
             "link: the peer did not come up within {} s",
             command_line.link_timeout
@@ -175,6 +186,9 @@ fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> 
             App::Ping => apps::ping(&mut stack, command_line),
             App::TcpEcho => apps::tcp_echo(&mut stack, command_line),
             App::UdpEcho => apps::udp_echo(&mut stack, command_line),
+            App::TcpSend => apps::tcp_send(&mut stack, command_line),
+            App::TcpRecv => apps::tcp_recv(&mut stack, command_line),
+            App::UdpFlood => apps::udp_flood(&mut stack, command_line),
             App::Statistics => apps::stats(&mut stack),
             App::FragmentFlood => apps::fragment_flood(&mut stack, command_line),
         };
@@ -182,7 +196,7 @@ fn run_apps(mut stack: crate::net::stack::Stack, command_line: &CommandLine) -> 
         passed &= ok;
     }
     apps::report_statistics(&mut stack);
-    info!("ivshmem-net statistics: {:?}", stack.engine().statistics());
+    stack.engine().log_statistics();
     finish(passed)
 }
 

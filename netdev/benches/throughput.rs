@@ -1,7 +1,7 @@
 //! The engine on the host, next to its references in one run: frames/s
 //! through two engines on two threads, the same frames with the same copies
-//! through an SPSC ring crate (`rtrb`), and single-thread memcpy of frames
-//! of the same size (see `netdev_host::bench`).
+//! through an SPSC ring crate (`rtrb`), and single-thread memcpy bandwidth
+//! (see `netdev_host::bench`).
 //!
 //! `cargo bench -p netdev` (harness = false). Each measurement runs for
 //! `RUN_TIME` and is repeated `RUNS` times; the table shows the median with

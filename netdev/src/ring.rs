@@ -289,6 +289,11 @@ pub(crate) struct ReceiveRing {
     published: u16,
     /// `published` when we last decided whether to kick.
     notified_at: u16,
+    /// The `avail_event` value last stored (our section starts zeroed).
+    announced: u16,
+    /// Whether that store still needs a full barrier before we look at the
+    /// peer's index again.
+    announce_unfenced: bool,
 }
 
 impl ReceiveRing {
@@ -300,6 +305,8 @@ impl ReceiveRing {
             next_used: 0,
             published: 0,
             notified_at: 0,
+            announced: 0,
+            announce_unfenced: false,
         }
     }
 
@@ -310,13 +317,16 @@ impl ReceiveRing {
         self.next_used = 0;
         self.published = 0;
         self.notified_at = 0;
+        self.announced = 0;
+        self.announce_unfenced = false;
     }
 
     /// Frames the peer has made available that we have not consumed. While
     /// entries from the last read of `avail.idx` remain, that count; once
     /// they are consumed, the idle handshake of §3.6: store our
     /// `avail_event` (kick me when you publish the next index), full
-    /// barrier, read `avail.idx` again.
+    /// barrier, read `avail.idx` again. Checking again while idle costs one
+    /// load: the store and the barrier happen once per position.
     pub fn pending<M: SharedMemory, W: SharedMemoryMut>(
         &mut self,
         peer: &M,
@@ -327,10 +337,13 @@ impl ReceiveRing {
             return Ok(self.known_available);
         }
         self.announce_position(own);
-        // The avail_event store must be visible before we look at the
-        // peer's index again ("store, fence, re-check", §3.7): a store-load
-        // ordering only a full barrier gives.
-        fence(Ordering::SeqCst);
+        if self.announce_unfenced {
+            // The avail_event store must be visible before we look at the
+            // peer's index again ("store, fence, re-check", §3.7): a
+            // store-load ordering only a full barrier gives.
+            fence(Ordering::SeqCst);
+            self.announce_unfenced = false;
+        }
         // Acquire: the ring entry, descriptor and payload are read after it.
         let avail_index = peer.load_u16(self.layout.avail_index(), Ordering::Acquire);
         let pending = avail_index.wrapping_sub(self.last_avail);
@@ -350,12 +363,17 @@ impl ReceiveRing {
     /// Tells the peer where we are: `avail_event` = the next index we will
     /// read ("kick me when you publish it", §3.6). [`pending`](Self::pending)
     /// does it again, with the barrier, before it looks for more.
-    pub fn announce_position<W: SharedMemoryMut>(&self, own: &W) {
+    pub fn announce_position<W: SharedMemoryMut>(&mut self, own: &W) {
+        if self.announced == self.last_avail {
+            return;
+        }
         own.store_u16(
             self.layout.avail_event(),
             self.last_avail,
             Ordering::Relaxed,
         );
+        self.announced = self.last_avail;
+        self.announce_unfenced = true;
     }
 
     /// Consumes the next available entry (the caller saw `pending() > 0`):

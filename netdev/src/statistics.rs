@@ -161,4 +161,9 @@ pub struct Statistics {
     pub transmit_timeouts: u64,
     /// How the peer drives its ring.
     pub peer: PeerEvidence,
+    /// The longest time, in microseconds as seen by polls, that frames of
+    /// ours waited in flight without the peer completing any, counting only
+    /// waits that ended with a completion (the measure the transmit timeout
+    /// is chosen against).
+    pub longest_completion_wait_micros: u64,
 }

@@ -356,10 +356,15 @@ fn a_peer_that_never_completes_is_reset_after_the_timeout() {
         assert!(setup.poll_after(step), "up after {waited}");
         waited += step;
     }
-    // Completions restart the clock.
+    // Completions restart the clock, and the wait is measured.
     assert_eq!(setup.peer.take_transmitted().len(), 1);
     setup.engine.send(&[5; 100]).unwrap();
     assert!(setup.poll_after(step));
+    let waited_micros = setup.engine.statistics().longest_completion_wait_micros;
+    assert!(
+        waited_micros >= DEFAULT_TRANSMIT_TIMEOUT.total_micros() - 200_000,
+        "longest completion wait {waited_micros} µs"
+    );
     for _ in 0..(DEFAULT_TRANSMIT_TIMEOUT.total_millis() / 100 - 1) {
         assert!(setup.poll_after(step));
     }

@@ -39,22 +39,7 @@ type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 /// The caller must call [`unregister_child`] once it has reaped the child.
 pub fn spawn(mut command: Command) -> io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    // SAFETY: the closure runs in the forked child before exec; it only calls
-    // prctl(2) and setpgid(2), which are async-signal-safe, and touches no
-    // locks or heap.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Our own process group: a Ctrl-C on the terminal reaches the
-            // launcher only, which then stops its children in order.
-            if libc::setpgid(0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    prepare_child(&mut command);
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
         std::thread::Builder::new()
@@ -78,6 +63,27 @@ pub fn spawn(mut command: Command) -> io::Result<Child> {
     reply_rx
         .recv()
         .map_err(|_| io::Error::other("the spawner thread is gone"))?
+}
+
+/// Makes `command`'s child die with the thread that forks it
+/// (`PR_SET_PDEATHSIG = SIGKILL`) and puts it in a process group of its own
+/// (so that the terminal's Ctrl-C goes to the launcher alone, which then
+/// stops its children in order). Fork it from a thread that outlives it.
+pub fn prepare_child(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec; it only calls
+    // prctl(2) and setpgid(2), which are async-signal-safe, and touches no
+    // locks or heap.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -9,6 +9,12 @@
 //! printed. With `--keep`, A also runs `server` afterwards and both VMs stay
 //! up (with QEMU monitors) until Ctrl-C.
 //!
+//! With `--host`, Linux takes VM A's place ([`crate::hostpeer::demo`]).
+//!
+//! With `--pcap FILE`, VM A also writes a capture of every frame it sends
+//! and receives (kernel `pcap=com2`) to its second serial port, which QEMU
+//! writes into FILE ([`crate::vm::VmConfig::com2`]).
+//!
 //! The caller installs [`crate::cleanup::exit_on_signal`] first (the binary
 //! does): an interrupt then kills QEMU and removes the shared-memory file and
 //! the sockets. This module never takes the [`crate::VmLock`]; a test that
@@ -17,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use abi::cmdline::{App, CommandLine, Mode};
+use abi::cmdline::{App, Capture, CommandLine, Mode};
 use abi::report::{AppVerdict, LinkUp};
 
 use crate::Machine;
@@ -61,6 +67,18 @@ pub struct DemoOptions {
     /// print their QEMU monitor sockets; Ctrl-C stops them.
     #[arg(long)]
     pub keep: bool,
+    /// Write a pcap of every frame that crosses the link to FILE (as VM A
+    /// sends and receives them: kernel `pcap=com2`, COM2 into the file;
+    /// read it with tcpdump -r FILE). Each captured byte costs a port
+    /// write, so the TCP echo slows down.
+    #[arg(long, value_name = "FILE", value_parser = options::parse_output_file)]
+    pub pcap: Option<PathBuf>,
+    /// Linux instead of VM A: the host bridge joins the link in a network
+    /// namespace the demo makes (TAP ivshmem0, 10.0.0.254/24; the host's
+    /// own network is left alone), and Linux's ping and a TCP client reach
+    /// VM B. Needs root. With --pcap, the bridge captures the link.
+    #[arg(long)]
+    pub host: bool,
     /// The kernel, its command line and QEMU.
     #[command(flatten)]
     pub start: StartOptions,
@@ -106,6 +124,9 @@ impl DemoOptions {
 
 /// Builds the kernel and runs the demo; returns whether it passed.
 pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
+    if options.host {
+        return crate::hostpeer::demo::run(options);
+    }
     let server_line = options.cmdline(vec![App::Server]);
     let mut client_apps = CLIENT_APPS.to_vec();
     if options.keep {
@@ -140,6 +161,10 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
         }
         if name == "A" {
             config = options.start.qemu.debug(config);
+            if let Some(pcap) = &options.pcap {
+                config.cmdline.pcap = Some(Capture::Com2);
+                config = config.com2(pcap);
+            }
         }
         anyhow::Ok(scenario.start(config, Some(id)))
     };
@@ -245,6 +270,11 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
     if !options.keep {
         scenario.kill("B")?;
     }
+    if let Some(pcap) = &options.pcap
+        && a_outcome.is_some()
+    {
+        summary.notes.push(capture_note(pcap));
+    }
     let pass = summary.verdict.pass;
     println!("{summary}");
 
@@ -254,7 +284,25 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
     scenario.kill_all();
     drop(scenario);
     drop(monitors);
+    if let Some(pcap) = &options.pcap
+        && a_outcome.is_none()
+    {
+        eprintln!("eth-ivshmem: {}", capture_note(pcap));
+    }
     Ok(pass)
+}
+
+/// Trims a record cut short by a killed VM off the capture and says what
+/// it holds.
+fn capture_note(pcap: &Path) -> String {
+    match crate::bridge::pcap::trim(pcap) {
+        Ok(frames) => format!(
+            "capture: {frames} frames in {} (tcpdump -r {})",
+            pcap.display(),
+            pcap.display()
+        ),
+        Err(e) => format!("capture: {}: {e}", pcap.display()),
+    }
 }
 
 /// Escapes a path for QEMU's `-monitor unix:PATH,…` syntax.

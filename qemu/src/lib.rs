@@ -14,22 +14,27 @@
 //!   * [`scenario`]: named VMs on one link under one deadline, with every
 //!     VM's logs in each error; `demo`, `vm`, `boot` and the end-to-end
 //!     tests run VMs through it.
-//! * The commands: [`demo`] (two VMs, [`summary`] its report), [`standalone`]
+//! * The commands: [`bench`](mod@bench) (the measurements of issue 12 in one table),
+//!   [`demo`] (two VMs, [`summary`] its report), [`standalone`]
 //!   (`vm`: one VM on a chosen link), [`boot`] (one VM, the PCI inventory),
 //!   with the options they share ([`options`]), [`server`] (our ivshmem
 //!   server for `ivshmem-doorbell` and the Siemens `ivshmem` device), and
 //!   [`bridge`] (the host as a peer of a link, moving frames between it and
-//!   a TAP device: `cargo run -- bridge`).
+//!   a TAP device: `cargo run -- bridge`), and [`hostpeer`] (Linux's own
+//!   stack as that peer, in a network namespace of our own, with `ping`
+//!   and TCP/UDP echo on top).
 //! * Underneath: [`shm`] (shared-memory layout, mappings and files),
 //!   [`kernel`] (builds the unikernel ELF), [`install`] (makes sure
 //!   `qemu-system-x86_64` is installed), [`lock`] (one VM pair at a time),
 //!   [`cleanup`] (children and files removed when the launcher is
 //!   interrupted), [`size`] (`1M`, `4G`).
 
+pub mod bench;
 pub mod boot;
 pub mod bridge;
 pub mod cleanup;
 pub mod demo;
+pub mod hostpeer;
 pub mod install;
 pub mod kernel;
 pub mod link;

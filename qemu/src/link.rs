@@ -260,6 +260,21 @@ impl Link {
         }
     }
 
+    /// How the host bridge joins this link ([`crate::bridge`]): a v1
+    /// client of the doorbell server, or the plain file; `None` for a v2
+    /// server (the bridge speaks v1 only) or no link.
+    pub fn bridge_link(&self) -> Option<crate::bridge::BridgeLink> {
+        match self {
+            Link::Doorbell(socket) => {
+                Some(crate::bridge::BridgeLink::Doorbell(socket.socket.clone()))
+            }
+            Link::Plain(region) => Some(crate::bridge::BridgeLink::Plain(
+                region.path().to_path_buf(),
+            )),
+            Link::V2(_) | Link::None => None,
+        }
+    }
+
     /// Whether VMs on this link poll (`ivshmem-plain`).
     pub fn is_plain(&self) -> bool {
         matches!(self, Link::Plain(_))
@@ -339,6 +354,10 @@ mod tests {
         link.configure(&mut line, Some(1));
         assert_eq!(line.to_string(), "app=link", "the device tells the ID");
         assert_eq!(link.peer_gone(1), None);
+        assert_eq!(
+            link.bridge_link(),
+            Some(crate::bridge::BridgeLink::Doorbell(socket.clone()))
+        );
         assert!(socket.exists());
         drop(link);
         assert!(!socket.exists(), "the server removes its socket");

@@ -36,6 +36,10 @@ enum Cmd {
     Vm(VmOptions),
     /// Boot one VM with an ivshmem-plain device and print its serial output.
     Boot(BootOptions),
+    /// Measure: the engine on the host next to an SPSC ring and memcpy, VM
+    /// pairs over ivshmem-net and virtio-net in both modes, and (as root)
+    /// Linux through the bridge against a VM, in one table.
+    Bench(qemu::bench::BenchOptions),
     /// Run an ivshmem server (v1: QEMU's ivshmem-doorbell; v2: the Siemens ivshmem device).
     Server(ServerArgs),
     /// Join a link as one of its two peers and move its Ethernet frames to
@@ -96,6 +100,10 @@ struct BridgeArgs {
     /// driver and the kernel pick it].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(68..=65535))]
     mtu: Option<u32>,
+    /// Give a TAP the bridge creates this IPv4 address before joining the
+    /// link (e.g. 10.0.0.254/24; the VMs are 10.0.0.1 and 10.0.0.2).
+    #[arg(long, value_name = "ADDR/PREFIX", value_parser = qemu::bridge::parse_address)]
+    ip: Option<abi::cmdline::Ipv4Cidr>,
     /// Write every frame that crosses the link to this pcap file (tcpdump -r).
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
@@ -113,6 +121,7 @@ fn main() -> ExitCode {
         Cmd::Demo(options) => demo(&options).map(verdict),
         Cmd::Vm(options) => vm(&options),
         Cmd::Boot(options) => boot(&options).map(verdict),
+        Cmd::Bench(options) => bench(&options).map(verdict),
         Cmd::Server(args) => server(args).map(verdict),
         Cmd::Bridge(args) => bridge(args),
     };
@@ -158,6 +167,11 @@ fn vm(options: &VmOptions) -> anyhow::Result<ExitCode> {
     // Bad combinations and bad links are reported before anything slow.
     let link = qemu::standalone::open_link(options)?;
     qemu::standalone::run(options, link)
+}
+
+fn bench(options: &qemu::bench::BenchOptions) -> anyhow::Result<bool> {
+    qemu::cleanup::exit_on_signal().context("cannot install the signal handler")?;
+    qemu::bench::run(options)
 }
 
 fn boot(options: &BootOptions) -> anyhow::Result<bool> {
@@ -210,11 +224,13 @@ fn bridge(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         tap: args.tap,
         id: args.id,
         mtu: args.mtu,
+        address: args.ip,
         pcap: args.pcap,
         signals: true,
     };
-    let stop = qemu::bridge::Stop::new().context("cannot create the stop eventfd")?;
-    let summary = qemu::bridge::run(&options, &stop)?;
+    let control =
+        qemu::bridge::Control::new().context("cannot create the bridge's control eventfd")?;
+    let summary = qemu::bridge::run(&options, &control)?;
     let how = match summary.signal {
         Some(signal) => nix::sys::signal::Signal::try_from(signal)
             .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_string()),

@@ -282,6 +282,24 @@ fn parse_executable(s: &str) -> Result<PathBuf, String> {
     crate::install::find_in_path(s).ok_or_else(|| format!("{s} is not in PATH"))
 }
 
+/// Accepts a file to be written: its directory must exist, and it must not
+/// be a directory itself.
+pub fn parse_output_file(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if path.is_dir() {
+        return Err(format!("{s} is a directory"));
+    }
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            Err(format!("{} is not a directory", dir.display()))
+        }
+        _ => Ok(path),
+    }
+}
+
 /// Accepts an existing directory.
 fn parse_directory(s: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(s);
@@ -377,6 +395,11 @@ mod tests {
         assert!(debugged.gdb);
         assert_eq!(options.timeout(Some(Duration::from_secs(1))), None);
         assert!(parse_directory("/nonexistent-dir").is_err());
+        assert!(parse_output_file("/nonexistent-dir/x.pcap").is_err());
+        assert!(parse_output_file("/").is_err());
+        assert!(parse_output_file("").is_err());
+        assert!(parse_output_file("x.pcap").is_ok());
+        assert!(parse_output_file("/tmp/x.pcap").is_ok());
         assert!(parse_executable("/nonexistent/qemu").is_err());
         assert!(parse_executable("sh").is_ok());
     }

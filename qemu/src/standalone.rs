@@ -27,8 +27,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The `vm` command's options (`cargo run -- vm --help`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct VmOptions {
-    /// Apps to run, comma-separated: inventory, link, server, ping, tcp-echo,
-    /// udp-echo [default: the kernel's, inventory].
+    /// Apps to run in order, comma-separated: the kernel's `app=` (see
+    /// `docs/kernel.md` §2; a wrong name lists every app) [default: the
+    /// kernel's, inventory].
     #[arg(long, value_name = "LIST")]
     pub app: Option<AppList>,
     /// doorbell:SOCKET (a `server`), v2:SOCKET (a `server --protocol v2`,

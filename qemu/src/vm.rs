@@ -107,6 +107,9 @@ pub struct VmConfig {
     pub monitor: Option<String>,
     /// `-s -S`: wait for gdb on tcp::1234 before running.
     pub gdb: bool,
+    /// The second serial port (COM2) into this file, created or truncated
+    /// (the kernel's `pcap=com2` writes a capture there).
+    pub com2: Option<PathBuf>,
     /// If set, print each serial line live to stdout with this prefix (e.g.
     /// `"[A] "`; use `""` for no prefix) and QEMU's stderr to stderr.
     pub echo_prefix: Option<String>,
@@ -147,6 +150,7 @@ impl VmConfig {
             firmware: Vec::new(),
             monitor: None,
             gdb: false,
+            com2: None,
             echo_prefix: None,
             on_line: None,
         }
@@ -224,6 +228,12 @@ impl VmConfig {
         self
     }
 
+    /// Connects COM2 to `file` (see [`VmConfig::com2`]).
+    pub fn com2(mut self, file: impl Into<PathBuf>) -> Self {
+        self.com2 = Some(file.into());
+        self
+    }
+
     /// Prints serial output live with `prefix` (see [`VmConfig::echo_prefix`]).
     pub fn echo(mut self, prefix: impl Into<String>) -> Self {
         self.echo_prefix = Some(prefix.into());
@@ -256,6 +266,12 @@ impl VmConfig {
         let debug_exit = format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04");
         push(&["-device", &debug_exit]);
         push(&["-serial", "stdio"]);
+        if let Some(file) = &self.com2 {
+            // A file chardev takes every byte at once (a pipe could refuse
+            // some, and QEMU's 16550 drops a byte after a few refusals).
+            let chardev = format!("file,id=com2,path={}", qemu_opt(file));
+            push(&["-chardev", &chardev, "-serial", "chardev:com2"]);
+        }
         push(&[
             "-kernel",
             &self.kernel.to_string_lossy(),
@@ -758,6 +774,7 @@ mod tests {
             .firmware("/usr/share/seabios");
         config.monitor = Some("unix:/tmp/m,server,nowait".into());
         config.gdb = true;
+        let config = config.com2("/tmp/a,b.pcap");
         let argv = config.argv();
         let pos = |s: &str| argv.iter().position(|a| a == s);
         assert_eq!(
@@ -769,6 +786,17 @@ mod tests {
         let i = pos("memory-backend-file,id=hm0,share=on,mem-path=/dev/shm/a,,b,size=1M").unwrap();
         assert_eq!(argv[i - 1], "-object");
         assert_eq!(argv[i + 2], "ivshmem-plain,memdev=hm0");
+        let i = pos("file,id=com2,path=/tmp/a,,b.pcap").unwrap();
+        assert_eq!(
+            argv[i - 2..i + 3],
+            [
+                "stdio",
+                "-chardev",
+                argv[i].as_str(),
+                "-serial",
+                "chardev:com2"
+            ]
+        );
         let i = pos("socket,path=/tmp/s.sock,id=ivs1").unwrap();
         assert_eq!(argv[i - 1], "-chardev");
         assert_eq!(argv[i + 2], "ivshmem-doorbell,chardev=ivs1,vectors=2");

@@ -4,7 +4,7 @@
 //! to a netdev engine and to a second bridge.
 //!
 //! Tests that need root and `/dev/net/tun` print why they skipped when
-//! those are missing. Every namespace is made here (`unshare` in a thread of
+//! those are missing (and fail where `CI` is set, [`qemu::hostpeer::skip`]). Every namespace is made here (`unshare` in a thread of
 //! its own) and dies with its last thread or fd; all traffic stays on the
 //! addresses the tests give inside them (10.0.0.0/24).
 
@@ -22,7 +22,7 @@ use netdev::{Notifier, SharedMemory, State};
 use nix::sched::{CloneFlags, setns, unshare};
 use qemu::bridge::link::{Link, LinkEngine};
 use qemu::bridge::tap::{self, Tap, TapError};
-use qemu::bridge::{BridgeLink, BridgeOptions, Stop, Summary};
+use qemu::bridge::{BridgeLink, BridgeOptions, Control, Summary};
 use qemu::server::{Server, ServerConfig, ServerThread, V1Disconnect};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -60,7 +60,7 @@ fn no_tap() -> Option<String> {
 macro_rules! require_tap {
     () => {
         if let Some(reason) = no_tap() {
-            eprintln!("skipped: {reason}");
+            qemu::hostpeer::skip(&reason);
             return;
         }
         let _exclusive = exclusive();
@@ -341,32 +341,32 @@ fn an_existing_tap_is_used_as_it_is_and_left_in_place() {
 
 /// A bridge running in `namespace` on `tap`, until stopped.
 struct RunningBridge {
-    stop: Arc<Stop>,
+    control: Arc<Control>,
     handle: Option<JoinHandle<anyhow::Result<Summary>>>,
 }
 
 impl RunningBridge {
     fn start(namespace: &Namespace, options: BridgeOptions) -> RunningBridge {
-        let stop = Arc::new(Stop::new().unwrap());
-        let stop_clone = stop.clone();
+        let control = Arc::new(Control::new().unwrap());
+        let control_clone = control.clone();
         let name = options.tap.clone();
-        let handle = namespace.spawn(move || qemu::bridge::run(&options, &stop_clone));
+        let handle = namespace.spawn(move || qemu::bridge::run(&options, &control_clone));
         namespace.run(move || wait_for_interface(&name));
         RunningBridge {
-            stop,
+            control,
             handle: Some(handle),
         }
     }
 
     fn stop(mut self) -> Summary {
-        self.stop.request();
+        self.control.stop();
         self.handle.take().unwrap().join().unwrap().unwrap()
     }
 }
 
 impl Drop for RunningBridge {
     fn drop(&mut self) {
-        self.stop.request();
+        self.control.stop();
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
@@ -398,8 +398,9 @@ fn linux_answers_an_engine_across_the_bridge() {
     let mut options = BridgeOptions::new(BridgeLink::Doorbell(socket.clone()), "tap0");
     let pcap = dir.path().join("link.pcap");
     options.pcap = Some(pcap.clone());
+    // --ip: the address is there before the link is joined.
+    options.address = Some(qemu::bridge::parse_address("10.0.0.254/24").unwrap());
     let bridge = RunningBridge::start(&namespace, options);
-    namespace.run(|| tap::set_ipv4("tap0", Ipv4Addr::new(10, 0, 0, 254), 24).unwrap());
 
     // The TAP has no carrier while the link is down.
     let running = |namespace: &Namespace, want: bool| {
@@ -624,6 +625,32 @@ fn bad_bridge_arguments_exit_2() {
             &["--link", &plain, "--tap", "x", "--id", "0", "--mtu", "9000"],
             "carries MTUs 68..=",
         ),
+        (
+            &[
+                "--link",
+                &plain,
+                "--tap",
+                "x",
+                "--id",
+                "0",
+                "--ip",
+                "10.0.0.254",
+            ],
+            "has no prefix length",
+        ),
+        (
+            &[
+                "--link",
+                &plain,
+                "--tap",
+                "x",
+                "--id",
+                "0",
+                "--ip",
+                "10.0.0.300/24",
+            ],
+            "IPv4 address/prefix",
+        ),
     ];
     for (args, needle) in cases {
         let output = launcher().arg("bridge").args(*args).output().unwrap();
@@ -711,4 +738,182 @@ fn server_peer_ids_empty(socket: &Path) -> bool {
     Link::doorbell(socket)
         .map(|link| link.id() == 0)
         .unwrap_or(false)
+}
+
+// --- Clear errors ------------------------------------------------------------
+
+/// A plain link file anybody may open (for a bridge run as another user).
+fn shared_plain_link(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("shm");
+    let mut region = qemu::shm::PlainRegion::create_net(&path, 1 << 20).unwrap();
+    region.persist();
+    drop(region);
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    format!("plain:{}", path.display())
+}
+
+/// Asserts that a bridge run failed with status 1 and a message naming
+/// `needles`, without a panic.
+fn assert_fails(output: &std::process::Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "no {needle:?} in: {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The capability's number (linux/capability.h).
+const CAP_NET_ADMIN: libc::c_ulong = 12;
+
+#[test]
+fn without_cap_net_admin_the_bridge_says_what_it_needs() {
+    let _exclusive = exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let link = shared_plain_link(dir.path());
+    let mut command = launcher();
+    command.args(["bridge", "--link", &link, "--id", "1", "--tap", "ethb9"]);
+    if nix::unistd::geteuid().is_root() {
+        // Root without CAP_NET_ADMIN: out of the bounding set, so exec
+        // cannot give it back (root's permitted set is the bounding set).
+        // SAFETY: prctl(2) in the child between fork and exec; it is
+        // async-signal-safe and touches no memory of ours.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                if libc::prctl(libc::PR_CAPBSET_DROP, CAP_NET_ADMIN, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let output = command.output().unwrap();
+    assert_fails(
+        &output,
+        &["permission denied to", "needs CAP_NET_ADMIN", "sudo"],
+    );
+    assert_eq!(tap::interface_index("ethb9").unwrap(), None);
+}
+
+#[test]
+fn without_a_tun_device_the_bridge_says_what_is_missing() {
+    require_tap!();
+    let dir = tempfile::tempdir().unwrap();
+    let link = shared_plain_link(dir.path());
+    let mut command = launcher();
+    command.args(["bridge", "--link", &link, "--id", "1", "--tap", "ethb9"]);
+    // An empty /dev/net in a mount namespace of the child's own.
+    // SAFETY: unshare(2) and mount(2) in the child between fork and exec,
+    // with static NUL-terminated strings; both are async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            let check = |result: libc::c_int| {
+                if result == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                c"none".as_ptr(),
+                c"/dev/net".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ))
+        });
+    }
+    let output = command.output().unwrap();
+    assert_fails(&output, &["/dev/net/tun is missing", "modprobe tun"]);
+}
+
+#[test]
+fn a_tap_in_use_is_refused_and_the_link_is_left_alone() {
+    require_tap!();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shm");
+    let mut region = qemu::shm::PlainRegion::create_net(&path, 1 << 20).unwrap();
+    region.persist();
+    let namespace = Namespace::new();
+    let mut first = BridgeOptions::new(BridgeLink::Plain(path.clone()), "tap0");
+    first.id = Some(0);
+    let bridge = RunningBridge::start(&namespace, first);
+    let link = format!("plain:{}", path.display());
+    let output = namespace.run(move || {
+        launcher()
+            .args(["bridge", "--link", &link, "--id", "1", "--tap", "tap0"])
+            .output()
+            .unwrap()
+    });
+    assert_fails(&output, &["tap0 is in use"]);
+    assert_eq!(region.state(1), 0, "the second bridge never wrote a state");
+    bridge.stop();
+}
+
+#[test]
+fn a_link_with_two_peers_turns_the_bridge_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), V1Disconnect::Quiet);
+    let socket = server.socket_path().to_path_buf();
+    let _first = Link::doorbell(&socket).unwrap();
+    let _second = Link::doorbell(&socket).unwrap();
+    let link = format!("doorbell:{}", socket.display());
+    let output = launcher()
+        .args(["bridge", "--link", &link, "--tap", "ethb9"])
+        .output()
+        .unwrap();
+    assert_fails(&output, &["already has two peers"]);
+}
+
+#[test]
+fn an_existing_tap_with_a_larger_mtu_than_the_link_is_named() {
+    require_tap!();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shm");
+    // 64 KiB: output sections far too small for 9000-byte frames.
+    let mut region = qemu::shm::PlainRegion::create_net(&path, 64 << 10).unwrap();
+    region.persist();
+    let namespace = Namespace::new();
+    let link = format!("plain:{}", path.display());
+    let stderr = namespace.run(move || {
+        persistent_tap("ethb3", true);
+        tap::set_mtu("ethb3", 9000).unwrap();
+        let mut child = launcher()
+            .args(["bridge", "--link", &link, "--id", "1", "--tap", "ethb3"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The warning comes before the bridge settles; then stop it.
+        let mut stderr = child.stderr.take().unwrap();
+        let mut text = String::new();
+        let mut buffer = [0u8; 4096];
+        let start = Instant::now();
+        while !text.contains("bridge: peer 1") && start.elapsed() < DEADLINE {
+            let n = stderr.read(&mut buffer).unwrap();
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap();
+        persistent_tap("ethb3", false);
+        text
+    });
+    assert!(
+        stderr.contains("ethb3 has MTU 9000, above the link's")
+            && stderr.contains("longer frames will be dropped"),
+        "{stderr}"
+    );
 }

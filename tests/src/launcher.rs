@@ -14,6 +14,9 @@ pub struct ProcessRun {
     pub stdout: String,
     /// Standard error.
     pub stderr: String,
+    /// Its process ID (the launcher's own: cargo `exec`s it). Files and
+    /// sockets the launcher makes carry it in their names.
+    pub pid: u32,
 }
 
 impl ProcessRun {
@@ -45,6 +48,7 @@ pub fn run_process(mut command: Command, timeout: Duration) -> ProcessRun {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let pid = child.id();
     fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -70,6 +74,7 @@ pub fn run_process(mut command: Command, timeout: Duration) -> ProcessRun {
         status,
         stdout: stdout.join().unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
+        pid,
     }
 }
 

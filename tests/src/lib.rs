@@ -11,7 +11,10 @@
 //! * [`Pair`]: VMs on a doorbell link (our v1 server in this process) or a
 //!   plain file, addressed by name.
 //! * [`launcher`]: the `eth-ivshmem` binary as a process.
+//! * [`capture`]: a pcap file read with `tcpdump -r`, checked for the
+//!   exchanges that must be in it.
 
+pub mod capture;
 pub mod launcher;
 mod pair;
 mod single;

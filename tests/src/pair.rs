@@ -92,6 +92,12 @@ impl Pair {
         })
     }
 
+    /// What the VMs share (e.g. to join it with the host bridge:
+    /// [`Link::bridge_link`]).
+    pub fn link(&self) -> &Link {
+        self.scenario.link()
+    }
+
     /// Turns a scenario error into a panic with the logs.
     #[track_caller]
     fn ok<T>(&self, result: Result<T, ScenarioError>) -> T {

@@ -1,6 +1,7 @@
-//! smoltcp on the ivshmem-net engine: the interface, its sockets, and the
-//! loop step every app uses (run the link's state machine, run smoltcp,
-//! sleep until a doorbell, smoltcp's next deadline or the re-check timer).
+//! smoltcp on a network device (the ivshmem-net engine, or virtio-net; see
+//! [`NetDevice`]): the interface, its sockets, and the loop step every app
+//! uses (run the link's state machine, run smoltcp, sleep until a doorbell,
+//! smoltcp's next deadline or the re-check timer).
 //!
 //! # Layers
 //!
@@ -9,18 +10,14 @@
 //!            │
 //!   Interface (smoltcp: IPv4 with fragmentation, IPv6, ARP/NDP; rebuilt
 //!            │  when the link goes down, dropping every neighbour)
-//!   NetDevice = Port<LinkEngine>
-//!            │  Port: watches frames (reassembly drops, the peer), paces
+//!   (pcap=com2: smoltcp's PcapWriter around the port, per call, capture.rs)
+//!            │
+//!   Port<D>  Port: watches frames (reassembly drops, the peer), paces
 //!            │  smoltcp's fragmenter (port.rs)
-//!   LinkEngine (netdev over the ivshmem device: rings, state machine)
+//!   D: NetDevice (the netdev engine over the ivshmem device, or virtio-net)
 //! ```
 //!
-//! A capture (pcap) middleware slots in below the port,
-//! `Port<Capture<LinkEngine>>`, and then sees every frame on the wire,
-//! including the announcements sent past smoltcp; another link device
-//! (virtio-net) replaces `LinkEngine` and the calls in
-//! [`Stack::poll`] that drive the engine (`poll`, `flush`,
-//! `can_receive`, `statistics`).
+//! Announcements sent past smoltcp are written to the capture by hand.
 //!
 //! # Sessions
 //!
@@ -41,23 +38,22 @@ use log::info;
 use smoltcp::iface::{
     Config as InterfaceConfig, Interface, PollIngressSingleResult, PollResult, SocketSet,
 };
+use smoltcp::phy::{Device as _, PcapSink as _};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr, Ipv6Cidr};
 
 use super::announce;
-use super::link::{LinkEngine, RECHECK_MICROS};
+use super::capture::{self, Capture};
+use super::device::NetDevice;
+use super::link::RECHECK_MICROS;
 use super::port::Port;
 use super::reassembly::{ReassemblyCounters, ReassemblyWatch};
-use crate::ivshmem::Device as IvshmemDevice;
 use crate::{idle, kprintln, time};
 use abi::cmdline::{CommandLine, Mode};
 use abi::report::{
     IpPrefix, LinkDrops, MacAddress, NetConfig, NetStatistics, PeerFirstFrame, PeerGuess,
     PeerSession, Reassembly, Traffic,
 };
-
-/// The device smoltcp sees: the engine behind the watching port.
-pub type NetDevice = Port<LinkEngine>;
 
 /// How long smoltcp keeps an incomplete IPv4 datagram (its default is 60 s,
 /// RFC 4944's maximum). Fragments of one datagram cross shared memory
@@ -93,9 +89,9 @@ struct Session {
 }
 
 /// The network stack of this kernel.
-pub struct Stack {
-    /// The device smoltcp sees (the engine behind the port).
-    pub device: NetDevice,
+pub struct Stack<D: NetDevice> {
+    /// The device smoltcp sees (the network device behind the port).
+    pub device: Port<D>,
     /// The smoltcp interface (rebuilt when the link goes down).
     pub interface: Interface,
     /// The sockets of the running apps.
@@ -106,13 +102,17 @@ pub struct Stack {
     pub peer: IpAddr,
     mac: EthernetAddress,
     addresses: Vec<IpCidr>,
-    ivshmem: &'static IvshmemDevice,
     mode: Mode,
+    spin_micros: u64,
+    /// When smoltcp last sent or took something for a socket.
+    active_at: u64,
     link_up: bool,
     session: Session,
+    /// `pcap=`: the capture of every frame, if asked for.
+    capture: Option<Capture>,
 }
 
-impl core::fmt::Debug for Stack {
+impl<D: NetDevice> core::fmt::Debug for Stack<D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Stack")
             .field("local", &self.local)
@@ -137,19 +137,16 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
     )
 }
 
-impl Stack {
+impl<D: NetDevice> Stack<D> {
     /// Builds the interface on `engine` with the addresses from the command
     /// line: IPv4 (default 10.0.0.(id+1)/24), the IPv6 link-local address
     /// from our MAC, and `ip6=` if given; the peer defaults to
     /// 10.0.0.(2-id). Prints the [`NetConfig`] line.
-    pub fn new(
-        engine: LinkEngine,
-        ivshmem: &'static IvshmemDevice,
-        command_line: &CommandLine,
-    ) -> Self {
-        let id = ivshmem.id();
-        let mac = EthernetAddress(engine.config().mac);
-        let mtu = engine.mtu();
+    pub fn new(engine: D, command_line: &CommandLine) -> Self {
+        let id = engine.id();
+        let mac = EthernetAddress(engine.mac());
+        let mtu = engine.capabilities().max_transmission_unit - 14;
+        let spin_micros = u64::from(command_line.spin.unwrap_or(engine.spin_micros()));
         let (local, prefix) = command_line
             .ip
             .map_or((Ipv4Addr::new(10, 0, 0, id as u8 + 1), 24), |cidr| {
@@ -189,25 +186,32 @@ impl Stack {
             peer,
             mac,
             addresses,
-            ivshmem,
             mode: command_line.mode,
+            spin_micros,
+            active_at: 0,
             link_up: false,
             session: Session {
                 number: start.link_ups,
                 start,
                 reassembly: ReassemblyCounters::default(),
             },
+            capture: Capture::open(command_line),
         }
     }
 
-    /// The engine below the port.
-    pub fn engine(&self) -> &LinkEngine {
+    /// The network device below the port.
+    pub fn engine(&self) -> &D {
         self.device.inner()
     }
 
-    /// The engine below the port, mutably.
-    pub fn engine_mut(&mut self) -> &mut LinkEngine {
+    /// The network device below the port, mutably.
+    pub fn engine_mut(&mut self) -> &mut D {
         self.device.inner_mut()
+    }
+
+    /// The IP MTU of the link.
+    pub fn mtu(&self) -> usize {
+        self.device.capabilities().max_transmission_unit - 14
     }
 
     /// Our address for talking to `peer`, as smoltcp picks it: the IPv4
@@ -242,9 +246,8 @@ impl Stack {
     /// and sessions) and smoltcp, then one publication of what was sent
     /// and consumed.
     pub fn poll(&mut self) {
-        self.ivshmem.take_pending();
         let now = time::now();
-        let up = self.engine_mut().poll(now);
+        let up = self.engine_mut().poll_link(now);
         let link_ups = self.engine().statistics().link_ups;
         if self.link_up && (!up || link_ups != self.session.number) {
             // Down, or down and up again within one poll.
@@ -258,11 +261,21 @@ impl Stack {
             // Finish a datagram going out in fragments first (port.rs).
             self.egress(now);
         }
-        while !matches!(
-            self.interface
-                .poll_ingress_single(now, &mut self.device, &mut self.sockets),
-            PollIngressSingleResult::None
-        ) {}
+        loop {
+            match capture::poll_ingress_single(
+                self.capture.as_mut(),
+                &mut self.interface,
+                now,
+                &mut self.device,
+                &mut self.sockets,
+            ) {
+                PollIngressSingleResult::None => break,
+                PollIngressSingleResult::PacketProcessed => {}
+                PollIngressSingleResult::SocketStateChanged => {
+                    self.active_at = time::micros_since_boot();
+                }
+            }
+        }
         self.egress(now);
         if let Some((mac, length)) = self.device.take_first_frame() {
             kprintln!(
@@ -283,9 +296,16 @@ impl Stack {
     fn egress(&mut self, now: Instant) {
         for _ in 0..MAX_EGRESS_ROUNDS {
             self.device.begin_round();
-            let result = self
-                .interface
-                .poll_egress(now, &mut self.device, &mut self.sockets);
+            let result = capture::poll_egress(
+                self.capture.as_mut(),
+                &mut self.interface,
+                now,
+                &mut self.device,
+                &mut self.sockets,
+            );
+            if result == PollResult::SocketStateChanged {
+                self.active_at = time::micros_since_boot();
+            }
             let sent = self.device.end_round();
             if self.device.fragmenting() {
                 if !sent {
@@ -300,7 +320,7 @@ impl Stack {
 
     /// The link came up: a new session; announce ourselves.
     fn link_up_again(&mut self, now: Instant) {
-        super::link::report_link(self.engine(), true);
+        self.engine().report_link(true);
         self.link_up = true;
         let start = self.engine().statistics();
         self.session = Session {
@@ -322,7 +342,7 @@ impl Stack {
 
     /// The link went down: report the session, then forget the peer.
     fn link_down(&mut self, now: Instant) {
-        super::link::report_link(self.engine(), false);
+        self.engine().report_link(false);
         self.link_up = false;
         let peer = *self.device.peer();
         // No neighbour, reassembly buffer or fragment of the old session
@@ -408,7 +428,11 @@ impl Stack {
     /// watch ([`Port::send_unwatched`]); false if the link cannot take it
     /// now.
     pub fn send_raw(&mut self, now: Instant, frame: &[u8]) -> bool {
-        self.device.send_unwatched(now, frame)
+        let sent = self.device.send_unwatched(now, frame);
+        if let (true, Some(capture)) = (sent, self.capture.as_mut()) {
+            capture.packet(now, frame);
+        }
+        sent
     }
 
     /// The peer's MAC, once a frame of this session came.
@@ -430,7 +454,7 @@ impl Stack {
     /// Like [`wait`](Self::wait), but never longer than `limit` microseconds.
     pub fn wait_at_most(&mut self, limit: u64) {
         // Frames left over by the receive budget, or a doorbell: no sleep.
-        if self.ivshmem.has_pending() || self.engine_mut().can_receive() {
+        if self.engine_mut().has_work() {
             return;
         }
         let mut delay = self
@@ -441,15 +465,18 @@ impl Stack {
             // smoltcp has something to send now; if the ring is full, the
             // engine asked the peer for a completion kick, which wakes us
             // (spinning would take the CPU from the peer under TCG).
-            let frame = self.engine().mtu_frame_length();
-            if self.engine_mut().can_send(frame) {
+            if self.engine_mut().transmit(time::now()).is_some() {
                 return;
             }
             delay = RECHECK_MICROS;
         }
         let delay = delay.min(RECHECK_MICROS).min(limit);
         if delay > 0 {
-            idle::wait(self.mode, delay);
+            // Poll a while after our own traffic: a reply is likely soon.
+            let spin =
+                (self.active_at + self.spin_micros).saturating_sub(time::micros_since_boot());
+            let engine = self.device.inner_mut();
+            idle::wait_for(self.mode, delay, spin, || engine.has_work());
         }
     }
 
@@ -480,8 +507,8 @@ impl Stack {
 /// A new interface on `device` with our MAC and `addresses`, a fresh random
 /// seed (IPv4 identifications, TCP sequence numbers) and our reassembly
 /// timeout.
-fn build_interface(
-    device: &mut NetDevice,
+fn build_interface<D: NetDevice>(
+    device: &mut Port<D>,
     mac: EthernetAddress,
     addresses: &[IpCidr],
 ) -> Interface {

@@ -119,9 +119,11 @@ impl MappedRegion {
     /// * `base .. base + length` is mapped readable and stays mapped, at the
     ///   same address, for as long as this view or any view made from it
     ///   lives (holding `owner` may be how it does that);
-    /// * the bytes are written only by the peer, outside this process, and
-    ///   by at most one [`MappedRegionMut`] per byte in this process (never
-    ///   by plain Rust references or another backing);
+    /// * the bytes are written only by the peer — another process, or a
+    ///   thread of this process that follows the protocol (see "Not for two
+    ///   threads of one process" above) — and by at most one
+    ///   [`MappedRegionMut`] per byte in this process (never by plain Rust
+    ///   references or another backing);
     /// * `base` is aligned to at least 4 bytes (a page, in practice), so
     ///   that aligned offsets give aligned addresses.
     pub unsafe fn new(base: NonNull<u8>, length: usize, owner: Option<Owner>) -> Self {

@@ -18,7 +18,7 @@
 //! One thread sleeps in `epoll` on our doorbell eventfds (vector 0: state
 //! changes, vector 1: data), the TAP fd, the server socket (a peer that
 //! (re)connects or leaves), a signalfd (SIGINT, SIGTERM, SIGHUP; CLI only)
-//! and the [`Stop`] eventfd. The `epoll` timeout is the periodic re-check,
+//! and the [`Control`] eventfd. The `epoll` timeout is the periodic re-check,
 //! so a lost kick costs latency, never the link: every wake-up runs
 //! [`netdev::Engine::poll`] first. The period is [`FAST_RECHECK`] while the
 //! peer is in the handshake or our frames wait for completion, and
@@ -26,7 +26,8 @@
 //! [`PLAIN_RECHECK_UP`] while the link is up). Per wake-up:
 //!
 //! 1. poll the engine, report link changes on stderr and make the TAP's
-//!    carrier follow the link ([`tap::Tap::set_carrier`]);
+//!    carrier follow the link ([`tap::Tap::set_carrier`]; a link that comes
+//!    back gets it once Linux has seen it go, [`CARRIER_HOLD`]);
 //! 2. drain the engine's frames to the TAP; the engine bounds the work per
 //!    poll, so poll again while [`netdev::Engine::can_receive`], at most
 //!    [`RECEIVE_ROUNDS`] times (a hostile peer cannot keep us there; what is
@@ -37,7 +38,7 @@
 //!
 //! # Leaving
 //!
-//! On a signal or [`Stop::request`] the engine writes RESET
+//! On a signal or [`Control::stop`] the engine writes RESET
 //! ([`netdev::Engine::reset`], which also rings the peer), the capture is
 //! flushed, the server connection closed (our server then zeroes our state
 //! entry and rings the peer, `docs/descriptor-page.md` §9), a TAP we
@@ -54,7 +55,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use netdev::{SendError, State};
@@ -62,6 +63,8 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use abi::cmdline::Ipv4Cidr;
 
 use crate::options::UsageError;
 use link::Link;
@@ -81,6 +84,14 @@ pub const PLAIN_RECHECK_UP: Duration = Duration::from_millis(1);
 pub const RECEIVE_ROUNDS: usize = 4;
 /// Frames read from the TAP per wake-up at most.
 pub const TAP_BATCH: usize = 64;
+/// How long a link that came back may stay without carrier while Linux has
+/// not yet seen the carrier go. Linux handles carrier changes late (its
+/// link watcher runs at most once a second for a carrier that goes), and
+/// forgets its neighbours' MACs only if it sees the carrier off (ARP's
+/// "evict on no carrier"): a peer that restarts within that second, with
+/// a new MAC, would otherwise stay unreachable until the old ARP entry
+/// expires.
+pub const CARRIER_HOLD: Duration = Duration::from_secs(2);
 
 /// The link to join (`--link`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +145,9 @@ pub struct BridgeOptions {
     /// kernel pick for the link, min(16384, data area / 16)]; 68..=the
     /// link's largest.
     pub mtu: Option<u32>,
+    /// The IPv4 address (and prefix) of a TAP we create, set before the
+    /// link is joined, so that Linux answers the peer's first ARP request.
+    pub address: Option<Ipv4Cidr>,
     /// Capture every frame that crosses the link into this pcap file.
     pub pcap: Option<PathBuf>,
     /// Stop on SIGINT, SIGTERM and SIGHUP (read through a signalfd; they are
@@ -150,41 +164,63 @@ impl BridgeOptions {
             tap: tap.into(),
             id: None,
             mtu: None,
+            address: None,
             pcap: None,
             signals: false,
         }
     }
 }
 
-/// Asks a running bridge to stop, from any thread; it wakes at once.
+/// The handle between a running bridge and other threads: asks it to stop
+/// (it wakes at once), and tells the state of its link and of its TAP's
+/// carrier.
 #[derive(Debug)]
-pub struct Stop {
-    requested: AtomicBool,
+pub struct Control {
+    stop: AtomicBool,
     wake: EventFd,
+    link_up: AtomicBool,
+    carrier: AtomicBool,
 }
 
-impl Stop {
-    /// A stop handle, not yet requested.
+impl Control {
+    /// A handle for a bridge not yet started: no stop asked for, the link
+    /// down.
     ///
     /// # Errors
     ///
     /// No eventfd could be made.
-    pub fn new() -> io::Result<Stop> {
-        Ok(Stop {
-            requested: AtomicBool::new(false),
+    pub fn new() -> io::Result<Control> {
+        Ok(Control {
+            stop: AtomicBool::new(false),
             wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+            link_up: AtomicBool::new(false),
+            carrier: AtomicBool::new(false),
         })
     }
 
     /// Stops the bridge.
-    pub fn request(&self) {
-        self.requested.store(true, Ordering::SeqCst);
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
         let _ = self.wake.write(1);
     }
 
-    /// Whether a stop was requested.
-    pub fn requested(&self) -> bool {
-        self.requested.load(Ordering::SeqCst)
+    /// Whether a stop was asked for.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Whether the link is up (both peers in RUN), as of the bridge's last
+    /// wake-up.
+    pub fn link_up(&self) -> bool {
+        self.link_up.load(Ordering::SeqCst)
+    }
+
+    /// Whether the bridge has turned its TAP's carrier on: the link is up
+    /// and, after a peer restart, Linux has seen the carrier go first (see
+    /// [`CARRIER_HOLD`]). Linux's own view (`IFF_RUNNING`,
+    /// [`tap::running`]) follows shortly after.
+    pub fn carrier(&self) -> bool {
+        self.carrier.load(Ordering::SeqCst)
     }
 }
 
@@ -298,42 +334,73 @@ const TOKEN_TAP: u64 = 3;
 /// Our eventfd for vector `v` has token `TOKEN_VECTOR + v`.
 const TOKEN_VECTOR: u64 = 16;
 
-/// Runs the bridge until `stop` is requested or (with
+/// Refuses combinations of options that cannot work, before anything is
+/// touched.
+fn check_options(options: &BridgeOptions) -> Result<(), UsageError> {
+    match (&options.link, options.id) {
+        (BridgeLink::Doorbell(_), Some(id)) => {
+            return Err(UsageError(format!(
+                "--id {id}: on a doorbell link the server assigns the ID (--id is for plain links)"
+            )));
+        }
+        (BridgeLink::Plain(_), None) => {
+            return Err(UsageError(
+                "--link plain:PATH needs --id 0 or --id 1 (the peer the bridge plays)".into(),
+            ));
+        }
+        (BridgeLink::Plain(_), Some(id)) if id > 1 => {
+            return Err(UsageError(format!(
+                "--id {id}: ivshmem-net has peers 0 and 1"
+            )));
+        }
+        _ => {}
+    }
+    if let Some(mtu) = options.mtu
+        && (mtu as usize) < netdev::MIN_MTU
+    {
+        return Err(UsageError(format!(
+            "--mtu {mtu}: the smallest MTU is {}",
+            netdev::MIN_MTU
+        )));
+    }
+    Ok(())
+}
+
+/// Parses `--ip`: an IPv4 address with its prefix, as the kernel's `ip=`
+/// takes it (`10.0.0.254/24`).
+pub fn parse_address(value: &str) -> Result<Ipv4Cidr, String> {
+    if !value.contains('/') {
+        return Err(format!(
+            "{value:?} has no prefix length: write an IPv4 address/prefix, e.g. 10.0.0.254/24"
+        ));
+    }
+    crate::options::kernel_key("ip", |line| line.ip)(value)?
+        .ok_or_else(|| format!("{value:?} is not an IPv4 address/prefix"))
+}
+
+/// Runs the bridge until `control` asks it to stop or (with
 /// [`BridgeOptions::signals`]) a signal arrives, in the calling thread and
 /// its network namespace.
 ///
 /// # Errors
 ///
 /// Setting up: a bad combination of options ([`UsageError`]), a link that
-/// cannot be joined (no server, two peers already, no descriptor page), a
-/// TAP that cannot be opened ([`tap::TapError`]), an MTU out of range, a
-/// pcap file that cannot be created. Running: the TAP vanishing, `epoll`
-/// failing.
-pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
+/// cannot be joined (no server, two peers already, no descriptor page), an
+/// MTU above what the link carries ([`UsageError`]), a TAP that cannot be
+/// opened or configured ([`tap::TapError`]: no root, no TUN/TAP driver, the
+/// name in use), a pcap file that cannot be created. Running: the TAP
+/// vanishing, `epoll` failing.
+pub fn run(options: &BridgeOptions, control: &Control) -> anyhow::Result<Summary> {
+    check_options(options)?;
     let signals = options.signals.then(Signals::block).transpose()?;
     let mut link = match &options.link {
-        BridgeLink::Doorbell(socket) => {
-            if let Some(id) = options.id {
-                return Err(UsageError(format!(
-                    "--id {id}: on a doorbell link the server assigns the ID (--id is for plain links)"
-                ))
-                .into());
-            }
-            Link::doorbell(socket)?
-        }
-        BridgeLink::Plain(path) => {
-            let id = options.id.ok_or_else(|| {
-                UsageError(
-                    "--link plain:PATH needs --id 0 or --id 1 (the peer the bridge plays)".into(),
-                )
-            })?;
-            Link::plain(path, id)?
-        }
+        BridgeLink::Doorbell(socket) => Link::doorbell(socket)?,
+        BridgeLink::Plain(path) => Link::plain(path, options.id.unwrap_or_default())?,
     };
     let net_layout = link.net_layout()?;
     let max_mtu = net_layout.max_mtu();
     let mtu = match options.mtu {
-        Some(mtu) if !(netdev::MIN_MTU..=max_mtu).contains(&(mtu as usize)) => {
+        Some(mtu) if mtu as usize > max_mtu => {
             return Err(UsageError(format!(
                 "--mtu {mtu}: this link carries MTUs {}..={max_mtu} (output sections of {:#x} bytes)",
                 netdev::MIN_MTU,
@@ -346,7 +413,32 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
         // default settings and the TAP agree (docs/ivshmem-net.md §4).
         None => netdev::Config::new(0, 1, [2, 0, 0, 0, 0, 0]).mtu_for(&net_layout),
     };
+    // Joining the link is not visible to the peer yet: our state entry is
+    // written when the engine is made, after the TAP, so a bridge that
+    // cannot open its TAP (no root, no TUN/TAP driver, the name in use)
+    // leaves the VM undisturbed. The TAP starts without a carrier, so that
+    // Linux sends nothing before the link is up.
     let tap = Tap::open(&options.tap, mtu as u32)?;
+    let mut carrier_follows = match tap.set_carrier(false) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!(
+                "bridge: warning: cannot set the carrier of {} ({e}); it stays on while the link is down",
+                tap.name()
+            );
+            false
+        }
+    };
+    if let Some(address) = options.address {
+        if tap.created() {
+            tap::set_ipv4(tap.name(), address.address, address.prefix)?;
+        } else {
+            eprintln!(
+                "bridge: {} exists; --ip applies only to a TAP the bridge creates, so its addresses are left alone",
+                tap.name()
+            );
+        }
+    }
     let tap_mtu = tap.mtu().unwrap_or(mtu as u32);
     if !tap.created() {
         if options.mtu.is_some_and(|asked| asked != tap_mtu) {
@@ -394,7 +486,7 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
             .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
             .context("epoll_ctl")
     };
-    watch(stop.wake.as_fd(), TOKEN_STOP)?;
+    watch(control.wake.as_fd(), TOKEN_STOP)?;
     if let Some(signals) = &signals {
         watch(signals.fd.as_fd(), TOKEN_SIGNAL)?;
     }
@@ -406,21 +498,11 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
         watch(eventfd.as_fd(), TOKEN_VECTOR + vector as u64)?;
     }
 
-    // The TAP's carrier follows the link (off until it is up).
-    let mut carrier_follows = match tap.set_carrier(false) {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!(
-                "bridge: warning: cannot set the carrier of {} ({e}); it stays on while the link is down",
-                tap.name()
-            );
-            false
-        }
-    };
-
     let mut summary = Summary::default();
     let mut frame = vec![0u8; tap::MAX_FRAME];
     let mut was_up = false;
+    let mut ups = 0u64;
+    let mut carrier_held_since: Option<Instant> = None;
     let mut dropped_while_down = 0u64;
     let mut more_work = false;
     let mut events = [EpollEvent::empty(); 16];
@@ -429,6 +511,8 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
     loop {
         let period = if more_work {
             Duration::ZERO
+        } else if carrier_held_since.is_some() {
+            FAST_RECHECK
         } else if !doorbells {
             if was_up {
                 PLAIN_RECHECK_UP
@@ -452,7 +536,7 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
         for event in &events[..ready] {
             match event.data() {
                 TOKEN_STOP => {
-                    let _ = stop.wake.read();
+                    let _ = control.wake.read();
                 }
                 TOKEN_SIGNAL => {
                     if let Some(signals) = &signals
@@ -487,7 +571,7 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
                 }
             }
         }
-        if stop.requested() || summary.signal.is_some() {
+        if control.stop_requested() || summary.signal.is_some() {
             break;
         }
 
@@ -511,14 +595,35 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
                 eprintln!("bridge: link down (peer state {:?})", engine.peer_state());
             }
             was_up = up;
-            if carrier_follows && let Err(e) = tap.set_carrier(up) {
-                eprintln!(
-                    "bridge: warning: cannot set the carrier of {}: {e}",
-                    tap.name()
-                );
-                carrier_follows = false;
+            control.link_up.store(up, Ordering::SeqCst);
+            if up {
+                ups += 1;
+                // A link that comes back (the peer restarted, with a new
+                // MAC) gets its carrier once Linux has seen it go.
+                carrier_held_since = (ups > 1).then(Instant::now);
+            } else {
+                carrier_held_since = None;
+            }
+            if !up || carrier_held_since.is_none() {
+                set_carrier(&tap, up, &mut carrier_follows);
             }
         }
+        if let Some(since) = carrier_held_since {
+            let seen = !tap::running(tap.name()).unwrap_or(false);
+            if seen || since.elapsed() >= CARRIER_HOLD || !carrier_follows {
+                if !seen {
+                    eprintln!(
+                        "bridge: warning: Linux did not see the carrier of {} go within {CARRIER_HOLD:?}; it may keep the old peer's MAC for a while",
+                        tap.name()
+                    );
+                }
+                carrier_held_since = None;
+                set_carrier(&tap, true, &mut carrier_follows);
+            }
+        }
+        control
+            .carrier
+            .store(was_up && carrier_held_since.is_none(), Ordering::SeqCst);
 
         // 2. Link → TAP, within the engine's budget.
         for round in 0..RECEIVE_ROUNDS {
@@ -610,6 +715,18 @@ pub fn run(options: &BridgeOptions, stop: &Stop) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
+/// Sets the TAP's carrier if it follows the link; on failure it stops
+/// following (once, with a warning).
+fn set_carrier(tap: &Tap, on: bool, follows: &mut bool) {
+    if *follows && let Err(e) = tap.set_carrier(on) {
+        eprintln!(
+            "bridge: warning: cannot set the carrier of {}: {e}",
+            tap.name()
+        );
+        *follows = false;
+    }
+}
+
 /// The CLI's exit status for a finished run: 128 + the signal, or 0.
 pub fn exit_status(summary: &Summary) -> u8 {
     summary
@@ -638,6 +755,18 @@ mod tests {
             BridgeLink::Plain("/x".into()).to_string(),
             "plain:/x".to_string()
         );
+    }
+
+    #[test]
+    fn addresses() {
+        let address = parse_address("10.0.0.254/24").unwrap();
+        assert_eq!(
+            (address.address, address.prefix),
+            (std::net::Ipv4Addr::new(10, 0, 0, 254), 24)
+        );
+        assert!(parse_address("10.0.0.254").unwrap_err().contains("prefix"));
+        assert!(parse_address("10.0.0.254/33").is_err());
+        assert!(parse_address("ten/24").is_err());
     }
 
     #[test]

@@ -113,6 +113,50 @@ impl Capture {
     }
 }
 
+/// Length of the classic pcap global header.
+const GLOBAL_HEADER: usize = 24;
+/// Length of a record header.
+const RECORD_HEADER: usize = 16;
+
+/// Counts the whole records of a classic pcap file and cuts off a record
+/// that a writer killed in the middle left unfinished (so that `tcpdump -r`
+/// reads the file without a "truncated" error); returns the records.
+///
+/// # Errors
+///
+/// The file cannot be read or written, or has no pcap global header in
+/// the host's byte order (smoltcp's format).
+pub fn trim(path: &Path) -> io::Result<u64> {
+    let bytes = std::fs::read(path)?;
+    let magic = bytes
+        .get(..4)
+        .map(|m| u32::from_ne_bytes(m.try_into().expect("4 bytes")));
+    if bytes.len() < GLOBAL_HEADER || !matches!(magic, Some(0xa1b2_c3d4 | 0xa1b2_3c4d)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a pcap file: no global header",
+        ));
+    }
+    let mut at = GLOBAL_HEADER;
+    let mut records = 0;
+    while let Some(header) = bytes.get(at..at + RECORD_HEADER) {
+        let captured = u32::from_ne_bytes(header[8..12].try_into().expect("4 bytes")) as usize;
+        let end = at + RECORD_HEADER + captured;
+        if end > bytes.len() {
+            break;
+        }
+        at = end;
+        records += 1;
+    }
+    if at < bytes.len() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_len(at as u64)?;
+    }
+    Ok(records)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +184,20 @@ mod tests {
         assert_eq!((u32_at(108), u32_at(112)), (1514, 1514));
         assert_eq!(&bytes[116..], &[0xCD; 1514]);
         assert_eq!(capture.frames(), 2);
+        drop(capture);
+
+        // A writer killed in the middle of the second record: trimmed.
+        let whole = bytes.len() as u64;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(whole - 100)
+            .unwrap();
+        assert_eq!(trim(&path).unwrap(), 1);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 24 + 16 + 60);
+        assert_eq!(trim(&path).unwrap(), 1, "a whole file is left alone");
+        std::fs::write(&path, b"not a capture, really not").unwrap();
+        assert!(trim(&path).is_err());
     }
 }

@@ -46,7 +46,9 @@ pub enum TapError {
     )]
     NoTunDevice,
     /// Not allowed.
-    #[error("permission denied to {what}: the bridge needs root or CAP_NET_ADMIN")]
+    #[error(
+        "permission denied to {what}: the bridge needs CAP_NET_ADMIN (run it as root, e.g. with sudo), or a TAP made for your user beforehand (ip tuntap add mode tap user $USER NAME)"
+    )]
     Permission {
         /// What was refused.
         what: String,

@@ -5,8 +5,26 @@
 use alloc::vec;
 use smoltcp::socket::tcp;
 
-/// TCP socket buffers (each direction): large enough for window scaling to matter.
-const TCP_BUFFER: usize = 256 * 1024;
+/// TCP send buffers: large enough for window scaling to matter.
+const TCP_SEND_BUFFER: usize = 256 * 1024;
+/// TCP receive buffers: twice the peer's send buffer, so that the peer's
+/// whole send buffer in flight cannot fill our window before the app reads.
+///
+/// smoltcp advertises its window right-shifted by the window scale, rounded
+/// down (`rx_buffer.window() >> shift`, and at most 65535 << shift), so the
+/// right edge it advertises can move back by up to 2^shift - 1 bytes when
+/// a segment whose length is not a multiple of 2^shift arrives. A sender
+/// that has just filled the previous edge then has its last few bytes cut
+/// off by the receiver; its zero-window probe goes out after them (they
+/// count as in flight), the receiver holds a hole too small to draw three
+/// duplicate ACKs, and only smoltcp's retransmission timeout repairs it:
+/// 1 s, then 2 s, 4 s (`RTTE_MIN_RTO`, doubling). That was the TCP echo
+/// stall of issue 12. It can only happen while the window is what limits
+/// the sender, so we keep it from limiting: receive buffers larger than
+/// what the peer can have in flight, and apps that read everything at once
+/// (the echo server keeps its own backlog rather than leaving data in the
+/// socket while its send buffer is full).
+const TCP_RECEIVE_BUFFER: usize = 2 * TCP_SEND_BUFFER;
 /// How long a ping reply or an echoed datagram may take to come back.
 pub const REPLY_TIMEOUT_MICROS: u64 = 2_000_000;
 
@@ -64,13 +82,47 @@ pub fn first_mismatch(connection: u32, offset: u64, buffer: &[u8]) -> Option<usi
     (words_end..buffer.len()).find(|&index| byte_mismatch(index))
 }
 
+/// Queues up to `length` bytes of connection `connection`'s stream, from
+/// `offset` on, written straight into `socket`'s send buffer; returns how
+/// many (0 if the buffer is full or the socket cannot send).
+pub fn send_stream(
+    socket: &mut tcp::Socket<'_>,
+    connection: u32,
+    offset: u64,
+    length: u64,
+) -> usize {
+    socket
+        .send(|buffer| {
+            let size = buffer.len().min(length.min(usize::MAX as u64) as usize);
+            fill_pattern(connection, offset, &mut buffer[..size]);
+            (size, size)
+        })
+        .unwrap_or(0)
+}
+
+/// Takes what `socket` received, checking it in place against connection
+/// `connection`'s stream from `offset` on: the bytes taken, or the position
+/// and value of the first wrong byte (nothing is taken then).
+pub fn receive_stream(
+    socket: &mut tcp::Socket<'_>,
+    connection: u32,
+    offset: u64,
+) -> Result<usize, (u64, u8)> {
+    socket
+        .recv(|data| match first_mismatch(connection, offset, data) {
+            None => (data.len(), Ok(data.len())),
+            Some(index) => (0, Err((offset + index as u64, data[index]))),
+        })
+        .unwrap_or(Ok(0))
+}
+
 /// A TCP socket for the echo apps. Shared memory neither loses nor reorders
 /// frames, so ACKs go out at once (no 10 ms delayed ACK) and small segments
 /// are not held back (no Nagle): both only cost latency here.
 pub fn tcp_socket() -> tcp::Socket<'static> {
     let mut socket = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+        tcp::SocketBuffer::new(vec![0; TCP_RECEIVE_BUFFER]),
+        tcp::SocketBuffer::new(vec![0; TCP_SEND_BUFFER]),
     );
     socket.set_ack_delay(None);
     socket.set_nagle_enabled(false);

@@ -26,6 +26,7 @@ use smoltcp::wire::{
 
 use super::echo::REPLY_TIMEOUT_MICROS;
 use super::ping::{echo_socket, receive_reply, send_request};
+use crate::net::device::NetDevice;
 use crate::net::stack::{REASSEMBLY_TIMEOUT, Stack};
 use crate::{kprintln, time};
 use abi::cmdline::CommandLine;
@@ -85,13 +86,13 @@ struct Probe {
 }
 
 /// Runs the flood (module documentation).
-pub fn fragment_flood(stack: &mut Stack, _command_line: &CommandLine) -> bool {
+pub fn fragment_flood<D: NetDevice>(stack: &mut Stack<D>, _command_line: &CommandLine) -> bool {
     let IpAddr::V4(peer) = stack.peer else {
         kprintln!("fragment-flood: needs an IPv4 peer (peer=)");
         return false;
     };
     // Large enough to need fragments at our MTU, whatever it is.
-    let large = stack.engine().mtu();
+    let large = stack.mtu();
     let small = 56;
     let handle = echo_socket(stack, 8, large);
     let mut probes: Vec<Probe> = Vec::new();

@@ -4,10 +4,11 @@
 //! two report lines. The kernel prints the same at the end of its apps.
 
 use crate::kprintln;
+use crate::net::device::NetDevice;
 use crate::net::stack::Stack;
 
 /// Prints the statistics and the session so far.
-pub fn report_statistics(stack: &mut Stack) {
+pub fn report_statistics<D: NetDevice>(stack: &mut Stack<D>) {
     let statistics = stack.statistics();
     kprintln!("{statistics}");
     let session = stack.session_so_far();
@@ -15,7 +16,7 @@ pub fn report_statistics(stack: &mut Stack) {
 }
 
 /// The app: prints and passes.
-pub fn stats(stack: &mut Stack) -> bool {
+pub fn stats<D: NetDevice>(stack: &mut Stack<D>) -> bool {
     stack.poll();
     report_statistics(stack);
     true

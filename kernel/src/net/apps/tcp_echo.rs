@@ -2,13 +2,13 @@
 //! every echoed byte verified, with progress, per-round and total report
 //! lines.
 
-use alloc::vec;
 use alloc::vec::Vec;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
-use super::echo::{fill_pattern, first_mismatch, pattern, tcp_socket};
+use super::echo::{pattern, receive_stream, send_stream, tcp_socket};
+use crate::net::device::NetDevice;
 use crate::net::stack::Stack;
 use crate::{kprintln, time};
 use abi::cmdline::CommandLine;
@@ -28,10 +28,9 @@ struct EchoConnection {
 
 /// Sends `bytes` (split over `parallel` connections) through the peer's echo
 /// server, `repeat` times, verifying every echoed byte. Reports throughput.
-pub fn tcp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
+pub fn tcp_echo<D: NetDevice>(stack: &mut Stack<D>, command_line: &CommandLine) -> bool {
     let peer = IpEndpoint::new(IpAddress::from(stack.peer), command_line.port);
     let parallel = u64::from(command_line.parallel);
-    let mut chunk = vec![0u8; 16 * 1024];
     let mut total_micros = 0;
     let first_port = (time::micros_since_boot() % 16000) as u32;
     for round in 0..command_line.repeat {
@@ -73,13 +72,16 @@ pub fn tcp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
                     failed = true;
                     continue;
                 }
+                // Fill the stream straight into the socket's send buffer, and
+                // verify it straight out of the receive buffer: no copy of
+                // our own (see `echo::send_stream`).
                 while socket.can_send() && connection.sent < connection.length {
-                    let length =
-                        (connection.length - connection.sent).min(chunk.len() as u64) as usize;
-                    fill_pattern(connection.index, connection.sent, &mut chunk[..length]);
-                    let Ok(queued) = socket.send_slice(&chunk[..length]) else {
-                        break;
-                    };
+                    let queued = send_stream(
+                        socket,
+                        connection.index,
+                        connection.sent,
+                        connection.length - connection.sent,
+                    );
                     if queued == 0 {
                         break;
                     }
@@ -87,27 +89,22 @@ pub fn tcp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
                     progressed = true;
                 }
                 while socket.can_recv() {
-                    let Ok(received) = socket.recv_slice(&mut chunk) else {
-                        break;
-                    };
-                    if received == 0 {
-                        break;
+                    match receive_stream(socket, connection.index, connection.verified) {
+                        Ok(0) => break,
+                        Ok(received) => {
+                            connection.verified += received as u64;
+                            progressed = true;
+                        }
+                        Err((position, actual)) => {
+                            kprintln!(
+                                "tcp-echo: connection {} byte {position} is {actual:#04x}, expected {:#04x}",
+                                connection.index,
+                                pattern(connection.index, position)
+                            );
+                            failed = true;
+                            break;
+                        }
                     }
-                    if let Some(index) =
-                        first_mismatch(connection.index, connection.verified, &chunk[..received])
-                    {
-                        let position = connection.verified + index as u64;
-                        kprintln!(
-                            "tcp-echo: connection {} byte {position} is {:#04x}, expected {:#04x}",
-                            connection.index,
-                            chunk[index],
-                            pattern(connection.index, position)
-                        );
-                        failed = true;
-                        break;
-                    }
-                    connection.verified += received as u64;
-                    progressed = true;
                 }
             }
             if failed {

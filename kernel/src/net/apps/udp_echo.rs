@@ -7,6 +7,7 @@ use smoltcp::socket::udp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use super::echo::{REPLY_TIMEOUT_MICROS, fill_pattern};
+use crate::net::device::NetDevice;
 use crate::net::stack::Stack;
 use crate::{kprintln, time};
 use abi::cmdline::CommandLine;
@@ -17,7 +18,7 @@ const LOCAL_PORT: u16 = 40_007;
 
 /// Sends `count` datagrams of each size to the peer's UDP echo server, one
 /// at a time, and verifies each echo. Passes if every one came back intact.
-pub fn udp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
+pub fn udp_echo<D: NetDevice>(stack: &mut Stack<D>, command_line: &CommandLine) -> bool {
     let mut passed = true;
     for &size in &command_line.sizes {
         passed &= udp_echo_round(stack, command_line, size.max(1) as usize);
@@ -26,7 +27,11 @@ pub fn udp_echo(stack: &mut Stack, command_line: &CommandLine) -> bool {
 }
 
 /// One size's worth of datagrams.
-fn udp_echo_round(stack: &mut Stack, command_line: &CommandLine, size: usize) -> bool {
+fn udp_echo_round<D: NetDevice>(
+    stack: &mut Stack<D>,
+    command_line: &CommandLine,
+    size: usize,
+) -> bool {
     // Room for two datagrams each way, wherever the ring buffer wraps.
     let buffer = || {
         udp::PacketBuffer::new(
