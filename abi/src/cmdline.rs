@@ -13,7 +13,7 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The most verbose log level printed on the serial console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -96,14 +96,23 @@ pub enum App {
     /// Receive `bytes` one way from the peer server's TCP source service and
     /// report the throughput (every byte verified).
     TcpRecv,
-    /// Send `count` datagrams of `size` bytes as fast as possible to the peer
+    /// Send `count` datagrams of the first `size` bytes as fast as possible to the peer
     /// server's UDP sink, then ask it how many arrived and over what time.
     UdpFlood,
+    /// Print the link's and the stack's statistics (one report line) and
+    /// pass.
+    Statistics,
+    /// Attack the peer's IPv4 reassembly: a stream of first fragments that
+    /// never complete, while small and fragmented pings check what still
+    /// works; then wait out the reassembly timeout. Passes if every small
+    /// ping was answered throughout (fragmented ones may fail during the
+    /// stream: that is the point).
+    FragmentFlood,
 }
 
 impl App {
     /// Every app with its name on the command line.
-    pub const NAMES: [(&'static str, Self); 10] = [
+    pub const NAMES: [(&'static str, Self); 12] = [
         ("inventory", Self::Inventory),
         ("link", Self::Link),
         ("server", Self::Server),
@@ -114,6 +123,8 @@ impl App {
         ("tcp-send", Self::TcpSend),
         ("tcp-recv", Self::TcpRecv),
         ("udp-flood", Self::UdpFlood),
+        ("stats", Self::Statistics),
+        ("fragment-flood", Self::FragmentFlood),
     ];
 
     /// The app's name on the command line.
@@ -148,7 +159,7 @@ impl core::str::FromStr for App {
 }
 
 const APPS_EXPECTED: &str = "a comma-separated list of inventory, link, server, ping, tcp-echo, \
-     udp-echo, ivshmem, tcp-send, tcp-recv, udp-flood";
+     udp-echo, ivshmem, tcp-send, tcp-recv, udp-flood, stats, fragment-flood";
 
 /// Where the kernel writes a pcap capture of the frames it sends and
 /// receives on the link (`pcap=`).
@@ -254,6 +265,21 @@ impl fmt::Display for Ipv4Cidr {
     }
 }
 
+/// An IPv6 address with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6Cidr {
+    /// The address.
+    pub address: Ipv6Addr,
+    /// The prefix length (0–128).
+    pub prefix: u8,
+}
+
+impl fmt::Display for Ipv6Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
 /// The parsed command line. [`Default`] is what an empty line means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandLine {
@@ -273,16 +299,21 @@ pub struct CommandLine {
     pub mtu: Option<u16>,
     /// `ip`: our address (default 10.0.0.(id+1)/24).
     pub ip: Option<Ipv4Cidr>,
-    /// `peer`: the peer's address (default 10.0.0.(2-id)).
-    pub peer: Option<Ipv4Addr>,
+    /// `ip6`: a static IPv6 address of ours, besides the link-local one
+    /// the kernel always derives from its MAC (default: none).
+    pub ip6: Option<Ipv6Cidr>,
+    /// `peer`: the peer's address, IPv4 or IPv6; the clients use its
+    /// family (default 10.0.0.(2-id)).
+    pub peer: Option<IpAddr>,
     /// `port`: TCP/UDP port of the echo service (default 7).
     pub port: u16,
     /// `count`: pings or datagrams to send (default 4).
     pub count: u32,
     /// `interval`: milliseconds between pings (default 100).
     pub interval: u32,
-    /// `size`: payload bytes per ping or datagram (default 56).
-    pub size: u32,
+    /// `size`: payload bytes per ping or datagram (default 56); a
+    /// comma-separated list runs the clients once per size, in order.
+    pub sizes: Vec<u32>,
     /// `bytes`: bytes to send through the TCP echo (default 1 MiB).
     pub bytes: u64,
     /// `parallel`: concurrent TCP connections (default 1).
@@ -311,11 +342,12 @@ impl Default for CommandLine {
             id: None,
             mtu: None,
             ip: None,
+            ip6: None,
             peer: None,
             port: 7,
             count: 4,
             interval: 100,
-            size: 56,
+            sizes: vec![56],
             bytes: 1 << 20,
             parallel: 1,
             repeat: 1,
@@ -384,6 +416,7 @@ pub const KEYS: &[&str] = &[
     "id",
     "mtu",
     "ip",
+    "ip6",
     "peer",
     "port",
     "count",
@@ -477,12 +510,25 @@ impl CommandLine {
                         bad("ip", value, "an IPv4 address/prefix, e.g. 10.0.0.1/24")
                     })?);
             }
+            "ip6" => {
+                self.ip6 = Some(parse_cidr6(value).ok_or_else(|| {
+                    bad(
+                        "ip6",
+                        value,
+                        "a unicast IPv6 address/prefix, e.g. fd00::1/64",
+                    )
+                })?);
+            }
             "peer" => {
-                self.peer = Some(
-                    value
-                        .parse()
-                        .map_err(|_| bad("peer", value, "an IPv4 address, e.g. 10.0.0.2"))?,
-                );
+                self.peer = Some(value.parse::<IpAddr>().ok().filter(is_unicast).ok_or_else(
+                    || {
+                        bad(
+                            "peer",
+                            value,
+                            "a unicast IPv4 or IPv6 address, e.g. 10.0.0.2 or fd00::2",
+                        )
+                    },
+                )?);
             }
             "port" => {
                 self.port = number(value, "port", 1, 65_535, "a port from 1 to 65535")? as u16
@@ -494,7 +540,19 @@ impl CommandLine {
                 self.interval =
                     number(value, "interval", 0, 60_000, "milliseconds from 0 to 60000")? as u32;
             }
-            "size" => self.size = number(value, "size", 0, 65_000, "bytes from 0 to 65000")? as u32,
+            "size" => {
+                const EXPECTED: &str =
+                    "bytes from 0 to 65507, or up to 8 of them separated by commas";
+                let sizes = value
+                    .split(',')
+                    .map(|size| number(size, "size", 0, u64::from(MAX_SIZE), EXPECTED))
+                    .collect::<Result<Vec<u64>, CmdlineError>>()
+                    .map_err(|_| bad("size", value, EXPECTED))?;
+                if sizes.len() > MAX_SIZES {
+                    return Err(bad("size", value, EXPECTED));
+                }
+                self.sizes = sizes.into_iter().map(|size| size as u32).collect();
+            }
             "bytes" => {
                 self.bytes = parse_bytes(value).ok_or_else(|| {
                     bad(
@@ -583,6 +641,9 @@ impl fmt::Display for CommandLine {
         if let Some(ip) = self.ip {
             word(f, "ip", &ip)?;
         }
+        if let Some(ip6) = self.ip6 {
+            word(f, "ip6", &ip6)?;
+        }
         if let Some(peer) = self.peer {
             word(f, "peer", &peer)?;
         }
@@ -594,12 +655,14 @@ impl fmt::Display for CommandLine {
                 u64::from(self.interval),
                 u64::from(default.interval),
             ),
-            ("size", u64::from(self.size), u64::from(default.size)),
         ];
         for (key, value, default) in numbers {
             if value != default {
                 word(f, key, &value)?;
             }
+        }
+        if self.sizes != default.sizes {
+            word(f, "size", &NumberList(&self.sizes))?;
         }
         if self.bytes != default.bytes {
             word(f, "bytes", &ByteCount(self.bytes))?;
@@ -639,6 +702,27 @@ impl fmt::Display for AppList<'_> {
     }
 }
 
+/// `56,1472,1473`.
+struct NumberList<'a>(&'a [u32]);
+
+impl fmt::Display for NumberList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, number) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{number}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The largest `size`: an ICMPv4 echo or UDP payload in a 65535-byte IPv4
+/// datagram (65535 − 20 − 8).
+pub const MAX_SIZE: u32 = 65_507;
+/// The most sizes `size` takes.
+pub const MAX_SIZES: usize = 8;
+
 /// A byte count with the largest exact unit: `16M`, `64K`, `1000`.
 struct ByteCount(u64);
 
@@ -674,6 +758,23 @@ fn parse_cidr(value: &str) -> Option<Ipv4Cidr> {
         address: address.parse().ok()?,
         prefix,
     })
+}
+
+/// `address/prefix` (default prefix 64), for a unicast IPv6 address.
+fn parse_cidr6(value: &str) -> Option<Ipv6Cidr> {
+    let (address, prefix) = value.split_once('/').unwrap_or((value, "64"));
+    let prefix: u8 = prefix.parse().ok().filter(|prefix| *prefix <= 128)?;
+    let address: Ipv6Addr = address.parse().ok()?;
+    is_unicast(&IpAddr::V6(address)).then_some(Ipv6Cidr { address, prefix })
+}
+
+/// Whether `address` can be a host's own: not unspecified, multicast,
+/// broadcast or loopback.
+fn is_unicast(address: &IpAddr) -> bool {
+    !address.is_unspecified()
+        && !address.is_multicast()
+        && !address.is_loopback()
+        && *address != IpAddr::V4(Ipv4Addr::BROADCAST)
 }
 
 fn parse_bytes(value: &str) -> Option<u64> {
@@ -746,8 +847,36 @@ mod tests {
                 prefix: 16
             })
         );
-        assert_eq!(line.peer, Some(Ipv4Addr::new(10, 1, 0, 6)));
+        assert_eq!(line.peer, Some(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 6))));
         assert_eq!((line.bytes, line.count, line.interval), (16 << 20, 3, 0));
+        assert_eq!(line.sizes, [56]);
+        let v6 =
+            CommandLine::parse("ip6=fd00::1 peer=fe80::2ff:fe00:1 size=56,1473,60000").unwrap();
+        assert_eq!(
+            v6.ip6,
+            Some(Ipv6Cidr {
+                address: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1),
+                prefix: 64
+            }),
+            "the prefix defaults to 64"
+        );
+        assert_eq!(
+            v6.peer,
+            Some(IpAddr::V6(Ipv6Addr::new(
+                0xfe80, 0, 0, 0, 0, 0x2ff, 0xfe00, 1
+            )))
+        );
+        assert_eq!(v6.sizes, [56, 1473, 60000]);
+        assert_eq!(
+            CommandLine::parse("ip6=2001:db8::5/48")
+                .unwrap()
+                .ip6
+                .unwrap()
+                .prefix,
+            48
+        );
+        assert_eq!("stats".parse::<App>(), Ok(App::Statistics));
+        assert_eq!(App::FragmentFlood.to_string(), "fragment-flood");
         assert_eq!(
             CommandLine::parse("ip=10.0.0.9")
                 .unwrap()
@@ -794,11 +923,15 @@ mod tests {
                 address: Ipv4Addr::new(192, 168, 19, 2),
                 prefix: 24,
             }),
-            peer: Some(Ipv4Addr::new(192, 168, 19, 1)),
+            ip6: Some(Ipv6Cidr {
+                address: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2),
+                prefix: 64,
+            }),
+            peer: Some(IpAddr::V4(Ipv4Addr::new(192, 168, 19, 1))),
             port: 9,
             count: 200,
             interval: 0,
-            size: 1473,
+            sizes: vec![1473],
             bytes: 3 << 20,
             parallel: 3,
             repeat: 2,
@@ -810,10 +943,22 @@ mod tests {
         assert_eq!(
             text,
             "log=trace selftest=stack-overflow app=ping,tcp-echo,udp-echo mode=poll net=virtio id=0 \
-             mtu=16384 ip=192.168.19.2/24 peer=192.168.19.1 port=9 count=200 interval=0 \
-             size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30 pcap=com2 spin=0"
+             mtu=16384 ip=192.168.19.2/24 ip6=fd00::2/64 peer=192.168.19.1 port=9 count=200 \
+             interval=0 size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30 pcap=com2 spin=0"
         );
         assert_eq!(CommandLine::parse(&text), Ok(line.clone()));
+        let v6 = CommandLine {
+            apps: vec![App::Ping, App::UdpEcho, App::Statistics],
+            peer: Some(IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1))),
+            sizes: vec![56, 1472, 1473, 8000, 60000],
+            ..CommandLine::default()
+        };
+        let text = v6.to_string();
+        assert_eq!(
+            text,
+            "app=ping,udp-echo,stats peer=fd00::1 size=56,1472,1473,8000,60000"
+        );
+        assert_eq!(CommandLine::parse(&text), Ok(v6));
         for bytes in [1, 1000, 1 << 10, 5 << 20, 1 << 32, (1 << 20) + 1] {
             line.bytes = bytes;
             assert_eq!(CommandLine::parse(&line.to_string()), Ok(line.clone()));
@@ -883,7 +1028,16 @@ mod tests {
             "bytes=12Q",
             "port=0",
             "count=0",
-            "size=65001",
+            "size=65508",
+            "size=56,",
+            "size=1,2,3,4,5,6,7,8,9",
+            "ip6=10.0.0.1",
+            "ip6=ff02::1/64",
+            "ip6=fd00::1/129",
+            "ip6=::",
+            "peer=ff02::1",
+            "peer=0.0.0.0",
+            "peer=255.255.255.255",
             "parallel=17",
             "repeat=0",
             "link-timeout=0",

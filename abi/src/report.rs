@@ -768,6 +768,555 @@ impl FromStr for LinkDown {
     }
 }
 
+// ---- the network stack and its peer -------------------------------------------
+
+/// A MAC address, printed `02:00:5e:10:00:01`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct MacAddress(pub [u8; 6]);
+
+impl fmt::Display for MacAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl FromStr for MacAddress {
+    type Err = ParseError;
+
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        let error = ParseError {
+            expected: "MAC address",
+        };
+        let mut mac = [0u8; 6];
+        let mut parts = text.split(':');
+        for byte in &mut mac {
+            let part = parts.next().ok_or(error)?;
+            *byte = parse_fixed_hex(part, 2).ok_or(error)? as u8;
+        }
+        if parts.next().is_some() {
+            return Err(error);
+        }
+        Ok(Self(mac))
+    }
+}
+
+/// An address with its prefix length, printed `10.0.0.1/24` or `fe80::1/64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpPrefix {
+    /// The address.
+    pub address: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+impl FromStr for IpPrefix {
+    type Err = ParseError;
+
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        let error = ParseError {
+            expected: "address/prefix",
+        };
+        let (address, prefix) = text.split_once('/').ok_or(error)?;
+        let address: IpAddr = address.parse().map_err(|_| error)?;
+        let prefix: u8 = prefix.parse().map_err(|_| error)?;
+        let limit = if address.is_ipv4() { 32 } else { 128 };
+        if prefix > limit {
+            return Err(error);
+        }
+        Ok(Self { address, prefix })
+    }
+}
+
+/// `net: MAC 02:…, MTU 16384, addresses 10.0.0.1/24 fe80::…/64`: the
+/// stack is up, with our MAC, the IP MTU the link uses (`mtu=`, or the
+/// link's default, `docs/ivshmem-net.md` §4) and every address we answer on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Our MAC address.
+    pub mac: MacAddress,
+    /// The IP MTU.
+    pub mtu: u32,
+    /// Our addresses: IPv4 first, then the IPv6 link-local address, then a
+    /// static IPv6 address if one was given.
+    pub addresses: Vec<IpPrefix>,
+}
+
+impl fmt::Display for NetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "net: MAC {}, MTU {}, addresses", self.mac, self.mtu)?;
+        for address in &self.addresses {
+            write!(f, " {address}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for NetConfig {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "net configuration");
+        scanner.tag("net: MAC ")?;
+        let mac = scanner.value(", MTU ")?;
+        let mtu = scanner.value(", addresses")?;
+        let mut addresses = Vec::new();
+        while !scanner.rest.is_empty() {
+            scanner.tag(" ")?;
+            let word = scanner.rest.split(' ').next().unwrap_or_default();
+            addresses.push(word.parse().map_err(|_| scanner.error())?);
+            scanner.rest = &scanner.rest[word.len()..];
+        }
+        if addresses.is_empty() {
+            return Err(scanner.error());
+        }
+        Ok(Self {
+            mac,
+            mtu,
+            addresses,
+        })
+    }
+}
+
+/// `peer: MAC 02:…, first frame N bytes`: the first frame from the peer
+/// after the link came up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerFirstFrame {
+    /// The peer's MAC: the frame's source address.
+    pub mac: MacAddress,
+    /// The frame's length, Ethernet header included.
+    pub length: u32,
+}
+
+impl fmt::Display for PeerFirstFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "peer: MAC {}, first frame {} bytes",
+            self.mac, self.length
+        )
+    }
+}
+
+impl FromStr for PeerFirstFrame {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "peer first frame");
+        scanner.tag("peer: MAC ")?;
+        let mac = scanner.value(", first frame ")?;
+        let length = scanner.value(" bytes")?;
+        scanner.end()?;
+        Ok(Self { mac, length })
+    }
+}
+
+/// What implementation of ivshmem-net the peer looks like, from how it
+/// drives its ring (`docs/ivshmem-net.md` §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerGuess {
+    /// Linux `ivshmem-net` (`linux`).
+    Linux,
+    /// Zephyr `eth_ivshmem` (`zephyr`).
+    Zephyr,
+    /// This project's engine: our kernel or the host bridge (`eth-ivshmem`).
+    EthIvshmem,
+    /// Not enough evidence yet (`unknown`).
+    Unknown,
+}
+
+impl PeerGuess {
+    const NAMES: [(&'static str, Self); 4] = [
+        ("linux", Self::Linux),
+        ("zephyr", Self::Zephyr),
+        ("eth-ivshmem", Self::EthIvshmem),
+        ("unknown", Self::Unknown),
+    ];
+}
+
+impl fmt::Display for PeerGuess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = Self::NAMES
+            .iter()
+            .find(|(_, guess)| guess == self)
+            .map_or("?", |(name, _)| name);
+        f.write_str(name)
+    }
+}
+
+impl FromStr for PeerGuess {
+    type Err = ParseError;
+
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, guess)| *guess)
+            .ok_or(ParseError {
+                expected: "peer implementation",
+            })
+    }
+}
+
+/// Frames and bytes in one direction: `N frames (B bytes)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Traffic {
+    /// Frames.
+    pub frames: u64,
+    /// Bytes, Ethernet headers included.
+    pub bytes: u64,
+}
+
+impl fmt::Display for Traffic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} frames ({} bytes)", self.frames, self.bytes)
+    }
+}
+
+impl Traffic {
+    /// `N frames (B bytes)`, then `tag`.
+    fn scan(scanner: &mut Scanner<'_>, tag: &str) -> Result<Self, ParseError> {
+        let frames = scanner.value(" frames (")?;
+        let bytes = scanner.value(" bytes)")?;
+        scanner.tag(tag)?;
+        Ok(Self { frames, bytes })
+    }
+}
+
+/// IPv4 reassembly counters: `reassembly R datagrams (I incomplete dropped,
+/// S fragments without a slot)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reassembly {
+    /// Fragmented datagrams reassembled.
+    pub reassembled: u64,
+    /// Incomplete datagrams dropped: their reassembly timed out, or the
+    /// link went down while they were incomplete.
+    pub incomplete: u64,
+    /// Fragments dropped because every reassembly slot was taken.
+    pub no_slot: u64,
+}
+
+impl fmt::Display for Reassembly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "reassembly {} datagrams ({} incomplete dropped, {} fragments without a slot)",
+            self.reassembled, self.incomplete, self.no_slot
+        )
+    }
+}
+
+impl Reassembly {
+    /// The counters, then `tag`.
+    fn scan(scanner: &mut Scanner<'_>, tag: &str) -> Result<Self, ParseError> {
+        scanner.tag("reassembly ")?;
+        let reassembled = scanner.value(" datagrams (")?;
+        let incomplete = scanner.value(" incomplete dropped, ")?;
+        let no_slot = scanner.value(" fragments without a slot)")?;
+        scanner.tag(tag)?;
+        Ok(Self {
+            reassembled,
+            incomplete,
+            no_slot,
+        })
+    }
+}
+
+/// `peer: session N ended: …` when the link goes down, or `peer: session N
+/// so far: …` on demand: what one session of the link (link-up to
+/// link-down) saw of the peer.
+///
+/// `peer: session N ended: MAC 02:… (or unknown), received F frames (B
+/// bytes), largest frame L bytes (MTU at least M), sent F frames (B bytes),
+/// protocol errors E, reassembly R datagrams (I incomplete dropped, S
+/// fragments without a slot), looks like linux|zephyr|eth-ivshmem|unknown`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerSession {
+    /// The session: the link-up count when it started.
+    pub session: u64,
+    /// Whether the session ended (`ended`) or goes on (`so far`).
+    pub ended: bool,
+    /// The peer's MAC, once a frame came.
+    pub mac: Option<MacAddress>,
+    /// Frames from the peer.
+    pub received: Traffic,
+    /// The longest frame from the peer, Ethernet header included.
+    pub largest_frame: u32,
+    /// Frames to the peer.
+    pub sent: Traffic,
+    /// Protocol violations seen from the peer.
+    pub protocol_errors: u64,
+    /// What IPv4 reassembly did with the peer's fragments.
+    pub reassembly: Reassembly,
+    /// What the peer looks like.
+    pub guess: PeerGuess,
+}
+
+impl PeerSession {
+    /// The least IP MTU the peer must have: its largest frame less the
+    /// Ethernet header (a VLAN tag would make it 4 less).
+    pub fn mtu_at_least(&self) -> u32 {
+        self.largest_frame.saturating_sub(14)
+    }
+}
+
+impl fmt::Display for PeerSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "peer: session {} {}: MAC ",
+            self.session,
+            if self.ended { "ended" } else { "so far" }
+        )?;
+        match self.mac {
+            Some(mac) => write!(f, "{mac}")?,
+            None => f.write_str("unknown")?,
+        }
+        write!(
+            f,
+            ", received {}, largest frame {} bytes (MTU at least {}), sent {}, protocol errors {}, {}, looks like {}",
+            self.received,
+            self.largest_frame,
+            self.mtu_at_least(),
+            self.sent,
+            self.protocol_errors,
+            self.reassembly,
+            self.guess
+        )
+    }
+}
+
+impl FromStr for PeerSession {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "peer session");
+        scanner.tag("peer: session ")?;
+        let session = scanner.value(" ")?;
+        let ended = match scanner.until(": MAC ")? {
+            "ended" => true,
+            "so far" => false,
+            _ => return Err(scanner.error()),
+        };
+        let mac = match scanner.until(", received ")? {
+            "unknown" => None,
+            mac => Some(mac.parse()?),
+        };
+        let received = Traffic::scan(&mut scanner, ", largest frame ")?;
+        let largest_frame = scanner.value(" bytes (MTU at least ")?;
+        let mtu: u32 = scanner.value("), sent ")?;
+        let sent = Traffic::scan(&mut scanner, ", protocol errors ")?;
+        let protocol_errors = scanner.value(", ")?;
+        let reassembly = Reassembly::scan(&mut scanner, ", looks like ")?;
+        let guess = scanner.rest.parse()?;
+        let session = Self {
+            session,
+            ended,
+            mac,
+            received,
+            largest_frame,
+            sent,
+            protocol_errors,
+            reassembly,
+            guess,
+        };
+        if mtu != session.mtu_at_least() {
+            return Err(ParseError {
+                expected: "peer session",
+            });
+        }
+        Ok(session)
+    }
+}
+
+/// Frames the link dropped locally, by reason (see `netdev::Drops`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkDrops {
+    /// No ring space for a reply.
+    pub ring_full: u64,
+    /// A frame to send while the link was down.
+    pub link_down: u64,
+    /// A frame to send that was empty or too long.
+    pub invalid_length: u64,
+    /// Received descriptors that failed validation.
+    pub bad_descriptor: u64,
+}
+
+impl LinkDrops {
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.ring_full + self.link_down + self.invalid_length + self.bad_descriptor
+    }
+}
+
+/// `statistics: …`: the link's and the stack's counters since boot (at the
+/// end of the apps, and from the `stats` app).
+///
+/// `statistics: link up U time(s), R reset(s), sent F frames (B bytes),
+/// received F frames (B bytes), K kicks, dropped D (ring full a, link down
+/// b, invalid length c, bad descriptor d), protocol errors E, transmit
+/// timeouts T, reassembly R datagrams (I incomplete dropped, S fragments
+/// without a slot), fragmented N datagrams into M fragments`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NetStatistics {
+    /// Times the link came up.
+    pub link_ups: u64,
+    /// Times it went down.
+    pub resets: u64,
+    /// Frames published to the peer.
+    pub sent: Traffic,
+    /// Frames received from the peer.
+    pub received: Traffic,
+    /// Doorbells rung on the data vector.
+    pub kicks: u64,
+    /// Local drops.
+    pub drops: LinkDrops,
+    /// Protocol violations by the peer.
+    pub protocol_errors: u64,
+    /// Link resets because the peer stopped completing our frames.
+    pub transmit_timeouts: u64,
+    /// IPv4 reassembly.
+    pub reassembly: Reassembly,
+    /// Datagrams we sent in fragments.
+    pub fragmented: u64,
+    /// The fragments they took.
+    pub fragments: u64,
+}
+
+impl fmt::Display for NetStatistics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.drops;
+        write!(
+            f,
+            "statistics: link up {} time(s), {} reset(s), sent {}, received {}, {} kicks, dropped {} (ring full {}, link down {}, invalid length {}, bad descriptor {}), protocol errors {}, transmit timeouts {}, {}, fragmented {} datagrams into {} fragments",
+            self.link_ups,
+            self.resets,
+            self.sent,
+            self.received,
+            self.kicks,
+            d.total(),
+            d.ring_full,
+            d.link_down,
+            d.invalid_length,
+            d.bad_descriptor,
+            self.protocol_errors,
+            self.transmit_timeouts,
+            self.reassembly,
+            self.fragmented,
+            self.fragments
+        )
+    }
+}
+
+impl FromStr for NetStatistics {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "statistics");
+        scanner.tag("statistics: link up ")?;
+        let link_ups = scanner.value(" time(s), ")?;
+        let resets = scanner.value(" reset(s), sent ")?;
+        let sent = Traffic::scan(&mut scanner, ", received ")?;
+        let received = Traffic::scan(&mut scanner, ", ")?;
+        let kicks = scanner.value(" kicks, dropped ")?;
+        let total: u64 = scanner.value(" (ring full ")?;
+        let drops = LinkDrops {
+            ring_full: scanner.value(", link down ")?,
+            link_down: scanner.value(", invalid length ")?,
+            invalid_length: scanner.value(", bad descriptor ")?,
+            bad_descriptor: scanner.value("), protocol errors ")?,
+        };
+        let protocol_errors = scanner.value(", transmit timeouts ")?;
+        let transmit_timeouts = scanner.value(", ")?;
+        let reassembly = Reassembly::scan(&mut scanner, ", fragmented ")?;
+        let fragmented = scanner.value(" datagrams into ")?;
+        let fragments = scanner.value(" fragments")?;
+        scanner.end()?;
+        if total != drops.total() {
+            return Err(ParseError {
+                expected: "statistics",
+            });
+        }
+        Ok(Self {
+            link_ups,
+            resets,
+            sent,
+            received,
+            kicks,
+            drops,
+            protocol_errors,
+            transmit_timeouts,
+            reassembly,
+            fragmented,
+            fragments,
+        })
+    }
+}
+
+/// `fragment-flood: N first fragments in T ms; small pings A of B answered,
+/// fragmented pings C of D answered`: what the `fragment-flood` app sent and
+/// what still worked while it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentFloodResult {
+    /// First fragments sent, each of a datagram that never completes.
+    pub fragments: u64,
+    /// How long the flood lasted.
+    pub time: Millis,
+    /// Unfragmented pings answered during the flood.
+    pub small_answered: u32,
+    /// Unfragmented pings sent during the flood.
+    pub small_sent: u32,
+    /// Fragmented pings answered during the flood.
+    pub large_answered: u32,
+    /// Fragmented pings sent during the flood.
+    pub large_sent: u32,
+}
+
+impl fmt::Display for FragmentFloodResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fragment-flood: {} first fragments in {} ms; small pings {} of {} answered, fragmented pings {} of {} answered",
+            self.fragments,
+            self.time,
+            self.small_answered,
+            self.small_sent,
+            self.large_answered,
+            self.large_sent
+        )
+    }
+}
+
+impl FromStr for FragmentFloodResult {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        let mut scanner = Scanner::new(line, "fragment-flood result");
+        scanner.tag("fragment-flood: ")?;
+        let fragments = scanner.value(" first fragments in ")?;
+        let time = scanner.value(" ms; small pings ")?;
+        let small_answered = scanner.value(" of ")?;
+        let small_sent = scanner.value(" answered, fragmented pings ")?;
+        let large_answered = scanner.value(" of ")?;
+        let large_sent = scanner.value(" answered")?;
+        scanner.end()?;
+        Ok(Self {
+            fragments,
+            time,
+            small_answered,
+            small_sent,
+            large_answered,
+            large_sent,
+        })
+    }
+}
+
 // ---- apps -------------------------------------------------------------------
 
 /// `ping: A -> B, N requests of S bytes`: the ping app starts.
@@ -2205,6 +2754,184 @@ pub(crate) mod tests {
         round_trip(AppsVerdict { pass: true }, "apps: PASS");
         assert!("apps: MAYBE".parse::<AppsVerdict>().is_err());
         assert!("dance: PASS".parse::<AppVerdict>().is_err());
+    }
+
+    #[test]
+    fn net_and_peer_lines() {
+        let mac = MacAddress([0x02, 0x4e, 0x49, 0x0a, 0xbc, 0x01]);
+        assert_eq!(mac.to_string(), "02:4e:49:0a:bc:01");
+        for bad in [
+            "02:4e:49:0a:bc",
+            "02:4e:49:0a:bc:01:02",
+            "2:4e:49:0a:bc:01",
+            "zz:4e:49:0a:bc:01",
+        ] {
+            assert!(bad.parse::<MacAddress>().is_err(), "{bad}");
+        }
+        assert!("10.0.0.1/33".parse::<IpPrefix>().is_err());
+        assert!("fe80::1/129".parse::<IpPrefix>().is_err());
+        assert!("fe80::1".parse::<IpPrefix>().is_err());
+        round_trip(
+            NetConfig {
+                mac,
+                mtu: 16384,
+                addresses: vec![
+                    IpPrefix {
+                        address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                        prefix: 24,
+                    },
+                    IpPrefix {
+                        address: IpAddr::V6(Ipv6Addr::new(
+                            0xfe80, 0, 0, 0, 0x4e, 0x49ff, 0xfe0a, 0xbc01,
+                        )),
+                        prefix: 64,
+                    },
+                    IpPrefix {
+                        address: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
+                        prefix: 64,
+                    },
+                ],
+            },
+            "net: MAC 02:4e:49:0a:bc:01, MTU 16384, addresses 10.0.0.1/24 \
+             fe80::4e:49ff:fe0a:bc01/64 fd00::1/64",
+        );
+        assert!(
+            "net: MAC 02:4e:49:0a:bc:01, MTU 1500, addresses"
+                .parse::<NetConfig>()
+                .is_err(),
+            "at least one address"
+        );
+        round_trip(
+            PeerFirstFrame { mac, length: 42 },
+            "peer: MAC 02:4e:49:0a:bc:01, first frame 42 bytes",
+        );
+        for (guess, word) in [
+            (PeerGuess::Linux, "linux"),
+            (PeerGuess::Zephyr, "zephyr"),
+            (PeerGuess::EthIvshmem, "eth-ivshmem"),
+            (PeerGuess::Unknown, "unknown"),
+        ] {
+            assert_eq!(guess.to_string(), word);
+            assert_eq!(word.parse(), Ok(guess));
+        }
+        let session = PeerSession {
+            session: 2,
+            ended: true,
+            mac: Some(mac),
+            received: Traffic {
+                frames: 120,
+                bytes: 123_456,
+            },
+            largest_frame: 16398,
+            sent: Traffic {
+                frames: 118,
+                bytes: 120_000,
+            },
+            protocol_errors: 0,
+            reassembly: Reassembly {
+                reassembled: 3,
+                incomplete: 1,
+                no_slot: 7,
+            },
+            guess: PeerGuess::Linux,
+        };
+        assert_eq!(session.mtu_at_least(), 16384);
+        round_trip(
+            session,
+            "peer: session 2 ended: MAC 02:4e:49:0a:bc:01, received 120 frames (123456 bytes), \
+             largest frame 16398 bytes (MTU at least 16384), sent 118 frames (120000 bytes), \
+             protocol errors 0, reassembly 3 datagrams (1 incomplete dropped, 7 fragments without \
+             a slot), looks like linux",
+        );
+        round_trip(
+            PeerSession {
+                ended: false,
+                mac: None,
+                received: Traffic::default(),
+                largest_frame: 0,
+                guess: PeerGuess::Unknown,
+                ..session
+            },
+            "peer: session 2 so far: MAC unknown, received 0 frames (0 bytes), largest frame 0 \
+             bytes (MTU at least 0), sent 118 frames (120000 bytes), protocol errors 0, \
+             reassembly 3 datagrams (1 incomplete dropped, 7 fragments without a slot), looks \
+             like unknown",
+        );
+        assert!(
+            session
+                .to_string()
+                .replace("at least 16384", "at least 1500")
+                .parse::<PeerSession>()
+                .is_err(),
+            "the MTU estimate follows from the largest frame"
+        );
+        let statistics = NetStatistics {
+            link_ups: 2,
+            resets: 1,
+            sent: Traffic {
+                frames: 1234,
+                bytes: 123_456,
+            },
+            received: Traffic {
+                frames: 1200,
+                bytes: 120_000,
+            },
+            kicks: 456,
+            drops: LinkDrops {
+                ring_full: 1,
+                link_down: 2,
+                invalid_length: 3,
+                bad_descriptor: 4,
+            },
+            protocol_errors: 4,
+            transmit_timeouts: 0,
+            reassembly: Reassembly {
+                reassembled: 4,
+                incomplete: 2,
+                no_slot: 10,
+            },
+            fragmented: 3,
+            fragments: 40,
+        };
+        round_trip(
+            statistics,
+            "statistics: link up 2 time(s), 1 reset(s), sent 1234 frames (123456 bytes), \
+             received 1200 frames (120000 bytes), 456 kicks, dropped 10 (ring full 1, link down \
+             2, invalid length 3, bad descriptor 4), protocol errors 4, transmit timeouts 0, \
+             reassembly 4 datagrams (2 incomplete dropped, 10 fragments without a slot), \
+             fragmented 3 datagrams into 40 fragments",
+        );
+        assert!(
+            statistics
+                .to_string()
+                .replace("dropped 10", "dropped 11")
+                .parse::<NetStatistics>()
+                .is_err(),
+            "the total is the sum"
+        );
+        round_trip(
+            FragmentFloodResult {
+                fragments: 4000,
+                time: Millis(4_000_123),
+                small_answered: 40,
+                small_sent: 40,
+                large_answered: 1,
+                large_sent: 40,
+            },
+            "fragment-flood: 4000 first fragments in 4000.123 ms; small pings 40 of 40 answered, \
+             fragmented pings 1 of 40 answered",
+        );
+        // None of the new lines is mistaken for an older one, or the reverse.
+        assert!(
+            "peer: MAC 02:4e:49:0a:bc:01, first frame 42 bytes"
+                .parse::<PeerSession>()
+                .is_err()
+        );
+        assert!(
+            "link: up (link-ups 2, resets 1)"
+                .parse::<PeerFirstFrame>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -189,11 +189,14 @@ fn run_apps<D: NetDevice>(mut stack: Stack<D>, command_line: &CommandLine) -> ! 
             App::TcpSend => apps::tcp_send(&mut stack, command_line),
             App::TcpRecv => apps::tcp_recv(&mut stack, command_line),
             App::UdpFlood => apps::udp_flood(&mut stack, command_line),
+            App::Statistics => apps::stats(&mut stack),
+            App::FragmentFlood => apps::fragment_flood(&mut stack, command_line),
         };
         report_verdict(*app, ok);
         passed &= ok;
     }
-    stack.engine.log_statistics();
+    apps::report_statistics(&mut stack);
+    stack.engine().log_statistics();
     finish(passed)
 }
 

@@ -15,8 +15,10 @@ use crate::ring::{Allocation, Desynchronized, ReceiveRing, Received, TransmitRin
 use crate::state::State;
 use crate::statistics::Statistics;
 
-/// The default IP MTU.
-pub const DEFAULT_MTU: usize = 1500;
+/// The classic Ethernet IP MTU. Not our default (that follows the section,
+/// [`Config::mtu`]), but what every section the host side creates must be
+/// able to carry: a quarter of its data area reaches it.
+pub const ETHERNET_MTU: usize = 1500;
 /// The smallest IP MTU accepted (Linux `min_mtu`, §4).
 pub const MIN_MTU: usize = 68;
 /// The Ethernet header length added to the IP MTU for the frame size.
@@ -40,9 +42,13 @@ pub struct Config {
     /// Interrupt vectors the device has (1 with INTx). The data vector is 1
     /// with two or more vectors, else 0 (§2.6).
     pub vectors: u16,
-    /// IP MTU (default 1500). Frames up to MTU + 14 are sent; anything that
-    /// fits the data area is received (§4).
-    pub mtu: usize,
+    /// IP MTU. `None` (the default) picks the MTU Linux's driver picks for
+    /// the section, so that a Linux peer with default settings and we agree
+    /// without configuration: `max(68, min(16384, data area / 16))`
+    /// ([`Layout::default_mtu`], §4). Frames up to MTU + 14 are sent;
+    /// anything up to [`Layout::max_frame_length`] is received, whatever
+    /// the MTU (§11). [`Engine::mtu`] is the value in use.
+    pub mtu: Option<usize>,
     /// Our MAC address (not exchanged through shared memory, §4).
     pub mac: [u8; 6],
     /// How long the peer may stay in RUN without completing any of our
@@ -52,12 +58,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with the default MTU and the given MAC.
+    /// A configuration with the section's default MTU and the given MAC.
     pub const fn new(own_id: u16, vectors: u16, mac: [u8; 6]) -> Self {
         Self {
             own_id,
             vectors,
-            mtu: DEFAULT_MTU,
+            mtu: None,
             mac,
             transmit_timeout: Some(DEFAULT_TRANSMIT_TIMEOUT),
         }
@@ -71,6 +77,18 @@ impl Config {
     /// The vector used for data doorbells.
     pub const fn data_vector(&self) -> u16 {
         if self.vectors >= 2 { 1 } else { 0 }
+    }
+
+    /// The IP MTU this configuration gives on `layout`: [`mtu`](Self::mtu),
+    /// or else Linux's default for the section, never below [`MIN_MTU`]
+    /// (a data area below 1088 bytes would give Linux less). Not checked
+    /// against the section's limit ([`Engine::new`] does that).
+    pub const fn mtu_for(&self, layout: &Layout) -> usize {
+        match self.mtu {
+            Some(mtu) => mtu,
+            None if layout.default_mtu() < MIN_MTU => MIN_MTU,
+            None => layout.default_mtu(),
+        }
     }
 }
 
@@ -97,6 +115,8 @@ pub struct Sections<M, W> {
 #[derive(Debug)]
 pub(crate) struct Link<M, W, N> {
     pub config: Config,
+    /// The IP MTU in use ([`Config::mtu_for`]).
+    pub mtu: usize,
     pub layout: Layout,
     pub state_table: M,
     pub own: W,
@@ -216,7 +236,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
     /// table below 8 bytes, sections of different sizes, a section that
     /// cannot hold the rings (§3.3), an MTU outside
     /// 68..=[`Layout::max_mtu`] (Linux's limit for the section, §4) or a
-    /// multicast MAC.
+    /// multicast MAC. The default MTU ([`Config::mtu`] `None`) always fits.
     pub fn new(config: Config, sections: Sections<M, W>, notifier: N) -> Result<Self, ConfigError> {
         if config.own_id > 1 {
             return Err(ConfigError::InvalidPeerId { id: config.own_id });
@@ -239,17 +259,16 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
         }
         let layout = Layout::new(own_size)?;
         let maximum = layout.max_mtu();
-        if config.mtu < MIN_MTU || config.mtu > maximum {
-            return Err(ConfigError::MtuOutOfRange {
-                mtu: config.mtu,
-                maximum,
-            });
+        let mtu = config.mtu_for(&layout);
+        if !(MIN_MTU..=maximum).contains(&mtu) {
+            return Err(ConfigError::MtuOutOfRange { mtu, maximum });
         }
         if config.mac[0] & 0x01 != 0 {
             return Err(ConfigError::MulticastMac);
         }
         let mut link = Link {
             config,
+            mtu,
             layout,
             state_table: sections.state_table,
             own: sections.own,
@@ -363,6 +382,11 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
         self.link.config
     }
 
+    /// The IP MTU in use: [`Config::mtu`], or the section's default (§4).
+    pub fn mtu(&self) -> usize {
+        self.link.mtu
+    }
+
     /// The counters.
     pub fn statistics(&self) -> Statistics {
         self.link.statistics
@@ -376,7 +400,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Engine<M, W, N> {
 
     /// The largest frame smoltcp sends: MTU + 14.
     pub fn mtu_frame_length(&self) -> usize {
-        self.link.config.mtu + ETHERNET_HEADER_LENGTH
+        self.link.mtu + ETHERNET_HEADER_LENGTH
     }
 
     /// Drops the link: writes RESET and forgets all ring state, as for a peer
@@ -766,7 +790,9 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
         // doorbell register, which the device makes a release (§3.7).
         fence(Ordering::SeqCst);
         let kick_for_frames = self.transmit.should_notify(&self.peer);
-        let kick_for_completions = self.receive.should_notify(&self.peer);
+        let kick_for_completions = self
+            .receive
+            .should_notify(&self.peer, &mut self.statistics.peer);
         if kick_for_frames || kick_for_completions {
             self.notifier.notify(self.config.data_vector());
             self.statistics.kicks_sent += 1;
@@ -806,6 +832,7 @@ impl<M: SharedMemory, W: SharedMemoryMut, N: Notifier> Link<M, W, N> {
                 &self.own,
                 buffer,
                 &mut self.statistics.protocol_errors,
+                &mut self.statistics.peer,
             ) {
                 Received::Frame(length) => {
                     budget.bytes = budget.bytes.saturating_sub(length);

@@ -24,6 +24,10 @@
 //!
 //! * [`Engine::new`] validates a [`Config`] (peer ID, vector count, MTU,
 //!   MAC) and the section sizes ([`Layout`], §3.3) and writes State = RESET.
+//!   The MTU defaults to what Linux's driver picks for the section,
+//!   `min(16384, data area / 16)` ([`Layout::default_mtu`], §4), so that a
+//!   Linux peer and the engine agree without configuration; [`Engine::mtu`]
+//!   is the one in use.
 //! * [`Engine::poll`] runs the RESET → INIT → READY → RUN state machine
 //!   (§2), reclaims transmit completions, resets a link whose peer stopped
 //!   completing our frames ([`Config::transmit_timeout`]) and renews the
@@ -37,7 +41,9 @@
 //!   [`Engine::receive_frame`] / [`Engine::receive_advance`].
 //! * [`smoltcp::phy::Device`] for [`Engine`] (see [`device`]).
 //! * [`Engine::statistics`]: frames and bytes each way, drops by reason,
-//!   protocol errors seen from the peer, resets, kicks.
+//!   protocol errors seen from the peer, resets, kicks, and how the peer
+//!   drives its ring ([`PeerEvidence`], with a guess at its
+//!   implementation).
 //!
 //! # Guarantees against a hostile peer
 //!
@@ -98,7 +104,7 @@ mod state;
 mod statistics;
 
 pub use engine::{
-    Config, DEFAULT_MTU, DEFAULT_TRANSMIT_TIMEOUT, ETHERNET_HEADER_LENGTH, Engine, MIN_MTU,
+    Config, DEFAULT_TRANSMIT_TIMEOUT, ETHERNET_HEADER_LENGTH, ETHERNET_MTU, Engine, MIN_MTU,
     Sections, locally_administered_mac,
 };
 pub use error::{ConfigError, ReceiveError, SendError};
@@ -108,4 +114,4 @@ pub use ring::need_event;
 /// The time types [`Engine::poll`] and [`Config`] take (smoltcp's).
 pub use smoltcp::time::{Duration, Instant};
 pub use state::State;
-pub use statistics::{Drops, ProtocolErrors, Statistics};
+pub use statistics::{Drops, PeerEvidence, PeerImplementation, ProtocolErrors, Statistics};

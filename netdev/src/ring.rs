@@ -24,7 +24,7 @@ use core::sync::atomic::{Ordering, fence};
 
 use crate::layout::{Layout, VRING_ALIGN};
 use crate::memory::{SharedMemory, SharedMemoryMut};
-use crate::statistics::ProtocolErrors;
+use crate::statistics::{PeerEvidence, ProtocolErrors};
 
 /// `vring_need_event(event, new, old)`: whether moving an index from `old` to
 /// `new` passes `event` (§3.6).
@@ -393,6 +393,7 @@ impl ReceiveRing {
         own: &W,
         buffer: &mut [u8],
         errors: &mut ProtocolErrors,
+        evidence: &mut PeerEvidence,
     ) -> Received {
         let layout = &self.layout;
         let slot = layout.slot(self.last_avail);
@@ -425,6 +426,19 @@ impl ReceiveRing {
             } else {
                 let length = length as usize;
                 peer.read(address as usize, &mut buffer[..length]);
+                // The sender's bookkeeping, read once for the evidence
+                // only (§3.5, §12).
+                let next = peer.load_u16(descriptor + 14, Ordering::Relaxed);
+                let index = usize::from(descriptor_index);
+                if index != slot {
+                    evidence.descriptors_reused += 1;
+                } else if index + 1 < usize::from(layout.queue_length()) {
+                    if usize::from(next) == index + 1 {
+                        evidence.descriptors_chained += 1;
+                    } else if next == 0 {
+                        evidence.descriptors_unlinked += 1;
+                    }
+                }
                 Received::Frame(length)
             }
         };
@@ -454,11 +468,18 @@ impl ReceiveRing {
     /// Whether to ring the peer's doorbell for the completions published
     /// since the last decision, from the peer's `used_event` (§3.6); after a
     /// full barrier, as for [`TransmitRing::should_notify`].
-    pub fn should_notify<M: SharedMemory>(&mut self, peer: &M) -> bool {
+    pub fn should_notify<M: SharedMemory>(
+        &mut self,
+        peer: &M,
+        evidence: &mut PeerEvidence,
+    ) -> bool {
         if self.published == self.notified_at {
             return false;
         }
         let event = peer.load_u16(self.layout.used_event(), Ordering::Relaxed);
+        if event != 0 {
+            evidence.used_event_set += 1;
+        }
         let notify = need_event(event, self.published, self.notified_at);
         self.notified_at = self.published;
         notify

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 
 use common::{HostEngine, MAC_B};
 use netdev::{
-    Config, ConfigError, Engine, LayoutError, ReceiveError, SendError, SharedMemoryMut, State,
-    locally_administered_mac,
+    Config, ConfigError, Engine, LayoutError, PeerImplementation, ReceiveError, SendError,
+    SharedMemoryMut, State, locally_administered_mac,
 };
 use netdev_host::host::HostLink;
 use netdev_host::now;
@@ -29,6 +29,36 @@ fn linked(section_size: usize, style: PeerStyle) -> (HostLink, ScriptedPeer, Hos
 }
 
 #[test]
+fn the_default_mtu_is_linuxs_for_the_section() {
+    // min(16384, data area / 16), never below 68 (docs/ivshmem-net.md §4);
+    // `mtu: Some(_)` overrides it.
+    for (section_size, expected) in [
+        (0x7F000, 16384), // the Jailhouse NET macro: data 0x71F80
+        (0x10000, 3672),  // data 0xE580
+        (0x4000, 912),    // data 0x3900
+        (0x900, 68),      // data 0x200: Linux would take 32
+    ] {
+        let link = HostLink::new(section_size);
+        let (sections, notifier) = link.endpoint(0).unwrap();
+        let engine = Engine::new(Config::new(0, 2, MAC_B), sections, notifier).unwrap();
+        assert_eq!(engine.mtu(), expected, "{section_size:#x}");
+        assert_eq!(engine.config().mtu, None);
+        assert_eq!(engine.mtu_frame_length(), expected + 14);
+        assert_eq!(
+            engine.max_frame_length(),
+            engine.layout().max_mtu() + 18,
+            "frames up to the section's largest are accepted whatever the MTU"
+        );
+    }
+    let link = HostLink::new(0x7F000);
+    let (sections, notifier) = link.endpoint(1).unwrap();
+    let mut config = Config::new(1, 2, MAC_B);
+    config.mtu = Some(1500);
+    let engine = Engine::new(config, sections, notifier).unwrap();
+    assert_eq!((engine.mtu(), engine.mtu_frame_length()), (1500, 1514));
+}
+
+#[test]
 fn configuration_is_validated() {
     let link = HostLink::new(0x4000);
     let build = |config: Config| {
@@ -45,15 +75,15 @@ fn configuration_is_validated() {
         Err(ConfigError::MulticastMac)
     );
     let mut config = Config::new(0, 2, MAC_B);
-    config.mtu = 67;
+    config.mtu = Some(67);
     assert!(matches!(
         build(config),
         Err(ConfigError::MtuOutOfRange { .. })
     ));
     // Linux's largest MTU for the section: a quarter of the data area (§4).
-    config.mtu = 0x3900 / 4;
+    config.mtu = Some(0x3900 / 4);
     assert!(build(config).is_ok());
-    config.mtu += 1;
+    config.mtu = Some(0x3900 / 4 + 1);
     assert!(matches!(
         build(config),
         Err(ConfigError::MtuOutOfRange { .. })
@@ -256,4 +286,51 @@ fn a_peer_refilling_its_ring_cannot_hold_smoltcp_receive() {
     );
     engine.poll(now());
     assert!(Device::receive(&mut engine, Instant::ZERO).is_some());
+}
+
+#[test]
+fn the_peer_implementation_is_guessed_from_how_it_picks_descriptors() {
+    // docs/ivshmem-net.md §12: Linux reuses descriptors from a free list,
+    // Zephyr uses them in ring order chained through `next`, our engine in
+    // ring order with `next` 0.
+    for (style, expected) in [
+        (PeerStyle::Linux, PeerImplementation::Linux),
+        (PeerStyle::Zephyr, PeerImplementation::Zephyr),
+    ] {
+        let (_link, mut peer, mut engine) = linked(0x10000, style);
+        let mut buffer = [0u8; 2048];
+        for frame in 0..20u8 {
+            if frame == 1 {
+                assert_eq!(engine.statistics().peer.guess(), None, "{style:?}");
+            }
+            peer.post(&[frame; 60]);
+            engine.poll(now());
+            assert_eq!(engine.receive(&mut buffer), Ok(Some(60)));
+            engine.flush();
+            assert_eq!(peer.reclaim(), 1);
+        }
+        let evidence = engine.statistics().peer;
+        assert_eq!(evidence.guess(), Some(expected), "{style:?}: {evidence:?}");
+        assert_eq!(evidence.since(&evidence).guess(), None);
+    }
+
+    let link = HostLink::new(0x10000);
+    let mut a = common::engine(&link, 0, 1500);
+    let mut b = common::engine(&link, 1, 1500);
+    for _ in 0..10 {
+        a.poll(now());
+        b.poll(now());
+    }
+    assert!(a.link_up() && b.link_up());
+    let mut buffer = [0u8; 2048];
+    for frame in 0..3u8 {
+        a.send(&[frame; 60]).unwrap();
+        b.poll(now());
+        assert_eq!(b.receive(&mut buffer), Ok(Some(60)));
+        a.poll(now());
+    }
+    assert_eq!(
+        b.statistics().peer.guess(),
+        Some(PeerImplementation::EthIvshmem)
+    );
 }

@@ -522,7 +522,7 @@ fn try_vm_run(
         apps: vec![App::TcpSend, App::TcpRecv, App::TcpEcho, App::UdpFlood],
         bytes: options.bytes,
         count: options.datagrams,
-        size: 64,
+        sizes: vec![64],
         ..CommandLine::default()
     };
     boot(&mut scenario, sockets, setup, ("A", 1), traffic, options)?;

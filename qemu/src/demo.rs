@@ -31,7 +31,7 @@ use crate::link::{Link, unique_socket_path};
 use crate::options::{self, StartOptions, kernel_key};
 use crate::scenario::{DeviceReport, Scenario};
 use crate::server::ServerConfig;
-use crate::shm::{PlainRegion, ShmFile};
+use crate::shm::{PROTOCOL_NET, PlainRegion, ShmFile, ShmLayout};
 use crate::size::Size;
 use crate::summary::Summary;
 
@@ -45,7 +45,8 @@ pub struct DemoOptions {
     /// QEMU machine type of both VMs.
     #[arg(long, value_enum, default_value_t = Machine::Pc)]
     pub machine: Machine,
-    /// IP MTU of the link (kernel `mtu=`, 68–65535) [default: the kernel's, 1500].
+    /// IP MTU of the link (kernel `mtu=`, 68–65535) [default: the kernel's,
+    /// Linux's rule for the link: min(16384, data area / 16)].
     #[arg(long, value_name = "N", value_parser = kernel_key("mtu", |line| line.mtu.unwrap_or_default()))]
     pub mtu: Option<u16>,
     /// Shared memory size (a power of two ≥ 32K).
@@ -243,7 +244,15 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
             Mode::Poll => "poll (ivshmem-plain, no server)",
         },
         options.machine,
-        final_line.mtu.unwrap_or(1500),
+        final_line
+            .mtu
+            .map(usize::from)
+            .or_else(|| {
+                ShmLayout::new(options.shm_size, true, 2, 0, PROTOCOL_NET, None)
+                    .ok()
+                    .and_then(|layout| layout.net_default_mtu())
+            })
+            .map_or("?".to_string(), |mtu| mtu.to_string()),
         Size(options.shm_size)
     ));
     if let Some(outcome) = b_early {

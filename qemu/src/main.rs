@@ -96,7 +96,8 @@ struct BridgeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1))]
     id: Option<u16>,
     /// MTU of a TAP the bridge creates (68 up to the link's largest)
-    /// [default: 1500].
+    /// [default: the link's default, min(16384, data area / 16), as Linux's
+    /// driver and the kernel pick it].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(68..=65535))]
     mtu: Option<u32>,
     /// Give a TAP the bridge creates this IPv4 address before joining the

@@ -104,6 +104,12 @@ impl Pair {
         result.unwrap_or_else(|e| panic!("{e}\n{}", e.logs))
     }
 
+    /// Every serial line of VM `name` so far, log lines too.
+    #[track_caller]
+    pub fn lines(&self, name: &str) -> Vec<String> {
+        self.ok(self.scenario.lines(name))
+    }
+
     /// Moves the overall deadline to `timeout` from now.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.scenario.set_timeout(Some(timeout));

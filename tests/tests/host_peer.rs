@@ -125,7 +125,7 @@ fn the_vms_clients_reach_a_linux_echo_server() {
     const BYTES: u64 = 1 << 20;
     const COUNT: u32 = 5;
     let client = CommandLine {
-        peer: Some(HOST_ADDRESS),
+        peer: Some(HOST_ADDRESS.into()),
         count: COUNT,
         bytes: BYTES,
         ..apps(&[App::Ping, App::TcpEcho, App::UdpEcho])

@@ -4,7 +4,7 @@
 //! connects to a file (`cargo run -- demo --pcap FILE`).
 //!
 //! The capture is smoltcp's own [`PcapWriter`] middleware around whatever
-//! device the stack polls ([`poll`]); without `pcap=` there is no capture
+//! device the stack polls ([`poll_ingress_single`], [`poll_egress`]); without `pcap=` there is no capture
 //! and the device is polled directly, so the link pays nothing for it.
 //!
 //! The writer is made anew for each poll, over a borrowed device (`Lower`)
@@ -18,7 +18,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use abi::cmdline::{Capture as Target, CommandLine};
-use smoltcp::iface::{Interface, PollResult, SocketSet};
+use smoltcp::iface::{Interface, PollIngressSingleResult, PollResult, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, PcapLinkType, PcapMode, PcapSink, PcapWriter};
 use smoltcp::time::Instant;
 use uart_16550::Uart16550;
@@ -118,8 +118,25 @@ impl<D: Device> Device for Lower<'_, D> {
     }
 }
 
-/// Polls `interface` on `device`, through the capture if there is one.
-pub fn poll<D: Device>(
+/// One frame of ingress on `device`, through the capture if there is one.
+pub fn poll_ingress_single<D: Device>(
+    capture: Option<&mut Capture>,
+    interface: &mut Interface,
+    timestamp: Instant,
+    device: &mut D,
+    sockets: &mut SocketSet<'_>,
+) -> PollIngressSingleResult {
+    match capture {
+        None => interface.poll_ingress_single(timestamp, device, sockets),
+        Some(capture) => {
+            let mut captured = PcapWriter::new(Lower(device), PerPoll(capture), PcapMode::Both);
+            interface.poll_ingress_single(timestamp, &mut captured, sockets)
+        }
+    }
+}
+
+/// smoltcp's egress on `device`, through the capture if there is one.
+pub fn poll_egress<D: Device>(
     capture: Option<&mut Capture>,
     interface: &mut Interface,
     timestamp: Instant,
@@ -127,10 +144,10 @@ pub fn poll<D: Device>(
     sockets: &mut SocketSet<'_>,
 ) -> PollResult {
     match capture {
-        None => interface.poll(timestamp, device, sockets),
+        None => interface.poll_egress(timestamp, device, sockets),
         Some(capture) => {
             let mut captured = PcapWriter::new(Lower(device), PerPoll(capture), PcapMode::Both);
-            interface.poll(timestamp, &mut captured, sockets)
+            interface.poll_egress(timestamp, &mut captured, sockets)
         }
     }
 }

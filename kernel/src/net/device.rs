@@ -30,6 +30,9 @@ pub trait NetDevice: phy::Device {
     fn report_link(&self, up: bool);
     /// Logs the device's counters (at the end of the apps).
     fn log_statistics(&self);
+    /// The device's counters in the engine's terms (the stack's session and
+    /// `stats` reports are built from them).
+    fn statistics(&self) -> netdev::Statistics;
     /// How long to poll for a reply after our own traffic before halting,
     /// in interrupt mode, unless the command line says (`spin=`).
     fn spin_micros(&self) -> u32;
@@ -108,5 +111,9 @@ impl NetDevice for IvshmemNet {
 
     fn log_statistics(&self) {
         log::info!("ivshmem-net statistics: {:?}", self.engine.statistics());
+    }
+
+    fn statistics(&self) -> netdev::Statistics {
+        self.engine.statistics()
     }
 }

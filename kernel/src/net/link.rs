@@ -48,9 +48,9 @@ pub fn open(
     let id = device.id();
     let peer = 1 - id;
     let mut engine_config = Config::new(id, device.vectors().max(1), mac_address(id));
-    if let Some(mtu) = command_line.mtu {
-        engine_config.mtu = usize::from(mtu);
-    }
+    // Without `mtu=`, the engine picks Linux's default for the section
+    // (docs/ivshmem-net.md §4), so a Linux peer and we agree unconfigured.
+    engine_config.mtu = command_line.mtu.map(usize::from);
     let Some(own) = device.take_own_section() else {
         kprintln!("ivshmem-net: our output section is already in use");
         exit(ExitCode::Failure)
@@ -74,7 +74,7 @@ pub fn open(
         layout.queue_length(),
         layout.header_size(),
         layout.data_size(),
-        engine.config().mtu,
+        engine.mtu(),
         format_mac(engine.config().mac)
     );
     if command_line.mode == Mode::Interrupt && !device.enable_interrupts(config) {

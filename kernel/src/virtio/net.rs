@@ -374,6 +374,17 @@ impl NetDevice for VirtioNet {
         0
     }
 
+    /// Only the frame counts: virtio-net has no link sessions, rings shared
+    /// with a peer or protocol errors in netdev's sense.
+    fn statistics(&self) -> netdev::Statistics {
+        let inner = self.inner.borrow();
+        netdev::Statistics {
+            received_frames: inner.received,
+            transmitted_frames: inner.transmitted,
+            ..netdev::Statistics::default()
+        }
+    }
+
     fn log_statistics(&self) {
         let inner = self.inner.borrow();
         info!(

@@ -189,7 +189,7 @@ type BenchEngine = Engine<MappedRegion, MappedRegionMut, MappedNotifier>;
 fn engine_for(link: &MappedLink, id: u16) -> BenchEngine {
     let (sections, notifier) = link.endpoint(id);
     let mut config = Config::new(id, 2, [0x02, 0, 0, 0, 0, id as u8]);
-    config.mtu = 9000;
+    config.mtu = Some(9000);
     Engine::new(config, sections, notifier).expect("a valid layout")
 }
 

@@ -14,14 +14,17 @@ use netdev::Layout;
 use netdev::State;
 use netdev::{Notifier, SharedMemory, SharedMemoryMut};
 
-/// How the scripted peer asks for kicks.
+/// How the scripted peer asks for kicks and picks its descriptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerStyle {
     /// Keeps `avail_event` current after consuming (Linux at NAPI
-    /// completion) and never sets `used_event`.
+    /// completion) and never sets `used_event`; takes descriptors off a
+    /// free list linked through `next`, most recently completed first
+    /// (docs/ivshmem-net.md §5.1, §5.3).
     Linux,
     /// Zephyr: writes `avail_event` after every frame, never `used_event`,
-    /// and kicks after every frame.
+    /// and kicks after every frame; uses descriptors in ring order, chained
+    /// through `next` at every reset (§5.4).
     Zephyr,
 }
 
@@ -47,6 +50,8 @@ pub struct ScriptedPeer {
     last_engine_avail: u16,
     /// Our used.idx for the engine's frames.
     next_used: u16,
+    /// Linux style: the head of the descriptor free list.
+    free_head: u16,
 }
 
 impl ScriptedPeer {
@@ -71,7 +76,23 @@ impl ScriptedPeer {
             posted: VecDeque::new(),
             last_engine_avail: 0,
             next_used: 0,
+            free_head: 0,
         })
+        .map(|mut peer| {
+            peer.chain_descriptors();
+            peer
+        })
+    }
+
+    /// What both drivers do at a reset: `desc[i].next = i + 1`, and (Linux)
+    /// the free list starts at descriptor 0.
+    fn chain_descriptors(&mut self) {
+        let num = self.layout.queue_length();
+        for index in 0..num - 1 {
+            let offset = self.layout.descriptor(usize::from(index)) + 14;
+            self.own.store_u16(offset, index + 1, Ordering::Relaxed);
+        }
+        self.free_head = 0;
     }
 
     /// The layout both sections share.
@@ -109,6 +130,7 @@ impl ScriptedPeer {
         self.posted.clear();
         self.last_engine_avail = 0;
         self.next_used = 0;
+        self.chain_descriptors();
     }
 
     /// Zeroes the section, then walks RESET → INIT → READY → RUN alongside
@@ -153,7 +175,8 @@ impl ScriptedPeer {
     }
 
     /// Copies `frame` into our data area (wrapping like Linux) and posts it
-    /// with descriptor index = ring slot. The caller keeps at most `num`
+    /// with the descriptor the style picks: the ring slot (Zephyr) or the
+    /// head of the free list (Linux). The caller keeps at most `num`
     /// frames and one data area in flight.
     pub fn post(&mut self, frame: &[u8]) {
         let data_size = self.layout.data_size();
@@ -164,7 +187,15 @@ impl ScriptedPeer {
         let address = self.layout.header_size() + self.data_head;
         self.own.write(address, frame);
         self.data_head += size;
-        let index = self.layout.slot(self.next_avail) as u16;
+        let index = match self.style {
+            PeerStyle::Zephyr => self.layout.slot(self.next_avail) as u16,
+            PeerStyle::Linux => {
+                let index = self.free_head;
+                let next = self.layout.descriptor(usize::from(index)) + 14;
+                self.free_head = self.own.load_u16(next, Ordering::Relaxed);
+                index
+            }
+        };
         self.post_raw(index, Some((index, address as u64, frame.len() as u32, 0)));
         if self.style == PeerStyle::Zephyr {
             self.kick();
@@ -194,6 +225,12 @@ impl ScriptedPeer {
                 .pop_front()
                 .expect("completion of a posted entry");
             assert_eq!(id, u32::from(posted), "FIFO order");
+            if self.style == PeerStyle::Linux && posted < self.layout.queue_length() {
+                // Back to the head of the free list.
+                let next = self.layout.descriptor(usize::from(posted)) + 14;
+                self.own.store_u16(next, self.free_head, Ordering::Relaxed);
+                self.free_head = posted;
+            }
             self.last_used = self.last_used.wrapping_add(1);
         }
         count

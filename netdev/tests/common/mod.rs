@@ -66,7 +66,7 @@ pub fn engine(link: &HostLink, id: u16, mtu: usize) -> HostEngine {
     let (sections, notifier) = link.endpoint(id).unwrap();
     let mac = if id == 0 { MAC_A } else { MAC_B };
     let mut config = Config::new(id, 2, mac);
-    config.mtu = mtu;
+    config.mtu = Some(mtu);
     Engine::new(config, sections, notifier).unwrap()
 }
 

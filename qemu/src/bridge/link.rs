@@ -326,7 +326,7 @@ impl Link {
         let pid = std::process::id().to_le_bytes();
         let mac = netdev::locally_administered_mac([0x02, 0x1b, pid[0], pid[1], pid[2], 0xb0]);
         let mut config = Config::new(self.id, u16::try_from(layout.vectors.max(1))?, mac);
-        config.mtu = mtu;
+        config.mtu = Some(mtu);
         self.engine_made = true;
         Engine::new(config, sections, notifier).map_err(|e| anyhow::anyhow!("{e}"))
     }

@@ -141,8 +141,9 @@ pub struct BridgeOptions {
     /// Our peer ID: required on plain links, refused on doorbell links (the
     /// server assigns it).
     pub id: Option<u16>,
-    /// The MTU of a TAP we create [default: 1500, or the link's largest if
-    /// smaller]; 68..=the link's largest.
+    /// The MTU of a TAP we create [default: what Linux's driver and the
+    /// kernel pick for the link, min(16384, data area / 16)]; 68..=the
+    /// link's largest.
     pub mtu: Option<u32>,
     /// The IPv4 address (and prefix) of a TAP we create, set before the
     /// link is joined, so that Linux answers the peer's first ARP request.
@@ -408,7 +409,9 @@ pub fn run(options: &BridgeOptions, control: &Control) -> anyhow::Result<Summary
             .into());
         }
         Some(mtu) => mtu as usize,
-        None => netdev::DEFAULT_MTU.min(max_mtu),
+        // Linux's default for the link, as the kernel picks it: a VM with
+        // default settings and the TAP agree (docs/ivshmem-net.md §4).
+        None => netdev::Config::new(0, 1, [2, 0, 0, 0, 0, 0]).mtu_for(&net_layout),
     };
     // Joining the link is not visible to the peer yet: our state entry is
     // written when the engine is made, after the TAP, so a bridge that

@@ -260,7 +260,7 @@ pub fn run(template: VmConfig, options: &HostBenchOptions) -> anyhow::Result<Hos
     let server = namespace.run(|| EchoServer::start((Ipv4Addr::UNSPECIFIED, ECHO_PORT).into()))?;
     let cmdline = CommandLine {
         apps: vec![App::TcpEcho, App::Server],
-        peer: Some(HOST_ADDRESS),
+        peer: Some(HOST_ADDRESS.into()),
         bytes: options.tcp_bytes,
         mtu: options.mtu,
         ..CommandLine::default()

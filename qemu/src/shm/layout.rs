@@ -27,7 +27,7 @@ pub const fn net_output_section_fits(size: u64) -> bool {
         return false;
     }
     match netdev::Layout::new(size as usize) {
-        Ok(layout) => layout.max_mtu() >= netdev::DEFAULT_MTU,
+        Ok(layout) => layout.max_mtu() >= netdev::ETHERNET_MTU,
         Err(_) => false,
     }
 }
@@ -179,6 +179,16 @@ impl ShmLayout {
             0
         } + STATE_TABLE_SIZE;
         (fixed + 2 * NET_MIN_OUTPUT_SECTION).next_power_of_two()
+    }
+
+    /// The IP MTU a kernel (or a Linux peer) picks by default on this
+    /// ivshmem-net layout: Linux's rule, `min(16384, data area / 16)`
+    /// ([`netdev::Config::mtu`], `docs/ivshmem-net.md` §4). `None` if the
+    /// output sections cannot carry the protocol.
+    pub fn net_default_mtu(&self) -> Option<usize> {
+        let section = usize::try_from(self.sections.output_section_size).ok()?;
+        let layout = netdev::Layout::new(section).ok()?;
+        Some(netdev::Config::new(0, 1, [2, 0, 0, 0, 0, 0]).mtu_for(&layout))
     }
 
     /// Maximum number of peers.

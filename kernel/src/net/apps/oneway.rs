@@ -43,7 +43,7 @@ fn transfer<D: NetDevice>(
     socket
         .connect(
             stack.interface.context(),
-            IpEndpoint::new(IpAddress::Ipv4(stack.peer), port),
+            IpEndpoint::new(IpAddress::from(stack.peer), port),
             local_port,
         )
         .expect("a fresh socket connects");

@@ -1,5 +1,5 @@
-//! The `server` app: TCP and UDP echo (and ICMP echo replies, from
-//! smoltcp) until the VM is stopped.
+//! The `server` app: TCP and UDP echo (and ICMP and ICMPv6 echo replies,
+//! from smoltcp) on every address, IPv4 and IPv6, until the VM is stopped.
 
 use alloc::collections::VecDeque;
 use alloc::vec;
@@ -18,6 +18,8 @@ use abi::report::ServerReady;
 
 /// Concurrent connections the TCP echo server accepts.
 const SERVER_CONNECTIONS: usize = 4;
+/// Payload bytes of the UDP socket's buffers (each way).
+const UDP_BUFFER: usize = 256 * 1024;
 /// Bytes a connection may have received and not yet echoed; beyond that the
 /// server stops reading and lets the receive window close.
 const BACKLOG_LIMIT: usize = 4 << 20;
@@ -33,19 +35,29 @@ pub fn serve<D: NetDevice>(stack: &mut Stack<D>, command_line: &CommandLine) -> 
             stack.sockets.add(socket)
         })
         .collect();
-    let mut udp_socket = udp::Socket::new(
-        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 32], vec![0; 32 * 2048]),
-        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 32], vec![0; 32 * 2048]),
-    );
+    // Datagrams up to 64 KiB (reassembled from fragments): room for a few
+    // of those, or many small ones.
+    let buffer =
+        || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 32], vec![0; UDP_BUFFER]);
+    let mut udp_socket = udp::Socket::new(buffer(), buffer());
     udp_socket.bind(port).expect("a fresh socket binds");
     let udp_handle = stack.sockets.add(udp_socket);
     let mut services = super::services::Services::open(stack);
-    kprintln!(
-        "{}",
-        ServerReady {
-            address: SocketAddr::new(IpAddr::V4(stack.local), port),
-        }
-    );
+    // The sockets listen on every address; one line per address, IPv4
+    // first (the line the host has always read).
+    let addresses: Vec<IpAddr> = stack
+        .addresses()
+        .iter()
+        .map(|cidr| IpAddr::from(cidr.address()))
+        .collect();
+    for address in addresses {
+        kprintln!(
+            "{}",
+            ServerReady {
+                address: SocketAddr::new(address, port),
+            }
+        );
+    }
     let mut buffer = vec![0u8; 64 * 1024];
     let mut connected = [false; SERVER_CONNECTIONS];
     let mut backlogs: [VecDeque<u8>; SERVER_CONNECTIONS] = Default::default();

@@ -29,7 +29,7 @@ struct EchoConnection {
 /// Sends `bytes` (split over `parallel` connections) through the peer's echo
 /// server, `repeat` times, verifying every echoed byte. Reports throughput.
 pub fn tcp_echo<D: NetDevice>(stack: &mut Stack<D>, command_line: &CommandLine) -> bool {
-    let peer = IpEndpoint::new(IpAddress::Ipv4(stack.peer), command_line.port);
+    let peer = IpEndpoint::new(IpAddress::from(stack.peer), command_line.port);
     let parallel = u64::from(command_line.parallel);
     let mut total_micros = 0;
     let first_port = (time::micros_since_boot() % 16000) as u32;

@@ -1,5 +1,6 @@
 //! The `udp-echo` app: datagrams through the peer's UDP echo server, one at
-//! a time, each echo verified.
+//! a time, each echo verified; once per size of `size=` (up to 65507 bytes:
+//! above the MTU, IPv4 datagrams travel in fragments both ways).
 
 use alloc::vec;
 use smoltcp::socket::udp;
@@ -12,17 +13,36 @@ use crate::{kprintln, time};
 use abi::cmdline::CommandLine;
 use abi::report::UdpEchoResult;
 
-/// Sends `count` datagrams of `size` bytes to the peer's UDP echo server,
-/// one at a time, and verifies each echo.
+/// Our UDP port.
+const LOCAL_PORT: u16 = 40_007;
+
+/// Sends `count` datagrams of each size to the peer's UDP echo server, one
+/// at a time, and verifies each echo. Passes if every one came back intact.
 pub fn udp_echo<D: NetDevice>(stack: &mut Stack<D>, command_line: &CommandLine) -> bool {
-    let size = command_line.size.clamp(1, 1472) as usize;
-    let mut socket = udp::Socket::new(
-        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8 * 2048]),
-        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8 * 2048]),
-    );
-    socket.bind(40_007).expect("a fresh socket binds");
+    let mut passed = true;
+    for &size in &command_line.sizes {
+        passed &= udp_echo_round(stack, command_line, size.max(1) as usize);
+    }
+    passed
+}
+
+/// One size's worth of datagrams.
+fn udp_echo_round<D: NetDevice>(
+    stack: &mut Stack<D>,
+    command_line: &CommandLine,
+    size: usize,
+) -> bool {
+    // Room for two datagrams each way, wherever the ring buffer wraps.
+    let buffer = || {
+        udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; 4],
+            vec![0; 4 * size.max(2048)],
+        )
+    };
+    let mut socket = udp::Socket::new(buffer(), buffer());
+    socket.bind(LOCAL_PORT).expect("a fresh socket binds");
     let handle = stack.sockets.add(socket);
-    let peer = IpEndpoint::new(IpAddress::Ipv4(stack.peer), command_line.port);
+    let peer = IpEndpoint::new(IpAddress::from(stack.peer), command_line.port);
     let mut datagram = vec![0u8; size];
     let mut echoed = 0;
     for sequence in 0..command_line.count {
@@ -46,7 +66,9 @@ pub fn udp_echo<D: NetDevice>(stack: &mut Stack<D>, command_line: &CommandLine) 
         if matched {
             echoed += 1;
         } else {
-            kprintln!("udp-echo: datagram {sequence} was not echoed intact within 2 s");
+            kprintln!(
+                "udp-echo: datagram {sequence} of {size} bytes was not echoed intact within 2 s"
+            );
         }
     }
     stack.sockets.remove(handle);

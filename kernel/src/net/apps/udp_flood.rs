@@ -22,7 +22,11 @@ const ANSWER_MICROS: u64 = 1_000_000;
 
 /// Floods the peer's UDP sink and reports what arrived.
 pub fn udp_flood<D: NetDevice>(stack: &mut Stack<D>, command_line: &CommandLine) -> bool {
-    let size = command_line.size.clamp(1, 1472) as usize;
+    // The first of `size=` (a flood measures one size).
+    let size = command_line
+        .sizes
+        .first()
+        .map_or(64, |&size| size.clamp(1, 1472)) as usize;
     let mut socket = udp::Socket::new(
         udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4 * 64]),
         udp::PacketBuffer::new(
@@ -32,7 +36,7 @@ pub fn udp_flood<D: NetDevice>(stack: &mut Stack<D>, command_line: &CommandLine)
     );
     socket.bind(40_009).expect("a fresh socket binds");
     let handle = stack.sockets.add(socket);
-    let sink = IpEndpoint::new(IpAddress::Ipv4(stack.peer), DISCARD_PORT);
+    let sink = IpEndpoint::new(IpAddress::from(stack.peer), DISCARD_PORT);
     let mut datagram = vec![0u8; size];
     fill_pattern(0, 0, &mut datagram);
     let count = command_line.count;
