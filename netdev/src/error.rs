@@ -30,7 +30,8 @@ pub enum ConfigError {
     },
     /// The output section cannot carry the protocol.
     Layout(LayoutError),
-    /// The MTU is below 68 or its frame does not fit half the data area.
+    /// The MTU is below 68 or above what the section allows,
+    /// `min(65535, data area / 4)` ([`Layout::max_mtu`](crate::Layout::max_mtu)).
     MtuOutOfRange {
         /// The requested IP MTU.
         mtu: usize,

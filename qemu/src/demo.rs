@@ -31,7 +31,7 @@ use crate::link::{Link, unique_socket_path};
 use crate::options::{self, StartOptions, kernel_key};
 use crate::scenario::{DeviceReport, Scenario};
 use crate::server::ServerConfig;
-use crate::shm::{PROTOCOL_NET, PlainRegion, ShmFile, ShmLayout};
+use crate::shm::{PlainRegion, ShmFile, ShmLayout};
 use crate::size::Size;
 use crate::summary::Summary;
 
@@ -247,11 +247,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
         final_line
             .mtu
             .map(usize::from)
-            .or_else(|| {
-                ShmLayout::new(options.shm_size, true, 2, 0, PROTOCOL_NET, None)
-                    .ok()
-                    .and_then(|layout| layout.net_default_mtu())
-            })
+            .or_else(|| ShmLayout::net_default_mtu_for(options.shm_size))
             .map_or("?".to_string(), |mtu| mtu.to_string()),
         Size(options.shm_size)
     ));

@@ -249,7 +249,11 @@ pub fn run(template: VmConfig, options: &HostBenchOptions) -> anyhow::Result<Hos
     let setup = format!(
         "{} mode, MTU {}, shared memory {}",
         options.mode,
-        options.mtu.unwrap_or(1500),
+        options
+            .mtu
+            .map(usize::from)
+            .or_else(|| crate::shm::ShmLayout::net_default_mtu_for(options.shm_size))
+            .map_or("?".to_string(), |mtu| mtu.to_string()),
         Size(options.shm_size)
     );
     let mut scenario = Scenario::new("host benchmark", template, link);

@@ -184,7 +184,11 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<bool> {
                 Mode::Poll => "poll (ivshmem-plain, no server)",
             },
             options.machine,
-            options.mtu.unwrap_or(1500),
+            options
+                .mtu
+                .map(usize::from)
+                .or_else(|| crate::shm::ShmLayout::net_default_mtu_for(options.shm_size))
+                .map_or("?".to_string(), |mtu| mtu.to_string()),
             Size(options.shm_size)
         ),
         link_up: None,

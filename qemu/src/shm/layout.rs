@@ -191,6 +191,16 @@ impl ShmLayout {
         Some(netdev::Config::new(0, 1, [2, 0, 0, 0, 0, 0]).mtu_for(&layout))
     }
 
+    /// The IP MTU an ivshmem-net link over `shm_size` bytes of shared memory
+    /// with a descriptor page (what our server and the launcher make) takes
+    /// by default, as the kernel and the bridge pick it; `None` if that size
+    /// cannot carry the protocol.
+    pub fn net_default_mtu_for(shm_size: u64) -> Option<usize> {
+        Self::new(shm_size, true, 2, 0, PROTOCOL_NET, None)
+            .ok()?
+            .net_default_mtu()
+    }
+
     /// Maximum number of peers.
     pub fn max_peers(&self) -> u32 {
         u32::from(self.sections.max_peers)
