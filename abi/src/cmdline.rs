@@ -329,6 +329,10 @@ pub struct CommandLine {
     /// once; default: the device's choice, 200 for ivshmem-net, 0 for
     /// virtio-net).
     pub spin: Option<u32>,
+    /// `mem`: the top of the cell's RAM on a Jailhouse cell (default
+    /// [`crate::jailhouse::DEFAULT_RAM_TOP`]); the heap ends there. Under
+    /// PVH the firmware's memory map rules and `mem` is ignored with a warning.
+    pub mem: Option<u64>,
 }
 
 impl Default for CommandLine {
@@ -354,6 +358,7 @@ impl Default for CommandLine {
             link_timeout: 60,
             pcap: None,
             spin: None,
+            mem: None,
         }
     }
 }
@@ -428,6 +433,7 @@ pub const KEYS: &[&str] = &[
     "link-timeout",
     "pcap",
     "spin",
+    "mem",
 ];
 
 impl CommandLine {
@@ -583,6 +589,14 @@ impl CommandLine {
                     number(value, "spin", 0, 100_000, "microseconds from 0 to 100000")? as u32,
                 );
             }
+            "mem" => {
+                const EXPECTED: &str = "the top of the cell's RAM, such as 64M (8M to 4G)";
+                let top = parse_bytes(value).ok_or_else(|| bad("mem", value, EXPECTED))?;
+                if !(8 << 20..=4 << 30).contains(&top) || top % 4096 != 0 {
+                    return Err(bad("mem", value, EXPECTED));
+                }
+                self.mem = Some(top);
+            }
             _ => {
                 return Err(CmdlineError::UnknownKey {
                     key: key.to_string(),
@@ -682,6 +696,9 @@ impl fmt::Display for CommandLine {
         }
         if let Some(spin) = self.spin {
             word(f, "spin", &spin)?;
+        }
+        if let Some(mem) = self.mem {
+            word(f, "mem", &ByteCount(mem))?;
         }
         Ok(())
     }
@@ -938,13 +955,14 @@ mod tests {
             link_timeout: 30,
             pcap: Some(Capture::Com2),
             spin: Some(0),
+            mem: Some(32 << 20),
         };
         let text = line.to_string();
         assert_eq!(
             text,
             "log=trace selftest=stack-overflow app=ping,tcp-echo,udp-echo mode=poll net=virtio id=0 \
              mtu=16384 ip=192.168.19.2/24 ip6=fd00::2/64 peer=192.168.19.1 port=9 count=200 \
-             interval=0 size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30 pcap=com2 spin=0"
+             interval=0 size=1473 bytes=3M parallel=3 repeat=2 link-timeout=30 pcap=com2 spin=0 mem=32M"
         );
         assert_eq!(CommandLine::parse(&text), Ok(line.clone()));
         let v6 = CommandLine {

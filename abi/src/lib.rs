@@ -9,6 +9,9 @@
 //!   the launcher and the tests (`docs/kernel.md`).
 //! * [`exit`]: the values the kernel writes to `isa-debug-exit` and the QEMU
 //!   exit statuses they become.
+//! * [`jailhouse`]: the Jailhouse inmate interface (communication region,
+//!   cell states, messages, hypercalls, the cell's memory layout) the kernel
+//!   uses as a cell and the cell harness imitates (`docs/jailhouse.md`).
 //! * [`report`]: the serial lines the host relies on, as typed values that
 //!   the kernel writes with `Display` and the host reads with `FromStr`.
 //!
@@ -26,5 +29,6 @@ extern crate std;
 pub mod cmdline;
 pub mod descriptor;
 pub mod exit;
+pub mod jailhouse;
 pub mod layout;
 pub mod report;

@@ -1726,6 +1726,52 @@ impl FromStr for AppsVerdict {
     }
 }
 
+// ---- the Jailhouse cell --------------------------------------------------------
+
+/// `cell: SHUT_DOWN (exit 0x10)`: a Jailhouse cell's last line, printed just
+/// before it writes `state` into the communication region and halts: the
+/// [`ExitCode`](crate::exit::ExitCode) value says why, which the state alone
+/// cannot (`docs/jailhouse.md` §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellStopped {
+    /// The state written (`SHUT_DOWN`, `FAILED` or `FAILED_COMM_REV`).
+    pub state: crate::jailhouse::CellState,
+    /// Why the kernel stopped.
+    pub code: crate::exit::ExitCode,
+}
+
+impl fmt::Display for CellStopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cell: {} (exit {:#x})", self.state, self.code.value())
+    }
+}
+
+impl FromStr for CellStopped {
+    type Err = ParseError;
+
+    fn from_str(line: &str) -> Result<Self, ParseError> {
+        const EXPECTED: &str = "cell stopped line";
+        let error = ParseError { expected: EXPECTED };
+        let rest = line.strip_prefix("cell: ").ok_or(error)?;
+        let (state, code) = rest.split_once(" (exit 0x").ok_or(error)?;
+        let code = code.strip_suffix(')').ok_or(error)?;
+        let code = u32::from_str_radix(code, 16).map_err(|_| error)?;
+        let state = [
+            crate::jailhouse::CellState::ShutDown,
+            crate::jailhouse::CellState::Failed,
+            crate::jailhouse::CellState::FailedCommRev,
+        ]
+        .into_iter()
+        .find(|candidate| candidate.to_string() == state)
+        .ok_or(error)?;
+        let code = crate::exit::ExitCode::ALL
+            .into_iter()
+            .find(|candidate| candidate.value() == code)
+            .ok_or(error)?;
+        Ok(Self { state, code })
+    }
+}
+
 // ---- the ivshmem app ----------------------------------------------------------
 
 /// A physical range of shared memory: `0xADDR size 0xSIZE`.
@@ -2754,6 +2800,28 @@ pub(crate) mod tests {
         round_trip(AppsVerdict { pass: true }, "apps: PASS");
         assert!("apps: MAYBE".parse::<AppsVerdict>().is_err());
         assert!("dance: PASS".parse::<AppVerdict>().is_err());
+    }
+
+    #[test]
+    fn cell_stopped_lines() {
+        use crate::exit::ExitCode;
+        use crate::jailhouse::CellState;
+        round_trip(
+            CellStopped {
+                state: CellState::ShutDown,
+                code: ExitCode::Success,
+            },
+            "cell: SHUT_DOWN (exit 0x10)",
+        );
+        round_trip(
+            CellStopped {
+                state: CellState::Failed,
+                code: ExitCode::BadCommandLine,
+            },
+            "cell: FAILED (exit 0x12)",
+        );
+        assert!("cell: RUNNING (exit 0x10)".parse::<CellStopped>().is_err());
+        assert!("cell: FAILED (exit 0x99)".parse::<CellStopped>().is_err());
     }
 
     #[test]

@@ -78,14 +78,18 @@ fn quiet_legacy_pics() {
     }
 }
 
-/// Maps the local APIC at `base` uncached, masks the PICs and software-enables the APIC.
+/// Maps the local APIC at `base` uncached, masks the PICs (if `legacy_pics`:
+/// a Jailhouse cell has none and may not touch their ports) and
+/// software-enables the APIC.
 ///
 /// # Safety
 ///
 /// `base` must be the local APIC's physical address (from the MADT, or the
 /// architectural default): its page is mapped uncached and written.
-pub unsafe fn init(base: u64) -> Result<(), paging::MapError> {
-    quiet_legacy_pics();
+pub unsafe fn init(base: u64, legacy_pics: bool) -> Result<(), paging::MapError> {
+    if legacy_pics {
+        quiet_legacy_pics();
+    }
     // SAFETY: the local APIC's register page (the caller's contract).
     unsafe { paging::map(base, 0x1000, Attributes::DEVICE)? };
     BASE.store(base, Ordering::Relaxed);

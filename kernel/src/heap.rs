@@ -7,14 +7,14 @@ use core::alloc::{GlobalAlloc, Layout};
 use linked_list_allocator::LockedHeap;
 
 use crate::exit::exit;
-use crate::pvh::{MemoryRegion, StartInfo};
+use crate::pvh::MemoryRegion;
 use abi::exit::ExitCode;
 use abi::report::{Fatal, FatalKind};
 
 /// The heap must lie inside the boot identity map (the first 4 GiB).
 const IDENTITY_MAPPED_END: u64 = 4 << 30;
 /// Smallest heap worth booting with.
-const MIN_HEAP: u64 = 4 << 20;
+pub const MIN_HEAP: u64 = 4 << 20;
 
 /// The global allocator: a locked linked-list heap that never returns null.
 pub struct KernelHeap(LockedHeap);
@@ -108,31 +108,61 @@ pub fn choose(
         .filter(|range| range.size >= MIN_HEAP)
 }
 
-/// Gives `heap` the memory chosen from the start info's memory map.
+/// Gives `heap` the memory chosen from a memory map (see [`choose`]).
 ///
 /// # Safety
 ///
-/// Call once, before anything allocates, with the start info the loader
-/// gave: the memory handed to the allocator must be used by nothing else,
-/// which holds if `info`'s memory map is the firmware's and the kernel
-/// image ends at `__kernel_end`.
-pub unsafe fn init(heap: &KernelHeap, info: &StartInfo) -> Option<HeapRange> {
-    unsafe extern "C" {
-        /// End of the kernel image, from `boot/linker.ld`.
-        static __kernel_end: u8;
-    }
-    let kernel_end = (&raw const __kernel_end) as u64;
-    let range = choose(info.memory_map(), kernel_end, info.loader_data)?;
-    // SAFETY: the range is usable RAM per the firmware's memory map (the
-    // caller's start info), inside the identity map, above the kernel image
-    // and the loader's data, and handed to the allocator exactly once (the
-    // caller calls `init` once).
+/// Call once, before anything allocates: the usable regions of `regions`
+/// must be RAM that nothing else uses above the kernel image (which ends at
+/// `__kernel_end`) apart from `loader_data`, as the firmware's map promises
+/// under PVH and the cell configuration in a Jailhouse cell.
+pub unsafe fn init(
+    heap: &KernelHeap,
+    regions: &[MemoryRegion],
+    loader_data: (u64, u64),
+) -> Option<HeapRange> {
+    let range = choose(regions, kernel_end(), loader_data)?;
+    // SAFETY: the range is usable RAM per the caller's map, inside the
+    // identity map, above the kernel image and the loader's data, and handed
+    // to the allocator exactly once (the caller calls `init` once).
     unsafe {
         heap.0
             .lock()
             .init(range.start as usize as *mut u8, range.size as usize)
     };
     Some(range)
+}
+
+/// The end of the kernel image (`.bss` included), from the linker script.
+pub fn kernel_end() -> u64 {
+    unsafe extern "C" {
+        /// End of the kernel image, from `boot/linker.ld` or `boot/jailhouse.ld`.
+        static __kernel_end: u8;
+    }
+    (&raw const __kernel_end) as u64
+}
+
+/// Grows the heap that [`init`] placed at `range` so that it ends at `end`
+/// (a Jailhouse cell learns its RAM size from `mem=` only after the heap
+/// has parsed the command line). Returns the new range; an `end` at or
+/// below the current one changes nothing.
+///
+/// # Safety
+///
+/// `range` must be what [`init`] returned for `heap`, and `[range end,
+/// end)` must be RAM inside the identity map that nothing else uses.
+pub unsafe fn extend(heap: &KernelHeap, range: HeapRange, end: u64) -> HeapRange {
+    let current_end = range.start + range.size;
+    if end <= current_end {
+        return range;
+    }
+    // SAFETY: the memory directly above the heap is free RAM (the caller's
+    // contract) and the heap ends at `current_end` (it came from `init`).
+    unsafe { heap.0.lock().extend((end - current_end) as usize) };
+    HeapRange {
+        start: range.start,
+        size: end - range.start,
+    }
 }
 
 #[cfg(test)]

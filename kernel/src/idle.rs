@@ -7,7 +7,11 @@ use abi::cmdline::Mode;
 /// first. The caller checks for work with interrupts disabled before calling,
 /// so an interrupt cannot slip in between that check and the `hlt`: `sti;
 /// hlt` opens the interrupt window only once the CPU is halted.
+///
+/// In a Jailhouse cell this is also where the hypervisor's messages are
+/// answered (`crate::jailhouse::service_messages`).
 pub fn wait(mode: Mode, micros: u64) {
+    crate::jailhouse::service_messages(crate::start::shut_down);
     match mode {
         Mode::Interrupt => {
             crate::apic::arm_timer(micros);

@@ -1,4 +1,5 @@
-//! The eth-ivshmem unikernel: boots through PVH in QEMU, brings up the
+//! The eth-ivshmem unikernel: boots through PVH in QEMU or through the
+//! reset vector of a Jailhouse cell (`jailhouse`), brings up the
 //! platform (serial console, GDT/IDT, heap, clock, ACPI, local APIC, PCI),
 //! reports what it sees and runs what the command line asks for
 //! (`docs/kernel.md`). What it shares with the host (command line, report
@@ -21,6 +22,7 @@ pub mod heap;
 pub mod idle;
 pub mod interrupts;
 pub mod ivshmem;
+pub mod jailhouse;
 pub mod mem;
 pub mod net;
 pub mod paging;

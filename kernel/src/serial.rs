@@ -1,4 +1,6 @@
-//! The serial console on COM1 (`uart_16550`) and the `log` backend on top of it.
+//! The console: the serial port COM1 (`uart_16550`), or on a Jailhouse cell
+//! whose communication region permits it the hypervisor's debug console
+//! (one hypercall per byte); and the `log` backend on top of it.
 //!
 //! [`kprintln!`](crate::kprintln) prints unconditionally (results the host
 //! judges, such as the PCI inventory); `log` macros print when their level is
@@ -6,6 +8,7 @@
 //! boot.
 
 use abi::cmdline::LogLevel;
+use abi::jailhouse::HypercallInstruction;
 use core::fmt::{self, Write};
 use spin::Mutex;
 use uart_16550::Uart16550Tty;
@@ -14,7 +17,29 @@ use uart_16550::backend::PioBackend;
 /// I/O port base of COM1.
 const COM1: u16 = 0x3f8;
 
-static PORT: Mutex<Option<Uart16550Tty<PioBackend>>> = Mutex::new(None);
+/// Where console output goes.
+enum Console {
+    /// COM1.
+    Uart(Uart16550Tty<PioBackend>),
+    /// Jailhouse's `DEBUG_CONSOLE_PUTC` hypercall.
+    Hypervisor(HypercallInstruction),
+}
+
+impl Write for Console {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        match self {
+            Console::Uart(port) => port.write_str(text),
+            Console::Hypervisor(instruction) => {
+                for byte in text.bytes() {
+                    crate::jailhouse::debug_putc(*instruction, byte);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+static PORT: Mutex<Option<Console>> = Mutex::new(None);
 
 /// Initialises COM1. Output before this call is dropped.
 pub fn init() {
@@ -22,7 +47,14 @@ pub fn init() {
     // kernel touches them nowhere else.
     let port = unsafe { Uart16550Tty::new_port(COM1, uart_16550::Config::default()) };
     // Without a working UART there is nobody to tell; keep running silently.
-    *PORT.lock() = port.ok();
+    *PORT.lock() = port.ok().map(Console::Uart);
+}
+
+/// Sends the console to the hypervisor's debug console instead of COM1 (a
+/// Jailhouse cell whose communication region permits it: a cell may not
+/// own a UART).
+pub fn init_hypervisor(instruction: HypercallInstruction) {
+    *PORT.lock() = Some(Console::Hypervisor(instruction));
 }
 
 /// Writes formatted text to the console, with interrupts held off so that an

@@ -12,39 +12,70 @@ use crate::net::device::{IvshmemNet, NetDevice};
 use crate::net::stack::Stack;
 use crate::paging::{self, Attributes};
 use crate::pci::{self, ConfigAccess};
+use crate::pvh::MemoryRegion;
 use crate::{acpi, apic, apps, gdt, heap, interrupts, kprintln, net, pvh, serial, time};
 use abi::cmdline::{App, CommandLine, Net, SelfTest};
 use abi::exit::ExitCode;
+use abi::jailhouse::{self as jailhouse_layout, flags as jailhouse_flags};
 use abi::report::{
     AppVerdict, AppsVerdict, BootOk, DEVICE_PREFIX, DeviceFound, Fatal, FatalKind, InventoryHeader,
     PciBar, SharedMemoryProbe, StackGuard,
 };
 use core::sync::atomic::Ordering;
 
+/// What the platform below the seam hands to everything above it: PVH and
+/// ACPI on QEMU, the communication region and the command line in a
+/// Jailhouse cell (docs/jailhouse.md §3). PCI enumeration, the drivers, the
+/// network stack and the apps are one code path for both.
+struct Platform {
+    /// The kernel command line, parsed.
+    command_line: CommandLine,
+    /// The local APIC's physical address.
+    local_apic: u64,
+    /// PCI configuration access.
+    config: Box<dyn ConfigAccess>,
+    /// Whether nobody assigned the BARs (no firmware: a cell).
+    assign_bars: bool,
+}
+
 /// Brings the platform up and runs what the command line asks for. Never returns.
 ///
 /// # Safety
 ///
-/// Call once, from the boot code: `start_info` must be the physical address
-/// of the PVH start info the loader passed.
-pub unsafe fn start(start_info: u32) -> ! {
+/// Call once, from the boot code: `entry` must say how the kernel was
+/// entered (`boot::ENTRY_*`), and under PVH `start_info` must be the
+/// physical address of the start info the loader passed.
+pub unsafe fn start(start_info: u32, entry: u32) -> ! {
+    let platform = if entry == boot::ENTRY_JAILHOUSE {
+        // SAFETY: entered through the Jailhouse reset vector (the caller).
+        unsafe { start_cell() }
+    } else {
+        // SAFETY: the PVH start info (the caller).
+        unsafe { start_pvh(start_info) }
+    };
+    run(platform)
+}
+
+/// Console, heap, clock, ACPI and the local APIC under QEMU's PVH loader.
+///
+/// # Safety
+///
+/// As [`start`] under PVH.
+unsafe fn start_pvh(start_info: u32) -> Platform {
     serial::init();
     gdt::init();
     interrupts::init();
     // SAFETY: `kmain`'s argument, the start info the PVH loader passed.
     let info = unsafe { pvh::StartInfo::read(start_info) }
         .unwrap_or_else(|error| fatal(FatalKind::Boot, error, ExitCode::Failure));
-    let heap = init_heap(&info);
+    // SAFETY: called once, before anything allocates; the map is the
+    // firmware's and the loader's data is excluded.
+    let heap = unsafe { heap::init(&heap::HEAP, info.memory_map(), info.loader_data) }
+        .unwrap_or_else(|| no_heap());
     guard_stack();
-    let command_line = CommandLine::parse(info.cmdline)
-        .unwrap_or_else(|error| fatal(FatalKind::CommandLine, error, ExitCode::BadCommandLine));
-    serial::init_logger(command_line.log);
+    let command_line = parse_command_line(info.cmdline);
     let tsc_khz = time::init();
-    info!(
-        "eth-ivshmem {} booting; command line '{}'",
-        env!("CARGO_PKG_VERSION"),
-        info.cmdline
-    );
+    boot_banner(info.cmdline, heap, tsc_khz);
     for region in info.memory_map() {
         debug!(
             "memory {:#012x}-{:#012x} type {}",
@@ -53,16 +84,12 @@ pub unsafe fn start(start_info: u32) -> ! {
             region.kind
         );
     }
-    info!(
-        "heap {:#x}-{:#x} ({} MiB); TSC {} MHz",
-        heap.start,
-        heap.start + heap.size,
-        heap.size >> 20,
-        tsc_khz / 1000
-    );
+    if command_line.mem.is_some() {
+        warn!("mem= is for Jailhouse cells; under PVH the firmware's memory map rules");
+    }
 
     // SAFETY: the RSDP address the loader passed, if any.
-    let platform = unsafe { acpi::probe(info.rsdp) }.unwrap_or_else(|error| {
+    let acpi = unsafe { acpi::probe(info.rsdp) }.unwrap_or_else(|error| {
         warn!("{error}; assuming a local APIC at the default address and no ECAM");
         acpi::Platform {
             local_apic: apic::DEFAULT_BASE,
@@ -72,17 +99,180 @@ pub unsafe fn start(start_info: u32) -> ! {
     });
     info!(
         "ACPI: {} CPU(s), local APIC at {:#x}, {} ECAM window(s)",
-        platform.cpus,
-        platform.local_apic,
-        platform.ecam.len()
+        acpi.cpus,
+        acpi.local_apic,
+        acpi.ecam.len()
     );
-    // SAFETY: the address comes from the MADT, or is the architectural default.
-    if let Err(error) = unsafe { apic::init(platform.local_apic) } {
+    let ecam = acpi
+        .ecam
+        .iter()
+        .find(|window| window.segment == 0)
+        .map(|window| (window.base, window.bus_start, window.bus_end));
+    Platform {
+        command_line,
+        local_apic: acpi.local_apic,
+        config: config_access(ecam),
+        assign_bars: false,
+    }
+}
+
+/// The same in a Jailhouse cell: the communication region gives the clock,
+/// MMCONFIG and the console; RAM is the cell's, up to `mem=`; no firmware
+/// assigned the BARs.
+///
+/// # Safety
+///
+/// As [`start`] through the Jailhouse reset vector.
+unsafe fn start_cell() -> Platform {
+    // SAFETY: entered through the reset vector (the caller): 0x100000 is
+    // the communication region. A bad revision stops the cell in there.
+    let region = unsafe { crate::jailhouse::enter() };
+    match region {
+        Ok(region) if region.flags & jailhouse_flags::DBG_PUTC_PERMITTED != 0 => {
+            serial::init_hypervisor(crate::jailhouse::hypercall_instruction());
+        }
+        _ => serial::init(),
+    }
+    gdt::init();
+    interrupts::init();
+    // Without a region there is no cell state to write: say why on the
+    // UART (the harness's, or a cell that passes one through) and halt.
+    let region = region.unwrap_or_else(|error| {
+        kprintln!(
+            "{}",
+            Fatal {
+                kind: FatalKind::Boot,
+                message: error
+            }
+        );
+        loop {
+            x86_64::instructions::interrupts::disable();
+            x86_64::instructions::hlt();
+        }
+    });
+    // The heap starts with the least it needs, above the image's .bss in
+    // the cell's RAM, until `mem=` says where that RAM ends.
+    let first = [MemoryRegion {
+        start: jailhouse_layout::HIGH_RAM_START,
+        size: heap::kernel_end() + heap::MIN_HEAP - jailhouse_layout::HIGH_RAM_START,
+        kind: MemoryRegion::USABLE,
+    }];
+    // SAFETY: called once, before anything allocates; the cell's RAM from
+    // 2 MiB holds only the image's .bss below `kernel_end` (boot/jailhouse.ld),
+    // and every cell has at least the minimum heap above it.
+    let heap = unsafe { heap::init(&heap::HEAP, &first, (0, 0)) }.unwrap_or_else(|| no_heap());
+    guard_stack();
+    let cmdline = crate::jailhouse::command_line().unwrap_or_else(|error| {
+        fatal(
+            FatalKind::CommandLine,
+            format_args!("the command-line buffer is not UTF-8: {error}"),
+            ExitCode::BadCommandLine,
+        )
+    });
+    let command_line = parse_command_line(cmdline);
+    let top = command_line
+        .mem
+        .unwrap_or(jailhouse_layout::DEFAULT_RAM_TOP);
+    if top < heap.start + heap.size {
+        fatal(
+            FatalKind::CommandLine,
+            format_args!(
+                "mem={top:#x} is below the kernel's minimum ({:#x})",
+                heap.start + heap.size
+            ),
+            ExitCode::BadCommandLine,
+        );
+    }
+    // SAFETY: `heap` came from `init`; the cell's RAM reaches `top` (the
+    // cell configuration and `mem=` agree, docs/jailhouse.md §2), inside
+    // the boot identity map (`mem` is at most 4 GiB).
+    let heap = unsafe { heap::extend(&heap::HEAP, heap, top) };
+    let tsc_khz = time::init_with_khz(u64::from(region.tsc_khz));
+    boot_banner(cmdline, heap, tsc_khz);
+    info!(
+        "jailhouse: communication region revision {}, {} CPU(s), TSC {} kHz, APIC timer {}, \
+         MMCONFIG {}, console {}",
+        jailhouse_layout::ABI_REVISION,
+        region.num_cpus,
+        region.tsc_khz,
+        region
+            .apic_khz
+            .map_or("TSC deadline".into(), |khz| alloc::format!("{khz} kHz")),
+        region
+            .pci_mmconfig_base
+            .map_or("none".into(), |base| alloc::format!("{base:#x}")),
+        if region.flags & jailhouse_flags::DBG_PUTC_PERMITTED != 0 {
+            "hypervisor"
+        } else {
+            "COM1"
+        }
+    );
+    Platform {
+        command_line,
+        local_apic: apic::DEFAULT_BASE,
+        config: config_access(region.pci_mmconfig_base.map(|base| (base, 0, 255))),
+        assign_bars: true,
+    }
+}
+
+fn parse_command_line(text: &str) -> CommandLine {
+    let command_line = CommandLine::parse(text)
+        .unwrap_or_else(|error| fatal(FatalKind::CommandLine, error, ExitCode::BadCommandLine));
+    serial::init_logger(command_line.log);
+    command_line
+}
+
+fn boot_banner(cmdline: &str, heap: heap::HeapRange, tsc_khz: u64) {
+    info!(
+        "eth-ivshmem {} booting; command line '{}'",
+        env!("CARGO_PKG_VERSION"),
+        cmdline
+    );
+    info!(
+        "heap {:#x}-{:#x} ({} MiB); TSC {} MHz",
+        heap.start,
+        heap.start + heap.size,
+        heap.size >> 20,
+        tsc_khz / 1000
+    );
+}
+
+fn no_heap() -> ! {
+    fatal(
+        FatalKind::Boot,
+        "no usable RAM region of 4 MiB or more for the heap",
+        ExitCode::OutOfMemory,
+    )
+}
+
+/// Everything above the platform seam.
+fn run(platform: Platform) -> ! {
+    let Platform {
+        command_line,
+        local_apic,
+        config,
+        assign_bars,
+    } = platform;
+    // SAFETY: the address comes from the MADT, or is the architectural
+    // default (a cell's APIC is where the hardware has it).
+    if let Err(error) = unsafe { apic::init(local_apic, !crate::jailhouse::in_cell()) } {
         fail(format_args!("local APIC: {error}"));
     }
+    // A cell that serves may be shut down at any time; one whose apps
+    // measure and end by themselves refuses until they are done.
+    crate::jailhouse::set_shutdown_policy(if command_line.ends_by_itself() {
+        crate::jailhouse::ShutdownPolicy::Deny
+    } else {
+        crate::jailhouse::ShutdownPolicy::Approve
+    });
 
-    let config = config_access(&platform);
-    let functions = pci::enumerate(&*config);
+    let mut functions = pci::enumerate(&*config);
+    if assign_bars {
+        match pci::assign::assign_memory_bars(&*config, &mut functions, pci::assign::CELL_WINDOW) {
+            Ok(count) => info!("PCI: assigned {count} memory BAR(s) (no firmware did)"),
+            Err(error) => fail(format_args!("PCI: {error}")),
+        }
+    }
     kprintln!(
         "{}",
         InventoryHeader {
@@ -205,6 +395,12 @@ fn report_verdict(app: App, pass: bool) {
     kprintln!("{}", AppVerdict { app, pass });
 }
 
+/// Ends the kernel after the hypervisor's approved shutdown request: the
+/// apps still running (servers) are done, and the cell stops as `SHUT_DOWN`.
+pub fn shut_down() -> ! {
+    exit(ExitCode::Success)
+}
+
 /// Prints the verdict over all apps and exits with it.
 fn finish(pass: bool) -> ! {
     kprintln!("{}", AppsVerdict { pass });
@@ -297,27 +493,15 @@ fn guard_stack() {
     }
 }
 
-fn init_heap(info: &pvh::StartInfo) -> heap::HeapRange {
-    // SAFETY: boot calls this once, before anything allocates, with the
-    // start info the loader gave.
-    unsafe { heap::init(&heap::HEAP, info) }.unwrap_or_else(|| {
-        fatal(
-            FatalKind::Boot,
-            "no usable RAM region of 4 MiB or more for the heap",
-            ExitCode::OutOfMemory,
-        )
-    })
-}
-
-fn config_access(platform: &acpi::Platform) -> Box<dyn ConfigAccess> {
-    if let Some(window) = platform.ecam.iter().find(|window| window.segment == 0) {
-        // SAFETY: the window comes from the firmware's MCFG table.
-        match unsafe { pci::Ecam::new(window.base, window.bus_start, window.bus_end) } {
+/// ECAM for segment 0 (`(base, first bus, last bus)`) if the platform
+/// names one, else port I/O.
+fn config_access(ecam: Option<(u64, u8, u8)>) -> Box<dyn ConfigAccess> {
+    if let Some((base, bus_start, bus_end)) = ecam {
+        // SAFETY: the window comes from the firmware's MCFG table, or from
+        // the hypervisor's communication region.
+        match unsafe { pci::Ecam::new(base, bus_start, bus_end) } {
             Ok(ecam) => {
-                info!(
-                    "PCI: ECAM at {:#x}, buses {}-{}",
-                    window.base, window.bus_start, window.bus_end
-                );
+                info!("PCI: ECAM at {base:#x}, buses {bus_start}-{bus_end}");
                 return Box::new(ecam);
             }
             Err(error) => warn!("PCI: cannot map ECAM ({error}); using port I/O"),

@@ -1,4 +1,5 @@
-//! A monotonic clock: the TSC, calibrated once against PIT channel 2.
+//! A monotonic clock: the TSC, calibrated once against PIT channel 2, or at
+//! the rate a Jailhouse cell's communication region gives.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
@@ -43,9 +44,15 @@ pub fn init() -> u64 {
     };
     let cycles = end.saturating_sub(start).max(1);
     let hz = cycles * PIT_HZ / u64::from(CALIBRATION_TICKS);
-    TSC_PER_MICROSECOND.store((hz / 1_000_000).max(1), Ordering::Relaxed);
+    init_with_khz(hz / 1000)
+}
+
+/// Starts the clock with a known TSC rate (a Jailhouse cell has no PIT: the
+/// hypervisor measured the rate and publishes it). Returns `tsc_khz`.
+pub fn init_with_khz(tsc_khz: u64) -> u64 {
+    TSC_PER_MICROSECOND.store((tsc_khz / 1000).max(1), Ordering::Relaxed);
     BOOT_TSC.store(read_tsc(), Ordering::Relaxed);
-    hz / 1000
+    tsc_khz
 }
 
 /// Microseconds since [`init`] (0 before it).

@@ -1,10 +1,12 @@
 //! PCI: configuration access ([`config`]: port I/O or ECAM), enumeration and
 //! BAR sizing ([`enumerate`](mod@enumerate)), the capability list ([`capability`]) and
-//! MSI-X ([`msix`]).
+//! MSI-X ([`msix`]), and addresses for BARs nobody assigned ([`assign`], on
+//! a Jailhouse cell).
 //!
 //! Everything above [`ConfigAccess`] is pure and tested on the host against
 //! a fake configuration space that models BAR sizing masks.
 
+pub mod assign;
 pub mod capability;
 pub mod config;
 pub mod enumerate;
