@@ -100,3 +100,73 @@ fn build_uncached(profile: Profile) -> anyhow::Result<PathBuf> {
     );
     Ok(elf)
 }
+
+/// The Jailhouse cell ELF [`build`] links next to the PVH one
+/// (`kernel-cell`, `boot/jailhouse.ld`).
+pub fn cell_elf_path(profile: Profile) -> PathBuf {
+    elf_path(profile).with_file_name("kernel-cell")
+}
+
+/// Where [`build_cell_image`] puts the flat image: `eth-ivshmem.bin` next
+/// to the ELFs.
+pub fn cell_image_path(profile: Profile) -> PathBuf {
+    elf_path(profile).with_file_name("eth-ivshmem.bin")
+}
+
+/// Builds the kernel and turns the cell ELF into the flat image that
+/// `jailhouse cell load` takes (`objcopy -O binary`, as Jailhouse's own
+/// inmates are made), checking its layout: the reset entry at offset 0, the
+/// command-line buffer at 0x1000, the end below
+/// [`abi::jailhouse::IMAGE_LIMIT`]. Returns the image's path.
+pub fn build_cell_image(profile: Profile) -> anyhow::Result<PathBuf> {
+    build(profile)?;
+    let elf = cell_elf_path(profile);
+    let image = cell_image_path(profile);
+    let output = Command::new("objcopy")
+        .args(["-O", "binary"])
+        .arg(&elf)
+        .arg(&image)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run objcopy (package binutils): {e}"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "objcopy -O binary {} failed ({}): {}",
+        elf.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim_end()
+    );
+    let bytes = std::fs::read(&image)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", image.display()))?;
+    check_cell_image(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
+    Ok(image)
+}
+
+/// Checks a flat cell image's layout (see [`build_cell_image`]).
+pub fn check_cell_image(bytes: &[u8]) -> Result<(), String> {
+    use abi::jailhouse::{CMDLINE_ADDRESS, CMDLINE_SIZE, IMAGE_LIMIT};
+    let buffer = CMDLINE_ADDRESS as usize..CMDLINE_ADDRESS as usize + CMDLINE_SIZE;
+    if bytes.len() < buffer.end {
+        return Err(format!(
+            "{} bytes end before the command-line buffer",
+            bytes.len()
+        ));
+    }
+    if bytes.len() as u64 > IMAGE_LIMIT {
+        return Err(format!(
+            "{} bytes run past {IMAGE_LIMIT:#x}, where the cell's loadable RAM ends",
+            bytes.len()
+        ));
+    }
+    // The reset entry starts with `cli` (0xfa), as boot/src/lib.rs writes it.
+    if bytes[0] != 0xfa {
+        return Err(format!(
+            "offset 0 holds {:#04x}, not the reset entry's cli",
+            bytes[0]
+        ));
+    }
+    if bytes[buffer].iter().any(|byte| *byte != 0) {
+        return Err("the command-line buffer at 0x1000 is not empty".into());
+    }
+    Ok(())
+}

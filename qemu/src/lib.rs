@@ -9,6 +9,8 @@
 //!   * [`vm`]: one QEMU process: its configuration ([`VmConfig`]), its
 //!     serial output read as typed report lines ([`VmHandle`]), how it ended
 //!     ([`outcome`]). QEMU never outlives its handle.
+//!   * [`cell`]: the cell harness, a Jailhouse non-root cell imitated on
+//!     stock QEMU (reset ROM, flat image, communication region).
 //!   * [`link`]: what VMs share (a doorbell or v2 server, a plain file, or
 //!     nothing), with the QEMU device and the "peer gone" duty of each.
 //!   * [`scenario`]: named VMs on one link under one deadline, with every
@@ -32,6 +34,7 @@
 pub mod bench;
 pub mod boot;
 pub mod bridge;
+pub mod cell;
 pub mod cleanup;
 pub mod demo;
 pub mod hostpeer;

@@ -45,6 +45,16 @@ enum Cmd {
     /// Join a link as one of its two peers and move its Ethernet frames to
     /// and from a Linux TAP device (needs root or CAP_NET_ADMIN).
     Bridge(BridgeArgs),
+    /// Build the Jailhouse cell image (eth-ivshmem.bin) and print its path,
+    /// for `jailhouse cell load CELL eth-ivshmem.bin -s "…" -a 0x1000`.
+    CellImage(CellImageArgs),
+}
+
+#[derive(Debug, Args)]
+struct CellImageArgs {
+    /// Kernel build profile.
+    #[arg(long, value_enum, default_value_t = qemu::kernel::Profile::Release)]
+    profile: qemu::kernel::Profile,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +134,7 @@ fn main() -> ExitCode {
         Cmd::Bench(options) => bench(&options).map(verdict),
         Cmd::Server(args) => server(args).map(verdict),
         Cmd::Bridge(args) => bridge(args),
+        Cmd::CellImage(args) => cell_image(&args).map(verdict),
     };
     match result {
         Ok(code) => code,
@@ -172,6 +183,22 @@ fn vm(options: &VmOptions) -> anyhow::Result<ExitCode> {
 fn bench(options: &qemu::bench::BenchOptions) -> anyhow::Result<bool> {
     qemu::cleanup::exit_on_signal().context("cannot install the signal handler")?;
     qemu::bench::run(options)
+}
+
+fn cell_image(args: &CellImageArgs) -> anyhow::Result<bool> {
+    let image = qemu::kernel::build_cell_image(args.profile)?;
+    let size = std::fs::metadata(&image)
+        .with_context(|| format!("cannot stat {}", image.display()))?
+        .len();
+    eprintln!(
+        "eth-ivshmem: cell image of {size} bytes (entry at 0, command line at {:#x}); load it with\n  \
+         jailhouse cell load CELL {} -s \"app=server\" -a {:#x}",
+        abi::jailhouse::CMDLINE_ADDRESS,
+        image.display(),
+        abi::jailhouse::CMDLINE_ADDRESS
+    );
+    println!("{}", image.display());
+    Ok(true)
 }
 
 fn boot(options: &BootOptions) -> anyhow::Result<bool> {

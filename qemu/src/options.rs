@@ -33,6 +33,10 @@ pub struct StartOptions {
     /// Kernel build profile (when the kernel is built).
     #[arg(long, value_enum, default_value_t = Profile::Release)]
     pub profile: Profile,
+    /// Boot as a Jailhouse cell in the cell harness (no firmware, the reset
+    /// vector at 0, a communication region; --kernel is then a flat image).
+    #[arg(long)]
+    pub cell: bool,
     /// The kernel command line.
     #[command(flatten)]
     pub cmdline: CmdlineOptions,
@@ -42,18 +46,21 @@ pub struct StartOptions {
 }
 
 impl StartOptions {
-    /// The kernel ELF: as given, or built ([`crate::kernel::build`]).
+    /// The kernel ELF (or with `--cell` the flat image): as given, or built
+    /// ([`crate::kernel::build`], [`crate::kernel::build_cell_image`]).
     pub fn kernel(&self) -> anyhow::Result<PathBuf> {
         match &self.kernel {
             Some(elf) => Ok(elf.clone()),
+            None if self.cell => crate::kernel::build_cell_image(self.profile),
             None => crate::kernel::build(self.profile),
         }
     }
 
     /// A VM booting [`StartOptions::kernel`] with the QEMU options (see
-    /// [`QemuOptions::template`]).
+    /// [`QemuOptions::template`]), as a cell with `--cell`.
     pub fn template(&self) -> anyhow::Result<VmConfig> {
-        self.qemu.template(self.kernel()?)
+        let config = self.qemu.template(self.kernel()?)?;
+        Ok(if self.cell { config.cell() } else { config })
     }
 }
 

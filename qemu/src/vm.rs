@@ -26,6 +26,7 @@ use abi::cmdline::CommandLine;
 use abi::exit::DEBUG_EXIT_PORT;
 use anyhow::Context;
 
+use crate::cell::{CellFiles, CommWindow};
 use crate::outcome::Outcome;
 use crate::size::Size;
 
@@ -115,6 +116,11 @@ pub struct VmConfig {
     pub echo_prefix: Option<String>,
     /// Called with each serial line as it arrives.
     pub on_line: Option<LineCallback>,
+    /// Boot as a Jailhouse cell in the cell harness ([`crate::cell`]):
+    /// `kernel` is then the flat image, the kernel ends through the cell
+    /// state instead of `isa-debug-exit`, and these are the VM's files
+    /// (fresh ones at each spawn).
+    pub cell: Option<CellFiles>,
 }
 
 impl fmt::Debug for VmConfig {
@@ -153,7 +159,15 @@ impl VmConfig {
             com2: None,
             echo_prefix: None,
             on_line: None,
+            cell: None,
         }
+    }
+
+    /// Boots `kernel`, a flat cell image ([`crate::kernel::build_cell_image`]),
+    /// as a Jailhouse cell in the cell harness (see [`VmConfig::cell`]).
+    pub fn cell(mut self) -> Self {
+        self.cell = Some(CellFiles::unique());
+        self
     }
 
     /// Sets the name used in messages.
@@ -263,8 +277,10 @@ impl VmConfig {
             "-no-reboot",
         ]);
         push(&["-smp", "1,maxcpus=2"]);
-        let debug_exit = format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04");
-        push(&["-device", &debug_exit]);
+        if self.cell.is_none() {
+            let debug_exit = format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04");
+            push(&["-device", &debug_exit]);
+        }
         push(&["-serial", "stdio"]);
         if let Some(file) = &self.com2 {
             // A file chardev takes every byte at once (a pipe could refuse
@@ -272,12 +288,18 @@ impl VmConfig {
             let chardev = format!("file,id=com2,path={}", qemu_opt(file));
             push(&["-chardev", &chardev, "-serial", "chardev:com2"]);
         }
-        push(&[
-            "-kernel",
-            &self.kernel.to_string_lossy(),
-            "-append",
-            &self.kernel_cmdline(),
-        ]);
+        match &self.cell {
+            None => push(&[
+                "-kernel",
+                &self.kernel.to_string_lossy(),
+                "-append",
+                &self.kernel_cmdline(),
+            ]),
+            Some(files) => {
+                let args = files.qemu_args(&self.memory);
+                push(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            }
+        }
         for (i, device) in self.shm.iter().enumerate() {
             match device {
                 ShmDevice::Plain { mem_path, size } => {
@@ -399,6 +421,79 @@ pub struct VmHandle {
     log: Arc<Log>,
     started: Instant,
     process: Mutex<Process>,
+    cell: Option<CellRun>,
+}
+
+/// A cell-harness VM's files, its communication region, and the outcome its
+/// watcher read from the cell state.
+struct CellRun {
+    files: CellFiles,
+    window: Arc<CommWindow>,
+    outcome: Arc<Mutex<Option<Outcome>>>,
+}
+
+/// How long the watcher waits for the `cell:` line after the state changed
+/// (the line is printed first, but travels through QEMU's serial thread).
+const CELL_LINE_GRACE: Duration = Duration::from_millis(500);
+
+/// Watches a cell-harness VM's cell state. When it becomes final the cell
+/// has halted for good, as under Jailhouse: the watcher records the outcome
+/// (the exit code from the `cell:` line, or from the state alone) and ends
+/// QEMU, which stands for `jailhouse cell destroy`.
+fn watch_cell(
+    name: &str,
+    pid: u32,
+    window: Arc<CommWindow>,
+    log: Arc<Log>,
+    outcome: Arc<Mutex<Option<Outcome>>>,
+) {
+    use abi::exit::ExitCode;
+    use abi::jailhouse::CellState;
+    use abi::report::CellStopped;
+    let spawned = std::thread::Builder::new()
+        .name(format!("{name}-cell"))
+        .spawn(move || {
+            loop {
+                let state = window.state();
+                let done = match state {
+                    Ok(state) => state.is_final(),
+                    Err(_) => true,
+                };
+                if done {
+                    let deadline = Instant::now() + CELL_LINE_GRACE;
+                    let stopped = loop {
+                        let line = log
+                            .lock()
+                            .serial
+                            .iter()
+                            .rev()
+                            .find_map(|line| line.parse::<CellStopped>().ok());
+                        if line.is_some() || Instant::now() >= deadline {
+                            break line;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    };
+                    let code = match (state, stopped) {
+                        (Ok(state), Some(line)) if line.state == state => line.code,
+                        (Ok(CellState::ShutDown), _) => ExitCode::Success,
+                        _ => ExitCode::Failure,
+                    };
+                    *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(Outcome::Exit(code));
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    return;
+                }
+                if log.lock().serial_closed {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+    if let Err(error) = spawned {
+        eprintln!("eth-ivshmem: cannot watch the cell state of {name}: {error}");
+    }
 }
 
 impl fmt::Debug for VmHandle {
@@ -432,13 +527,33 @@ fn pump_lines(source: impl Read, mut each: impl FnMut(String)) {
 
 impl VmHandle {
     /// Starts QEMU for `config` (see [`VmConfig::spawn`]).
-    pub fn spawn(config: VmConfig) -> anyhow::Result<VmHandle> {
+    pub fn spawn(mut config: VmConfig) -> anyhow::Result<VmHandle> {
         anyhow::ensure!(
             config.kernel.is_file(),
             "{}: kernel ELF {} does not exist",
             config.name,
             config.kernel.display()
         );
+        // A cell's files are its own, also when the config is a template.
+        let cell_files = config.cell.as_ref().map(|_| CellFiles::unique());
+        config.cell.clone_from(&cell_files);
+        let cell = match &cell_files {
+            None => None,
+            Some(files) => {
+                let ram_size = crate::size::parse_size(&config.memory)
+                    .map_err(|e| anyhow::anyhow!("{}: -m {}: {e}", config.name, config.memory))?;
+                let prepared = files
+                    .create(&config.kernel, &config.kernel_cmdline(), ram_size)
+                    .and_then(|()| CommWindow::open(&files.ram));
+                match prepared {
+                    Ok(window) => Some((files.clone(), Arc::new(window))),
+                    Err(error) => {
+                        files.remove();
+                        return Err(error.context(format!("{}: cell harness", config.name)));
+                    }
+                }
+            }
+        };
         let argv = config.argv();
         let mut command = Command::new(&config.qemu);
         command
@@ -446,13 +561,22 @@ impl VmHandle {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = crate::cleanup::spawn(command).with_context(|| {
+        let spawned = crate::cleanup::spawn(command).with_context(|| {
             format!(
                 "{}: cannot start {} (is QEMU installed? see `cargo run -- boot`, which installs it)",
                 config.name,
                 config.qemu.display()
             )
-        })?;
+        });
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(error) => {
+                if let Some((files, _)) = &cell {
+                    files.remove();
+                }
+                return Err(error);
+            }
+        };
         let pid = child.id();
         let log = Arc::new(Log::default());
         let mut readers = Vec::new();
@@ -499,6 +623,21 @@ impl VmHandle {
                     })?,
             );
         }
+        let cell = cell.map(|(files, window)| {
+            let outcome = Arc::new(Mutex::new(None));
+            watch_cell(
+                &config.name,
+                pid,
+                Arc::clone(&window),
+                Arc::clone(&log),
+                Arc::clone(&outcome),
+            );
+            CellRun {
+                files,
+                window,
+                outcome,
+            }
+        });
         Ok(VmHandle {
             name: config.name,
             argv,
@@ -510,7 +649,31 @@ impl VmHandle {
                 readers,
                 outcome: None,
             }),
+            cell,
         })
+    }
+
+    /// Sends a hypervisor message to a cell-harness VM's communication
+    /// region and waits up to `timeout` for its reply.
+    pub fn send_cell_message(
+        &self,
+        message: abi::jailhouse::Message,
+        timeout: Duration,
+    ) -> anyhow::Result<abi::jailhouse::Reply> {
+        let cell = self
+            .cell
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("{} is not a cell-harness VM", self.name))?;
+        cell.window
+            .send(message, timeout)
+            .with_context(|| self.name.clone())
+    }
+
+    /// A cell-harness VM's state in its communication region.
+    pub fn cell_state(
+        &self,
+    ) -> Option<Result<abi::jailhouse::CellState, abi::jailhouse::UnknownCode>> {
+        self.cell.as_ref().map(|cell| cell.window.state())
     }
 
     /// The VM's name.
@@ -635,7 +798,10 @@ impl VmHandle {
             && let Some(child) = process.child.as_mut()
             && let Ok(Some(status)) = child.try_wait()
         {
-            self.finish(&mut process, Outcome::from_status(status));
+            let outcome = self
+                .cell_outcome()
+                .unwrap_or_else(|| Outcome::from_status(status));
+            self.finish(&mut process, outcome);
         }
         process.outcome
     }
@@ -658,6 +824,12 @@ impl VmHandle {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// How a cell-harness VM ended, once its watcher saw a final cell state.
+    fn cell_outcome(&self) -> Option<Outcome> {
+        let cell = self.cell.as_ref()?;
+        *cell.outcome.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Kills QEMU (SIGKILL) and reaps it; the outcome becomes
@@ -703,6 +875,9 @@ impl Drop for VmHandle {
         }
         process.child = None;
         // The readers end on EOF now that QEMU is gone; no need to join.
+        if let Some(cell) = &self.cell {
+            cell.files.remove();
+        }
     }
 }
 
