@@ -82,8 +82,9 @@ pub fn host_tsc_khz() -> u32 {
     })
 }
 
-/// The communication region the harness gives a cell.
-pub fn comm_region() -> Vec<u8> {
+/// The communication region the harness gives a cell, with ABI `revision`
+/// (tests give another one to see the cell refuse it).
+pub fn comm_region(revision: u16) -> Vec<u8> {
     let mut page = vec![0u8; COMM_REGION_SIZE];
     CommRegion {
         flags: 0,
@@ -94,6 +95,7 @@ pub fn comm_region() -> Vec<u8> {
         apic_khz: None,
     }
     .encode(&mut page);
+    page[offset::REVISION..offset::REVISION + 2].copy_from_slice(&revision.to_le_bytes());
     page
 }
 
@@ -109,6 +111,9 @@ pub struct CellFiles {
     pub comm: PathBuf,
     /// The reset ROM.
     pub rom: PathBuf,
+    /// The ABI revision the communication region claims (default
+    /// [`jailhouse::ABI_REVISION`]).
+    pub revision: u16,
 }
 
 impl CellFiles {
@@ -126,6 +131,15 @@ impl CellFiles {
             image: path("image"),
             comm: path("comm"),
             rom: path("rom"),
+            revision: jailhouse::ABI_REVISION,
+        }
+    }
+
+    /// The same settings under fresh paths (each VM gets its own files).
+    pub fn renamed(&self) -> CellFiles {
+        CellFiles {
+            revision: self.revision,
+            ..CellFiles::unique()
         }
     }
 
@@ -145,7 +159,7 @@ impl CellFiles {
             std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
         };
         write(&self.image, &image_with_cmdline(&flat, cmdline)?)?;
-        write(&self.comm, &comm_region())?;
+        write(&self.comm, &comm_region(self.revision))?;
         write(&self.rom, &reset_rom())?;
         let ram = File::create(&self.ram)
             .and_then(|file| file.set_len(ram_size).map(|()| file))
@@ -284,7 +298,7 @@ mod tests {
 
     #[test]
     fn the_harness_region_parses_as_the_kernel_reads_it() {
-        let page = comm_region();
+        let page = comm_region(jailhouse::ABI_REVISION);
         let region = CommRegion::parse(&page).unwrap();
         assert_eq!(region.pci_mmconfig_base, None);
         assert_eq!(region.flags, 0, "no hypercall console in the harness");

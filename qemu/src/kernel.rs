@@ -170,3 +170,33 @@ pub fn check_cell_image(bytes: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_cell_image;
+
+    fn image(len: usize) -> Vec<u8> {
+        let mut bytes = vec![0x90u8; len];
+        bytes[0] = 0xfa;
+        let buffer = 0x1000.min(len)..0x2000.min(len);
+        bytes[buffer].fill(0);
+        bytes
+    }
+
+    #[test]
+    fn a_cell_image_is_checked_for_the_layout_jailhouse_loads() {
+        assert_eq!(check_cell_image(&image(0x5000)), Ok(()));
+        let error = check_cell_image(&image(0x1800)).unwrap_err();
+        assert!(error.contains("before the command-line buffer"), "{error}");
+        let error = check_cell_image(&image(0xa_0001)).unwrap_err();
+        assert!(error.contains("run past 0xa0000"), "{error}");
+        let mut no_entry = image(0x5000);
+        no_entry[0] = 0;
+        let error = check_cell_image(&no_entry).unwrap_err();
+        assert!(error.contains("reset entry"), "{error}");
+        let mut written = image(0x5000);
+        written[0x1000] = b'a';
+        let error = check_cell_image(&written).unwrap_err();
+        assert!(error.contains("not empty"), "{error}");
+    }
+}

@@ -535,7 +535,7 @@ impl VmHandle {
             config.kernel.display()
         );
         // A cell's files are its own, also when the config is a template.
-        let cell_files = config.cell.as_ref().map(|_| CellFiles::unique());
+        let cell_files = config.cell.as_ref().map(CellFiles::renamed);
         config.cell.clone_from(&cell_files);
         let cell = match &cell_files {
             None => None,

@@ -27,7 +27,7 @@ pub use launcher::{ProcessRun, run_launcher};
 pub use pair::{Pair, SCENARIO_TIMEOUT};
 pub use qemu::shm::ShmFile;
 pub use qemu::{DeviceReport, Machine, Outcome, VmLock};
-pub use single::{Run, VM_TIMEOUT, boot, boot_unchecked};
+pub use single::{Run, VM_TIMEOUT, boot, boot_cell, boot_unchecked};
 
 /// Builds the kernel (release profile) once per test process and returns the ELF.
 ///
@@ -46,6 +46,17 @@ pub fn kernel() -> PathBuf {
     }
     qemu::kernel::build(qemu::kernel::Profile::Release)
         .unwrap_or_else(|e| panic!("cannot build the kernel: {e:#}"))
+}
+
+/// Builds the kernel (release profile) once per test process and returns
+/// the flat Jailhouse cell image made from it (`eth-ivshmem.bin`).
+///
+/// # Panics
+///
+/// If the build or `objcopy` fails, or the image's layout is wrong.
+pub fn cell_image() -> PathBuf {
+    qemu::kernel::build_cell_image(qemu::kernel::Profile::Release)
+        .unwrap_or_else(|e| panic!("cannot build the cell image: {e:#}"))
 }
 
 /// A kernel command line that runs `apps`, the rest default.

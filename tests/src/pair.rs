@@ -46,10 +46,17 @@ impl Drop for Pair {
 impl Pair {
     fn new(name: &str, link: impl FnOnce() -> Result<Link, String>) -> Pair {
         // Build before taking the lock: a build is not a VM run.
-        let kernel = crate::kernel();
+        Pair::with_template(name, VmConfig::new(crate::kernel()), link)
+    }
+
+    fn with_template(
+        name: &str,
+        template: VmConfig,
+        link: impl FnOnce() -> Result<Link, String>,
+    ) -> Pair {
         let lock = VmLock::acquire().expect("cannot take the VM lock");
         let link = link().unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut scenario = Scenario::new(name, VmConfig::new(kernel), link);
+        let mut scenario = Scenario::new(name, template, link);
         scenario.set_timeout(Some(SCENARIO_TIMEOUT));
         Pair {
             scenario,
@@ -76,6 +83,35 @@ impl Pair {
             Link::serve(config.clone())
                 .map_err(|e| format!("cannot start the server {config:?}: {e}"))
         })
+    }
+
+    /// A doorbell scenario (as [`Pair::doorbell`]) whose VMs boot the flat
+    /// image as Jailhouse cells in the cell harness ([`qemu::cell`]).
+    ///
+    /// # Panics
+    ///
+    /// If the image cannot be built or the server cannot start.
+    pub fn doorbell_cells(name: &str) -> Pair {
+        let template = VmConfig::new(crate::cell_image()).cell();
+        Pair::with_template(name, template, || {
+            let config = ServerConfig::new(unique_socket_path("e2e-cell"));
+            Link::serve(config.clone())
+                .map_err(|e| format!("cannot start the server {config:?}: {e}"))
+        })
+    }
+
+    /// Sends a hypervisor message to cell-harness VM `name` and returns its
+    /// reply (within 5 s).
+    #[track_caller]
+    pub fn send_cell_message(
+        &self,
+        name: &str,
+        message: abi::jailhouse::Message,
+    ) -> abi::jailhouse::Reply {
+        let handle = self.ok(self.scenario.handle(name));
+        handle
+            .send_cell_message(message, Duration::from_secs(5))
+            .unwrap_or_else(|e| self.fail(&format!("{e:#}")))
     }
 
     /// A polling scenario on `ivshmem-plain` (1 MiB, 2 peers, ivshmem-net):

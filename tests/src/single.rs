@@ -20,6 +20,8 @@ pub struct Run {
     pub outcome: Outcome,
     /// The serial lines, in order.
     pub lines: Vec<String>,
+    /// A cell-harness VM's final cell state (or the unknown value found).
+    pub cell_state: Option<Result<abi::jailhouse::CellState, u32>>,
     context: String,
 }
 
@@ -96,20 +98,41 @@ pub fn boot_unchecked(machine: Machine, words: &str) -> Run {
     run(machine, |config| config.unchecked(words))
 }
 
+/// Boots the flat image as a Jailhouse cell in the cell harness on `pc`
+/// ([`qemu::cell`]), with `words` as its command line (passed as is) and
+/// its configuration changed by `configure`, and waits for it to end.
+pub fn boot_cell(words: &str, configure: impl FnOnce(VmConfig) -> VmConfig) -> Run {
+    let template = VmConfig::new(crate::cell_image()).cell();
+    run_template(template, "e2e-cell", |config| {
+        configure(config.unchecked(words))
+    })
+}
+
 fn run(machine: Machine, configure: impl FnOnce(VmConfig) -> VmConfig) -> Run {
-    let kernel = crate::kernel();
+    let template = VmConfig::new(crate::kernel()).machine(machine);
+    run_template(template, &format!("e2e-{machine}"), configure)
+}
+
+fn run_template(
+    template: VmConfig,
+    name: &str,
+    configure: impl FnOnce(VmConfig) -> VmConfig,
+) -> Run {
     let _lock = VmLock::acquire().expect("cannot take the VM lock");
-    let name = format!("e2e-{machine}");
-    let template = VmConfig::new(kernel).machine(machine);
+    let machine = template.machine;
     let mut scenario = Scenario::new(format!("boot on {machine}"), template, Link::None);
     scenario.set_timeout(Some(VM_TIMEOUT));
-    let config = configure(scenario.vm(&name));
+    let config = configure(scenario.vm(name));
     let run = |scenario: &mut Scenario| -> Result<Run, ScenarioError> {
         scenario.spawn(config, None)?;
-        let outcome = scenario.wait_exit(&name)?;
+        let outcome = scenario.wait_exit(name)?;
         Ok(Run {
             outcome,
-            lines: scenario.lines(&name)?,
+            cell_state: scenario
+                .handle(name)?
+                .cell_state()
+                .map(|state| state.map_err(|unknown| unknown.0)),
+            lines: scenario.lines(name)?,
             context: scenario.context(),
         })
     };
