@@ -1,10 +1,15 @@
 //! The local APIC (enable, EOI, ID) and the legacy PICs (masked).
 //!
 //! MSI-X messages from PCI devices land in the local APIC, and its one-shot
-//! timer wakes the kernel from `hlt`.
+//! timer wakes the kernel from `hlt`. The registers are reached through the
+//! xAPIC page (MMIO) or, in a Jailhouse cell whose CPU has x2APIC, through
+//! the x2APIC MSRs (register offset / 16 + 0x800), which the hypervisor
+//! emulates for every cell whatever mode the hardware runs in
+//! (docs/jailhouse.md §1.5).
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
+use x86_64::registers::model_specific::Msr;
 
 use crate::interrupts::SPURIOUS_VECTOR;
 use crate::paging::{self, Attributes};
@@ -39,7 +44,20 @@ const LVT_MASKED: u32 = 1 << 16;
 /// Divide configuration value for divide-by-16.
 const DIVIDE_BY_16: u32 = 0b0011;
 
+/// Whether the registers are the x2APIC MSRs.
+static X2APIC: AtomicBool = AtomicBool::new(false);
+
+/// The x2APIC MSR of the register at xAPIC `offset`.
+fn msr(offset: u64) -> Msr {
+    Msr::new(0x800 + (offset >> 4) as u32)
+}
+
 fn read(offset: u64) -> u32 {
+    if X2APIC.load(Ordering::Relaxed) {
+        // SAFETY: `init` chose x2APIC access: the MSRs of the architectural
+        // registers exist and reading them has no side effect we rely on.
+        return unsafe { msr(offset).read() } as u32;
+    }
     let address = BASE.load(Ordering::Relaxed) + offset;
     // SAFETY: `init` mapped the APIC page uncached at BASE; the offsets are
     // architectural 32-bit registers inside that page.
@@ -47,6 +65,12 @@ fn read(offset: u64) -> u32 {
 }
 
 fn write(offset: u64, value: u32) {
+    if X2APIC.load(Ordering::Relaxed) {
+        // SAFETY: as in `read`; the kernel writes only the registers this
+        // module names (TPR, SVR, EOI, the timer), as it does through MMIO.
+        unsafe { msr(offset).write(u64::from(value)) };
+        return;
+    }
     let address = BASE.load(Ordering::Relaxed) + offset;
     // SAFETY: as in `read`.
     unsafe { core::ptr::write_volatile(address as *mut u32, value) }
@@ -78,21 +102,46 @@ fn quiet_legacy_pics() {
     }
 }
 
-/// Maps the local APIC at `base` uncached, masks the PICs (if `legacy_pics`:
-/// a Jailhouse cell has none and may not touch their ports) and
-/// software-enables the APIC.
+/// How the kernel reaches the local APIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The xAPIC register page at this physical address.
+    Mmio(u64),
+    /// The x2APIC MSRs (a Jailhouse cell on a CPU with x2APIC).
+    X2apicMsrs,
+}
+
+/// Whether CPUID reports x2APIC support.
+pub fn cpu_has_x2apic() -> bool {
+    core::arch::x86_64::__cpuid(1).ecx & (1 << 21) != 0
+}
+
+/// Maps the local APIC's page uncached (MMIO access), masks the PICs (if
+/// `legacy_pics`: a Jailhouse cell has none and may not touch their ports)
+/// and software-enables the APIC.
 ///
 /// # Safety
 ///
-/// `base` must be the local APIC's physical address (from the MADT, or the
-/// architectural default): its page is mapped uncached and written.
-pub unsafe fn init(base: u64, legacy_pics: bool) -> Result<(), paging::MapError> {
+/// With [`Access::Mmio`] the address must be the local APIC's (from the
+/// MADT, or the architectural default): its page is mapped uncached and
+/// written. [`Access::X2apicMsrs`] needs a CPU (or hypervisor) that
+/// answers the x2APIC MSRs.
+pub unsafe fn init(access: Access, legacy_pics: bool) -> Result<(), paging::MapError> {
     if legacy_pics {
         quiet_legacy_pics();
     }
-    // SAFETY: the local APIC's register page (the caller's contract).
-    unsafe { paging::map(base, 0x1000, Attributes::DEVICE)? };
-    BASE.store(base, Ordering::Relaxed);
+    match access {
+        Access::Mmio(base) => {
+            // SAFETY: the local APIC's register page (the caller's contract).
+            unsafe { paging::map(base, 0x1000, Attributes::DEVICE)? };
+            BASE.store(base, Ordering::Relaxed);
+        }
+        Access::X2apicMsrs => {
+            X2APIC.store(true, Ordering::Relaxed);
+            // Marks the APIC as set up for `id` and `end_of_interrupt`.
+            BASE.store(DEFAULT_BASE, Ordering::Relaxed);
+        }
+    }
     write(register::TASK_PRIORITY, 0);
     write(
         register::SPURIOUS_VECTOR,
@@ -128,7 +177,14 @@ pub fn id() -> u8 {
     if BASE.load(Ordering::Relaxed) == 0 {
         return 0;
     }
-    (read(register::ID) >> 24) as u8
+    let id = read(register::ID);
+    if X2APIC.load(Ordering::Relaxed) {
+        // The full 32-bit x2APIC ID; MSI messages without interrupt
+        // remapping carry 8 bits, which is what a small cell has.
+        id as u8
+    } else {
+        (id >> 24) as u8
+    }
 }
 
 /// Signals the end of the interrupt being handled.

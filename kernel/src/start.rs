@@ -30,8 +30,8 @@ use core::sync::atomic::Ordering;
 struct Platform {
     /// The kernel command line, parsed.
     command_line: CommandLine,
-    /// The local APIC's physical address.
-    local_apic: u64,
+    /// How to reach the local APIC.
+    local_apic: apic::Access,
     /// PCI configuration access.
     config: Box<dyn ConfigAccess>,
     /// Whether nobody assigned the BARs (no firmware: a cell).
@@ -110,7 +110,7 @@ unsafe fn start_pvh(start_info: u32) -> Platform {
         .map(|window| (window.base, window.bus_start, window.bus_end));
     Platform {
         command_line,
-        local_apic: acpi.local_apic,
+        local_apic: apic::Access::Mmio(acpi.local_apic),
         config: config_access(ecam),
         assign_bars: false,
     }
@@ -207,9 +207,20 @@ unsafe fn start_cell() -> Platform {
             "COM1"
         }
     );
+    // Jailhouse emulates the x2APIC MSRs for its cells (its own inmate
+    // library uses nothing else); without x2APIC the xAPIC page is there.
+    let local_apic = if apic::cpu_has_x2apic() {
+        apic::Access::X2apicMsrs
+    } else {
+        apic::Access::Mmio(apic::DEFAULT_BASE)
+    };
+    match local_apic {
+        apic::Access::X2apicMsrs => info!("jailhouse: local APIC through the x2APIC MSRs"),
+        apic::Access::Mmio(base) => info!("jailhouse: local APIC through its page at {base:#x}"),
+    }
     Platform {
         command_line,
-        local_apic: apic::DEFAULT_BASE,
+        local_apic,
         config: config_access(region.pci_mmconfig_base.map(|base| (base, 0, 255))),
         assign_bars: true,
     }
@@ -254,7 +265,8 @@ fn run(platform: Platform) -> ! {
         assign_bars,
     } = platform;
     // SAFETY: the address comes from the MADT, or is the architectural
-    // default (a cell's APIC is where the hardware has it).
+    // default (a cell's APIC is where the hardware has it); x2APIC access
+    // only where CPUID reports it, in a cell.
     if let Err(error) = unsafe { apic::init(local_apic, !crate::jailhouse::in_cell()) } {
         fail(format_args!("local APIC: {error}"));
     }

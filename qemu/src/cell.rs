@@ -92,7 +92,8 @@ pub fn comm_region(revision: u16) -> Vec<u8> {
         pm_timer_address: None,
         num_cpus: 1,
         tsc_khz: host_tsc_khz(),
-        apic_khz: None,
+        // QEMU's APIC timer counts nanoseconds before its divider.
+        apic_khz: Some(1_000_000),
     }
     .encode(&mut page);
     page[offset::REVISION..offset::REVISION + 2].copy_from_slice(&revision.to_le_bytes());
