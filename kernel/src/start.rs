@@ -34,8 +34,9 @@ struct Platform {
     local_apic: apic::Access,
     /// PCI configuration access.
     config: Box<dyn ConfigAccess>,
-    /// Whether nobody assigned the BARs (no firmware: a cell).
-    assign_bars: bool,
+    /// Whether this is a Jailhouse cell: no firmware assigned the BARs, and
+    /// virtual devices may sit on any bus.
+    cell: bool,
 }
 
 /// Brings the platform up and runs what the command line asks for. Never returns.
@@ -112,7 +113,7 @@ unsafe fn start_pvh(start_info: u32) -> Platform {
         command_line,
         local_apic: apic::Access::Mmio(acpi.local_apic),
         config: config_access(ecam),
-        assign_bars: false,
+        cell: false,
     }
 }
 
@@ -221,8 +222,13 @@ unsafe fn start_cell() -> Platform {
     Platform {
         command_line,
         local_apic,
-        config: config_access(region.pci_mmconfig_base.map(|base| (base, 0, 255))),
-        assign_bars: true,
+        // Configuration through 0xCF8, which Jailhouse answers for every
+        // bus, device and function. Its MMCONFIG window covers only the
+        // platform's buses, which the region does not name: an access past
+        // them would stop the cell, and everything we read is in the first
+        // 256 bytes (docs/jailhouse.md §1.4).
+        config: config_access(None),
+        cell: true,
     }
 }
 
@@ -262,12 +268,12 @@ fn run(platform: Platform) -> ! {
         command_line,
         local_apic,
         config,
-        assign_bars,
+        cell,
     } = platform;
     // SAFETY: the address comes from the MADT, or is the architectural
     // default (a cell's APIC is where the hardware has it); x2APIC access
     // only where CPUID reports it, in a cell.
-    if let Err(error) = unsafe { apic::init(local_apic, !crate::jailhouse::in_cell()) } {
+    if let Err(error) = unsafe { apic::init(local_apic, !cell) } {
         fail(format_args!("local APIC: {error}"));
     }
     // A cell that serves may be shut down at any time; one whose apps
@@ -278,8 +284,15 @@ fn run(platform: Platform) -> ! {
         crate::jailhouse::ShutdownPolicy::Approve
     });
 
-    let mut functions = pci::enumerate(&*config);
-    if assign_bars {
+    let mut functions = pci::enumerate_buses(
+        &*config,
+        if cell {
+            pci::Scan::EveryBus
+        } else {
+            pci::Scan::FromBusZero
+        },
+    );
+    if cell {
         match pci::assign::assign_memory_bars(&*config, &mut functions, pci::assign::CELL_WINDOW) {
             Ok(count) => info!("PCI: assigned {count} memory BAR(s) (no firmware did)"),
             Err(error) => fail(format_args!("PCI: {error}")),
@@ -505,12 +518,11 @@ fn guard_stack() {
     }
 }
 
-/// ECAM for segment 0 (`(base, first bus, last bus)`) if the platform
+/// ECAM for segment 0 (`(base, first bus, last bus)`) if the firmware
 /// names one, else port I/O.
 fn config_access(ecam: Option<(u64, u8, u8)>) -> Box<dyn ConfigAccess> {
     if let Some((base, bus_start, bus_end)) = ecam {
-        // SAFETY: the window comes from the firmware's MCFG table, or from
-        // the hypervisor's communication region.
+        // SAFETY: the window comes from the firmware's MCFG table.
         match unsafe { pci::Ecam::new(base, bus_start, bus_end) } {
             Ok(ecam) => {
                 info!("PCI: ECAM at {base:#x}, buses {bus_start}-{bus_end}");

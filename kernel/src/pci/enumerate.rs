@@ -53,10 +53,29 @@ impl Function {
 /// The most buses a scan visits (bridges could otherwise form a loop).
 const MAX_BUSES: usize = 256;
 
+/// Which buses [`enumerate_buses`] scans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// Bus 0 and every bus behind a PCI-to-PCI bridge found on the way.
+    FromBusZero,
+    /// All 256 buses: a Jailhouse cell's virtual devices may sit on any bus
+    /// with no bridge leading there (the hypervisor answers every address,
+    /// as Jailhouse's own inmate library assumes).
+    EveryBus,
+}
+
 /// Finds every function reachable from bus 0 through PCI-to-PCI bridges, and sizes its BARs.
 pub fn enumerate(config: &dyn ConfigAccess) -> Vec<Function> {
+    enumerate_buses(config, Scan::FromBusZero)
+}
+
+/// Finds every function on the buses `scan` names, and sizes its BARs.
+pub fn enumerate_buses(config: &dyn ConfigAccess, scan: Scan) -> Vec<Function> {
     let mut functions = Vec::new();
-    let mut pending: Vec<u8> = alloc::vec![0];
+    let mut pending: Vec<u8> = match scan {
+        Scan::FromBusZero => alloc::vec![0],
+        Scan::EveryBus => (0..=255).rev().collect(),
+    };
     let mut visited = [false; MAX_BUSES];
     while let Some(bus) = pending.pop() {
         if core::mem::replace(&mut visited[usize::from(bus)], true) {
@@ -79,7 +98,7 @@ pub fn enumerate(config: &dyn ConfigAccess) -> Vec<Function> {
                 let class = config.read32(bdf, offset::CLASS);
                 let header = config.read8(bdf, offset::HEADER_TYPE + 2);
                 let header_type = header & 0x7f;
-                if header_type == 1 {
+                if header_type == 1 && scan == Scan::FromBusZero {
                     let secondary = config.read8(bdf, offset::BRIDGE_BUSES + 1);
                     if secondary != 0 {
                         pending.push(secondary);
@@ -275,5 +294,26 @@ mod tests {
                     .set(0x18, 0x0000_0001),
             );
         assert_eq!(enumerate(&config).len(), 2);
+    }
+
+    #[test]
+    fn a_scan_of_every_bus_finds_devices_no_bridge_leads_to() {
+        let config = FakeConfigSpace::default()
+            .with(bdf(0, 0, 0), FakeFunction::new(0x8086, 0x1237, 0x0600_0000))
+            .with(
+                bdf(1, 0x0e, 0),
+                FakeFunction::new(0x110a, 0x4106, 0xff00_0100),
+            )
+            .with(
+                bdf(255, 31, 0),
+                FakeFunction::new(0x1af4, 0x1110, 0x0500_0001),
+            );
+        let from_zero: Vec<Bdf> = enumerate(&config).iter().map(|f| f.bdf).collect();
+        assert_eq!(from_zero, [bdf(0, 0, 0)]);
+        let every: Vec<Bdf> = enumerate_buses(&config, Scan::EveryBus)
+            .iter()
+            .map(|f| f.bdf)
+            .collect();
+        assert_eq!(every, [bdf(0, 0, 0), bdf(1, 0x0e, 0), bdf(255, 31, 0)]);
     }
 }

@@ -17,5 +17,5 @@ pub mod msix;
 pub use abi::report::{Bar, BarKind, Bdf};
 pub use capability::{Capability, capabilities, find_capability};
 pub use config::{ConfigAccess, Ecam, PortIo, command, offset};
-pub use enumerate::{Function, enable, enumerate, size_bars};
+pub use enumerate::{Function, Scan, enable, enumerate, enumerate_buses, size_bars};
 pub use msix::{Msix, MsixTable, msi_message};
