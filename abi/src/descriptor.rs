@@ -23,9 +23,9 @@
 //! size by its user.
 
 use core::fmt;
-use core::ops::Range;
 
 use crate::layout::{Layout, PAGE_SIZE};
+use crate::le::{u32_at, u64_at};
 
 /// The magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"IVSHM2EM";
@@ -111,18 +111,6 @@ impl fmt::Display for DescriptorError {
 }
 
 impl core::error::Error for DescriptorError {}
-
-fn u32_at(bytes: &[u8], range: Range<usize>) -> u32 {
-    let mut value = [0; 4];
-    value.copy_from_slice(&bytes[range]);
-    u32::from_le_bytes(value)
-}
-
-fn u64_at(bytes: &[u8], range: Range<usize>) -> u64 {
-    let mut value = [0; 8];
-    value.copy_from_slice(&bytes[range]);
-    u64::from_le_bytes(value)
-}
 
 impl DescriptorPage {
     /// Parses the first [`LENGTH`] bytes of `bytes` (the start of the shared

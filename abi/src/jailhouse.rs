@@ -243,19 +243,15 @@ impl fmt::Display for CommRegionError {
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+    crate::le::u16_at(bytes, at..at + 2)
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
+    crate::le::u32_at(bytes, at..at + 4)
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
+    crate::le::u64_at(bytes, at..at + 8)
 }
 
 impl CommRegion {

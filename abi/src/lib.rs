@@ -31,4 +31,5 @@ pub mod descriptor;
 pub mod exit;
 pub mod jailhouse;
 pub mod layout;
+mod le;
 pub mod report;
