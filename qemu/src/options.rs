@@ -50,6 +50,17 @@ impl StartOptions {
     /// ([`crate::kernel::build`], [`crate::kernel::build_cell_image`]).
     pub fn kernel(&self) -> anyhow::Result<PathBuf> {
         match &self.kernel {
+            Some(image) if self.cell => {
+                let bytes = std::fs::read(image)
+                    .map_err(|e| anyhow::anyhow!("--kernel {}: {e}", image.display()))?;
+                crate::kernel::check_cell_image(&bytes).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--kernel {} is not a cell image (with --cell, give eth-ivshmem.bin from `cell-image`): {e}",
+                        image.display()
+                    )
+                })?;
+                Ok(image.clone())
+            }
             Some(elf) => Ok(elf.clone()),
             None if self.cell => crate::kernel::build_cell_image(self.profile),
             None => crate::kernel::build(self.profile),

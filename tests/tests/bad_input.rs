@@ -173,6 +173,18 @@ fn bad_input_gives_a_clear_message_a_failure_status_and_leaves_nothing() {
             &[1, 2],
             "not-an-elf",
         ),
+        // --cell wants a flat cell image, not an ELF or a script.
+        case(
+            &["boot", "--cell", "--kernel", &path(&not_an_elf)],
+            &[1],
+            "is not a cell image",
+        ),
+        // A cell's bad command line ends in its cell state, with the same code.
+        case(
+            &["boot", "--cell", "--raw-append", "mem=1K"],
+            &[1],
+            "rejected its kernel command line",
+        ),
         case(
             &["vm", "--qemu", &path(&failing_qemu), "--link", "none"],
             &[1],
