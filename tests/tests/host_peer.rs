@@ -7,14 +7,16 @@
 //! Linux's `ping` and a Rust `std` TCP client reach the VM's echo server;
 //! the VM's own ping, TCP and UDP echo clients reach a Linux echo server;
 //! the VM restarts under a running bridge; the bridge's capture reads back
-//! with `tcpdump -r`. Without root or `/dev/net/tun` every test here says
+//! with `tcpdump -r`; Linux's ping above the MTU (IP fragments both ways),
+//! at either MTU on Linux's side, and over IPv6, and a TCP echo over IPv6
+//! (issue 9 against a stack nobody here wrote). Without root or `/dev/net/tun` every test here says
 //! why it skipped; where `CI` is set they fail instead
 //! ([`hostpeer::skip`]).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use abi::cmdline::{App, CommandLine};
+use abi::cmdline::{App, CommandLine, Ipv6Cidr};
 use abi::report::{PingSummary, TcpEchoResult, UdpEchoResult};
 use e2e::capture::{Event, assert_exchange, tcpdump};
 use e2e::{Pair, apps};
@@ -261,4 +263,61 @@ fn tcpdump_lines_are_read() {
         Event::parse("00:00:00.1 IP6 fe80::1 > ff02::2: ICMP6, router solicitation, length 16"),
         None
     );
+}
+
+/// Linux pings `target` `count` times with `size` payload bytes; all must come back.
+#[track_caller]
+fn linux_pings_sized(pair: &Pair, host: &HostPeer, target: std::net::IpAddr, size: u32) {
+    let mut options = PingOptions::new(target, 5, Duration::from_millis(20));
+    options.size = size;
+    let ping = ok(pair, host.ping(&options, |line| println!("ping: {line}")));
+    if ping.received != 5 || ping.rtts.len() != 5 {
+        pair.fail(&format!(
+            "Linux's ping -s {size} {target} lost replies: {ping}"
+        ));
+    }
+    println!("Linux → VM, {size} bytes to {target}: {ping}");
+}
+
+/// Issue 9 against Linux's own stack: pings above the MTU travel as IP
+/// fragments both ways (Linux fragments, the VM reassembles, replies and
+/// fragments its reply), with Linux at the link's default MTU and at 1500;
+/// Linux's ping and a TCP echo reach the VM over IPv6.
+#[test]
+fn linux_reaches_the_vm_with_fragments_and_over_ipv6() {
+    require_host_peer!();
+    let vm6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+    let server = CommandLine {
+        ip6: Some(Ipv6Cidr {
+            address: vm6,
+            prefix: 64,
+        }),
+        ..apps(&[App::Server])
+    };
+    let pair = one_vm("Linux: fragments and IPv6", server);
+    for linux_mtu in [None, Some(1500)] {
+        let link = pair.link().bridge_link().expect("a doorbell link");
+        let mut options = hostpeer::bridge_options(link);
+        options.mtu = linux_mtu;
+        let namespace = ok(&pair, Namespace::new().map_err(Into::into));
+        let mut host = ok(&pair, HostPeer::start_in(namespace, options));
+        ok(&pair, host.wait_for_link(true, LINK_TIMEOUT));
+        println!("Linux's MTU: {linux_mtu:?} (None: the link's default)");
+        for size in [1472, 1473, 8000, 20000, 65507] {
+            linux_pings_sized(&pair, &host, VM_ADDRESS.into(), size);
+        }
+        ok(
+            &pair,
+            host.add_ipv6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0xfe), 64),
+        );
+        linux_pings_sized(&pair, &host, vm6.into(), 56);
+        linux_pings_sized(&pair, &host, vm6.into(), 1400);
+        let echo = ok(
+            &pair,
+            host.tcp_echo(SocketAddr::from((vm6, ECHO_PORT)), 1 << 20, IDLE),
+        );
+        println!("Linux TCP echo over IPv6: {echo:?}");
+        let summary = ok(&pair, host.stop());
+        assert_eq!(summary.protocol_errors, 0, "{summary}");
+    }
 }

@@ -245,6 +245,34 @@ impl HostPeer {
         }
     }
 
+    /// Gives the TAP the IPv6 address `address/prefix` with `ip -6 addr add
+    /// … nodad` (usable at once: no duplicate-address detection, the link
+    /// has only us and the VM).
+    ///
+    /// # Errors
+    ///
+    /// `ip` (package iproute2) cannot run, or refuses.
+    pub fn add_ipv6(&self, address: std::net::Ipv6Addr, prefix: u8) -> anyhow::Result<()> {
+        let mut command = std::process::Command::new("ip");
+        command
+            .args(["-6", "addr", "add"])
+            .arg(format!("{address}/{prefix}"))
+            .args(["dev", &self.tap, "nodad"]);
+        let output = self
+            .namespace
+            .run_process(command, Duration::from_secs(10), |_| {})
+            .map_err(|e| anyhow::anyhow!("cannot run `ip` (Debian package iproute2): {e}"))?;
+        if !output.status.success() || output.timed_out {
+            bail!(
+                "ip -6 addr add {address}/{prefix} dev {} failed ({}): {}",
+                self.tap,
+                output.status,
+                output.stderr.trim()
+            );
+        }
+        Ok(())
+    }
+
     /// The bridge's control handle (its link and carrier state).
     pub fn control(&self) -> &Control {
         &self.control

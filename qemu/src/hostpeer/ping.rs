@@ -2,7 +2,7 @@
 //! read back: every reply's round-trip time and the totals.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -22,22 +22,23 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// What to ping, how often.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PingOptions {
-    /// The address.
-    pub target: Ipv4Addr,
+    /// The address, IPv4 or IPv6 (`ping` picks the family from it).
+    pub target: IpAddr,
     /// Echo requests to send (`-c`).
     pub count: u32,
     /// Time between them (`-i`; below 200 ms needs root, which the
     /// namespace needs anyway).
     pub interval: Duration,
-    /// ICMP payload bytes (`-s`); up to 1472 fits any MTU of 1500 or more.
+    /// ICMP payload bytes (`-s`); up to 1472 fits any MTU of 1500 or more,
+    /// above the MTU Linux sends IP fragments.
     pub size: u32,
 }
 
 impl PingOptions {
     /// `count` pings of 56 bytes to `target`, every `interval`.
-    pub fn new(target: Ipv4Addr, count: u32, interval: Duration) -> PingOptions {
+    pub fn new(target: impl Into<IpAddr>, count: u32, interval: Duration) -> PingOptions {
         PingOptions {
-            target,
+            target: target.into(),
             count,
             interval,
             size: 56,
@@ -296,7 +297,11 @@ rtt min/avg/max/mdev = 0.164/0.874/2.205/0.436 ms
 
     #[test]
     fn the_command_line() {
-        let options = PingOptions::new(Ipv4Addr::new(10, 0, 0, 1), 20, Duration::from_millis(50));
+        let options = PingOptions::new(
+            std::net::Ipv4Addr::new(10, 0, 0, 1),
+            20,
+            Duration::from_millis(50),
+        );
         let command = options.command();
         let args: Vec<String> = command
             .get_args()
