@@ -137,37 +137,63 @@ pub fn debug_putc(instruction: HypercallInstruction, byte: u8) {
     }
 }
 
+/// What the kernel does about a message from the hypervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// No message: nothing to do.
+    Nothing,
+    /// Reply, and go on.
+    Reply(Reply),
+    /// Approve the shutdown request, then stop as `SHUT_DOWN`.
+    ShutDown,
+}
+
+/// The answer to the raw `msg_to_cell` value under `policy` (pure: the
+/// decision of [`service_messages`]).
+pub fn answer_for(raw: u32, policy: ShutdownPolicy) -> Answer {
+    match Message::from_value(raw) {
+        Ok(Message::None) => Answer::Nothing,
+        Ok(Message::ShutdownRequest) => match policy {
+            ShutdownPolicy::Approve => Answer::ShutDown,
+            ShutdownPolicy::Deny => Answer::Reply(Reply::RequestDenied),
+        },
+        Ok(Message::ReconfigCompleted) => Answer::Reply(Reply::Received),
+        Err(_) => Answer::Reply(Reply::Unknown),
+    }
+}
+
 /// Answers a pending hypervisor message, if any (called from the idle
-/// paths). A shutdown request is approved (and the cell stops as
-/// `SHUT_DOWN` through `on_approve`) or denied by the current policy;
-/// `RECONFIG_COMPLETED` is acknowledged; anything else is answered
-/// `UNKNOWN`.
+/// paths, [`answer_for`] decides): an approved shutdown request is
+/// answered and then the cell stops through `on_approve`; everything else
+/// is answered with a log line and the kernel goes on.
 pub fn service_messages(on_approve: fn() -> !) {
     if !in_cell() {
         return;
     }
     let raw = read_field(offset::MSG_TO_CELL);
-    let reply = match Message::from_value(raw) {
-        Ok(Message::None) => return,
-        Ok(Message::ShutdownRequest) => {
-            if POLICY.load(Ordering::Relaxed) == ShutdownPolicy::Approve as u8 {
-                info!("jailhouse: shutdown request approved");
-                answer(Reply::RequestApproved);
-                on_approve()
-            }
-            warn!("jailhouse: shutdown request denied: an app is still measuring");
-            Reply::RequestDenied
-        }
-        Ok(Message::ReconfigCompleted) => {
-            info!("jailhouse: the system configuration changed");
-            Reply::Received
-        }
-        Err(unknown) => {
-            warn!("jailhouse: unknown message {:#x}", unknown.0);
-            Reply::Unknown
-        }
+    let policy = if POLICY.load(Ordering::Relaxed) == ShutdownPolicy::Approve as u8 {
+        ShutdownPolicy::Approve
+    } else {
+        ShutdownPolicy::Deny
     };
-    answer(reply);
+    match answer_for(raw, policy) {
+        Answer::Nothing => {}
+        Answer::ShutDown => {
+            info!("jailhouse: shutdown request approved");
+            answer(Reply::RequestApproved);
+            on_approve()
+        }
+        Answer::Reply(reply) => {
+            match reply {
+                Reply::RequestDenied => {
+                    warn!("jailhouse: shutdown request denied: an app is still measuring");
+                }
+                Reply::Received => info!("jailhouse: the system configuration changed"),
+                _ => warn!("jailhouse: unknown message {raw:#x}"),
+            }
+            answer(reply);
+        }
+    }
 }
 
 /// Clears the message, then gives the reply (the hypervisor waits for it).
@@ -188,5 +214,22 @@ fn halt() -> ! {
     loop {
         x86_64::instructions::interrupts::disable();
         x86_64::instructions::hlt();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_answered_by_the_policy() {
+        use ShutdownPolicy::{Approve, Deny};
+        assert_eq!(answer_for(0, Approve), Answer::Nothing);
+        assert_eq!(answer_for(0, Deny), Answer::Nothing);
+        assert_eq!(answer_for(1, Approve), Answer::ShutDown);
+        assert_eq!(answer_for(1, Deny), Answer::Reply(Reply::RequestDenied));
+        assert_eq!(answer_for(2, Deny), Answer::Reply(Reply::Received));
+        assert_eq!(answer_for(2, Approve), Answer::Reply(Reply::Received));
+        assert_eq!(answer_for(7, Approve), Answer::Reply(Reply::Unknown));
     }
 }
