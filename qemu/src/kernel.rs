@@ -118,28 +118,56 @@ pub fn cell_image_path(profile: Profile) -> PathBuf {
 /// inmates are made), checking its layout: the reset entry at offset 0, the
 /// command-line buffer at 0x1000, the end below
 /// [`abi::jailhouse::IMAGE_LIMIT`]. Returns the image's path.
+///
+/// Memoised per process and profile, like [`build`]; the image is written
+/// under a temporary name and renamed into place, so that a VM being
+/// started (by this process or another) never reads a half-written one.
 pub fn build_cell_image(profile: Profile) -> anyhow::Result<PathBuf> {
+    type Results = Mutex<HashMap<Profile, Result<PathBuf, String>>>;
+    static RESULTS: OnceLock<Results> = OnceLock::new();
+    let results = RESULTS.get_or_init(Default::default);
+    let mut results = results.lock().unwrap_or_else(|p| p.into_inner());
+    let result = results
+        .entry(profile)
+        .or_insert_with(|| make_cell_image(profile).map_err(|e| format!("{e:#}")));
+    result.clone().map_err(anyhow::Error::msg)
+}
+
+fn make_cell_image(profile: Profile) -> anyhow::Result<PathBuf> {
     build(profile)?;
     let elf = cell_elf_path(profile);
     let image = cell_image_path(profile);
+    let partial = image.with_extension(format!("bin.{}.partial", std::process::id()));
     let output = Command::new("objcopy")
         .args(["-O", "binary"])
         .arg(&elf)
-        .arg(&image)
+        .arg(&partial)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| anyhow::anyhow!("cannot run objcopy (package binutils): {e}"))?;
-    anyhow::ensure!(
-        output.status.success(),
-        "objcopy -O binary {} failed ({}): {}",
-        elf.display(),
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim_end()
-    );
-    let bytes = std::fs::read(&image)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", image.display()))?;
-    check_cell_image(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
-    Ok(image)
+    let checked = if output.status.success() {
+        std::fs::read(&partial)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", partial.display()))
+            .and_then(|bytes| {
+                check_cell_image(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", elf.display()))
+            })
+            .and_then(|()| {
+                std::fs::rename(&partial, &image).map_err(|e| {
+                    anyhow::anyhow!("cannot move the image to {}: {e}", image.display())
+                })
+            })
+    } else {
+        Err(anyhow::anyhow!(
+            "objcopy -O binary {} failed ({}): {}",
+            elf.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        ))
+    };
+    if checked.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    checked.map(|()| image)
 }
 
 /// Checks a flat cell image's layout (see [`build_cell_image`]).
