@@ -190,7 +190,10 @@ impl ScriptedPeer {
         let index = match self.style {
             PeerStyle::Zephyr => self.layout.slot(self.next_avail) as u16,
             PeerStyle::Linux => {
-                let index = self.free_head;
+                // The free list lives in our own section, where a test (the
+                // fuzz target) may have written anything: keep the index
+                // one of our descriptors.
+                let index = self.layout.slot(self.free_head) as u16;
                 let next = self.layout.descriptor(usize::from(index)) + 14;
                 self.free_head = self.own.load_u16(next, Ordering::Relaxed);
                 index
